@@ -1,0 +1,30 @@
+# Every target sets up .venv from requirements.lock first (a no-op when it is current).
+PY := .venv/bin/python
+MLOPS := .venv/bin/mlops
+ARGS ?=
+
+.PHONY: setup run test test-fast bench check-config lock clean
+
+setup:
+	@scripts/bootstrap.sh
+
+run: setup  ## Train, validate and push the model described by pipeline_config.yaml
+	@$(MLOPS) run $(ARGS)
+
+test: setup  ## The whole suite, slow end-to-end pipeline tests included
+	@$(PY) -m pytest $(ARGS)
+
+test-fast: setup  ## Everything but the end-to-end pipeline runs
+	@$(PY) -m pytest -m "not slow" $(ARGS)
+
+bench: setup  ## Pipeline wall times: cold run and cached re-run
+	@$(PY) bench/pipeline $(ARGS)
+
+check-config: setup
+	@$(MLOPS) check-config $(ARGS)
+
+lock:  ## Re-resolve requirements.in into requirements.lock (needs uv and Python 3.10)
+	uv pip compile requirements.in --python-version 3.10 --python-platform x86_64-manylinux_2_31 -o requirements.lock
+
+clean:
+	rm -rf build serving_models .pytest_cache

@@ -1,0 +1,85 @@
+"""DataValidationGate: stops a run before training when the data breaks its contract.
+
+TFX's ExampleValidator records anomalies but never fails, and against a schema inferred
+from the same span it cannot notice a column that disappeared or changed type. This gate
+reads ExampleValidator's anomalies *and* checks the statistics against the features the
+config declares (present, with a usable type), and fails with one line per problem,
+naming the split, the feature and what is wrong. Transform depends on it, so nothing is
+trained or pushed from bad data.
+"""
+
+import json
+import os
+
+from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
+from tfx import v1 as tfx
+from tfx.components.statistics_gen import stats_artifact_utils
+from tfx.types import artifact_utils
+
+ANOMALIES_FILE = "SchemaDiff.pb"
+NUMERIC_TYPES = {statistics_pb2.FeatureNameStatistics.INT,
+                 statistics_pb2.FeatureNameStatistics.FLOAT}
+NUMERIC_KINDS = {"numeric", "bucketized", "numeric_label"}
+
+
+class DataValidationError(RuntimeError):
+    """The data of this run cannot be trained on; the message lists every problem."""
+
+
+def _feature_types(stats: statistics_pb2.DatasetFeatureStatistics) -> dict[str, str]:
+    return {(f.path.step[0] if f.path.step else f.name):
+            statistics_pb2.FeatureNameStatistics.Type.Name(f.type) for f in stats.features}
+
+
+def contract_problems(stats: statistics_pb2.DatasetFeatureStatistics,
+                      contract: dict[str, str]) -> "list[str]":
+    """Declared features that are missing, or whose values cannot be what was declared."""
+    types = _feature_types(stats)
+    problems = []
+    for name, kind in contract.items():
+        if name not in types:
+            problems.append(f"feature '{name}': column is missing (declared {kind})")
+        elif kind in NUMERIC_KINDS and types[name] not in ("INT", "FLOAT"):
+            problems.append(f"feature '{name}': declared {kind} but holds {types[name]} "
+                            "values (a number column with text in it?)")
+    return problems
+
+
+def anomaly_problems(anomalies: anomalies_pb2.Anomalies) -> "list[str]":
+    problems = []
+    for name, info in sorted(anomalies.anomaly_info.items()):
+        reasons = "; ".join(r.description or r.short_description for r in info.reason)
+        problems.append(f"feature '{name}': {info.short_description or 'anomaly'}"
+                        + (f" ({reasons})" if reasons else ""))
+    for reason in anomalies.dataset_anomaly_info.reason:
+        problems.append(f"dataset: {reason.description or reason.short_description}")
+    return problems
+
+
+def _load_anomalies(artifact, split: str) -> anomalies_pb2.Anomalies:
+    path = os.path.join(artifact_utils.get_split_uri([artifact], split), ANOMALIES_FILE)
+    anomalies = anomalies_pb2.Anomalies()
+    with tfx.dsl.io.fileio.open(path, "rb") as handle:
+        anomalies.ParseFromString(handle.read())
+    return anomalies
+
+
+@tfx.dsl.components.component
+def DataValidationGate(
+        statistics: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics],
+        anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
+        contract: tfx.dsl.components.Parameter[str]) -> None:
+    """Raises DataValidationError listing every problem; returns quietly on clean data.
+
+    `contract` is JSON mapping each declared column to its kind (numeric, bucketized,
+    categorical, label, numeric_label).
+    """
+    expected = json.loads(contract)
+    problems = []
+    for split in artifact_utils.decode_split_names(statistics.split_names):
+        stats = stats_artifact_utils.load_statistics(statistics, split).proto().datasets[0]
+        problems += [f"split {split}: {p}" for p in contract_problems(stats, expected)]
+        problems += [f"split {split}: {p}" for p in anomaly_problems(
+            _load_anomalies(anomalies, split))]
+    if problems:
+        raise DataValidationError("data validation failed:\n  - " + "\n  - ".join(problems))

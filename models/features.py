@@ -1,0 +1,86 @@
+"""Which columns feed the model, and how each kind is named after Transform.
+
+The declaration lives in `pipeline_config.yaml` (`features:` and `label:`); Transform and
+Trainer receive it as `custom_config`, so this module reads plain dicts and never the file.
+Kept free of TensorFlow so the declaration can be checked (and tested) cheaply.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Union
+
+NUMERIC = "numeric"
+CATEGORICAL = "categorical"
+BUCKETIZED = "bucketized"
+
+BINARY = "binary_classification"
+MULTICLASS = "multiclass_classification"
+REGRESSION = "regression"
+
+LABEL_VOCABULARY = "label"
+DEFAULT_BINARY_CLASS_NAMES = ("0", "1")
+
+
+def transformed_name(key: str) -> str:
+    """Transform's output name for a raw column (kept distinct from the raw name)."""
+    return f"{key}_xf"
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    column: str
+    task: str
+    positive_above: Optional[float] = None
+    positive_value: Optional[Union[str, int, float]] = None
+    class_names: Optional[tuple[str, ...]] = None
+
+    @property
+    def is_classification(self) -> bool:
+        return self.task in (BINARY, MULTICLASS)
+
+    @property
+    def binary_class_names(self) -> tuple[str, ...]:
+        return tuple(self.class_names or DEFAULT_BINARY_CLASS_NAMES)
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Features by kind; `bucketized` maps a column to its number of quantile buckets."""
+
+    numeric: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    bucketized: Mapping[str, int] = field(default_factory=dict)
+    label: LabelSpec = field(default_factory=lambda: LabelSpec("label", REGRESSION))
+
+    @classmethod
+    def from_custom_config(cls, custom_config: Mapping[str, Any]) -> "FeatureSpec":
+        features = custom_config["features"]
+        label = dict(custom_config["label"])
+        if label.get("class_names") is not None:
+            label["class_names"] = tuple(label["class_names"])
+        return cls(numeric=tuple(features.get(NUMERIC, ())),
+                   categorical=tuple(features.get(CATEGORICAL, ())),
+                   bucketized=dict(features.get(BUCKETIZED, {})),
+                   label=LabelSpec(**label))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every model input column, in a stable order (numeric, bucketized, categorical)."""
+        return (*self.numeric, *self.bucketized, *self.categorical)
+
+    def kind_of(self, name: str) -> str:
+        if name in self.numeric:
+            return NUMERIC
+        if name in self.bucketized:
+            return BUCKETIZED
+        if name in self.categorical:
+            return CATEGORICAL
+        raise KeyError(f"'{name}' is not a declared feature")
+
+    def is_numeric_input(self, name: str) -> bool:
+        """Numeric and bucketized columns are sent to serving as numbers, the rest as text."""
+        return self.kind_of(name) in (NUMERIC, BUCKETIZED)
+
+    @property
+    def label_key(self) -> str:
+        return transformed_name(self.label.column)

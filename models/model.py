@@ -1,0 +1,106 @@
+"""The Keras model and the Trainer's `run_fn`.
+
+The network is deliberately plain (a wide-and-deep style MLP): numeric inputs as they come
+from Transform (z-scored), bucketized inputs one-hot, categorical inputs embedded. Its
+shape comes from the declared features and `training:` hyper-parameters, so bringing your
+own data needs no change here.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+from tfx_bsl.public import tfxio
+
+from models import features as feature_lib
+from models import preprocessing, signatures
+
+
+def build_keras_model(spec: feature_lib.FeatureSpec, training: Mapping[str, Any],
+                      vocabulary_sizes: Mapping[str, int],
+                      num_classes: Optional[int] = None) -> keras.Model:
+    """A compiled model over the transformed features.
+
+    `vocabulary_sizes` maps each categorical column to its vocabulary size (without OOV);
+    `num_classes` is needed for multiclass classification only.
+    """
+    inputs, encoded = {}, []
+    for name in spec.numeric:
+        key = feature_lib.transformed_name(name)
+        inputs[key] = keras.Input(shape=(1,), name=key, dtype=tf.float32)
+        encoded.append(inputs[key])
+    for name, buckets in spec.bucketized.items():
+        key = feature_lib.transformed_name(name)
+        inputs[key] = keras.Input(shape=(1,), name=key, dtype=tf.int64)
+        encoded.append(keras.layers.CategoryEncoding(num_tokens=buckets,
+                                                     output_mode="one_hot")(inputs[key]))
+    for name in spec.categorical:
+        key = feature_lib.transformed_name(name)
+        inputs[key] = keras.Input(shape=(1,), name=key, dtype=tf.int64)
+        size = int(vocabulary_sizes[name]) + preprocessing.NUM_OOV_BUCKETS
+        embedded = keras.layers.Embedding(size, int(training["embedding_dim"]))(inputs[key])
+        encoded.append(keras.layers.Flatten()(embedded))
+
+    hidden = encoded[0] if len(encoded) == 1 else keras.layers.concatenate(encoded)
+    for units in training["hidden_units"]:
+        hidden = keras.layers.Dense(int(units), activation="relu")(hidden)
+
+    task = spec.label.task
+    if task == feature_lib.BINARY:
+        output = keras.layers.Dense(1, activation="sigmoid")(hidden)
+        loss, metrics = "binary_crossentropy", [keras.metrics.BinaryAccuracy()]
+    elif task == feature_lib.MULTICLASS:
+        if not num_classes or num_classes < 2:
+            raise ValueError(f"multiclass classification needs >= 2 classes, got {num_classes}")
+        output = keras.layers.Dense(num_classes, activation="softmax")(hidden)
+        loss = "sparse_categorical_crossentropy"
+        metrics = [keras.metrics.SparseCategoricalAccuracy()]
+    else:
+        output = keras.layers.Dense(1)(hidden)
+        loss, metrics = "mean_squared_error", [keras.metrics.MeanAbsoluteError()]
+
+    model = keras.Model(inputs=inputs, outputs=output)
+    model.compile(optimizer=keras.optimizers.Adam(float(training["learning_rate"])),
+                  loss=loss, metrics=metrics)
+    return model
+
+
+def _dataset(file_pattern, data_accessor, tf_transform_output: tft.TFTransformOutput,
+             label_key: str, batch_size: int) -> tf.data.Dataset:
+    return data_accessor.tf_dataset_factory(
+        file_pattern,
+        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=label_key),
+        tf_transform_output.transformed_metadata.schema).repeat()
+
+
+def vocabulary_sizes(spec: feature_lib.FeatureSpec,
+                     tf_transform_output: tft.TFTransformOutput) -> dict[str, int]:
+    return {name: tf_transform_output.vocabulary_size_by_name(name)
+            for name in spec.categorical}
+
+
+def run_fn(fn_args) -> None:
+    """TFX Trainer entry point: train on Transform's output and export for serving."""
+    spec = feature_lib.FeatureSpec.from_custom_config(fn_args.custom_config)
+    training = fn_args.custom_config["training"]
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    batch_size = int(training["batch_size"])
+
+    num_classes = None
+    if spec.label.task == feature_lib.MULTICLASS:
+        num_classes = tf_transform_output.vocabulary_size_by_name(
+            feature_lib.LABEL_VOCABULARY)
+    model = build_keras_model(spec, training, vocabulary_sizes(spec, tf_transform_output),
+                              num_classes)
+
+    train = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
+                     spec.label_key, batch_size)
+    evaluation = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
+                          spec.label_key, batch_size)
+    model.fit(train, steps_per_epoch=fn_args.train_steps, epochs=1,
+              validation_data=evaluation, validation_steps=fn_args.eval_steps,
+              verbose=int(fn_args.custom_config.get("keras_verbose", 0)))
+
+    signatures.export(model, tf_transform_output, spec, fn_args.serving_model_dir)

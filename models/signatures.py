@@ -1,0 +1,165 @@
+"""Serving signatures of the exported SavedModel.
+
+- ``serving_default``: the raw features as named inputs (one ``[batch]`` tensor each), so a
+  REST client sends ``{"instances": [{"fare": 12.5, "payment_type": "Cash"}]}`` as in the
+  TensorFlow Serving docs. Numeric and bucketized inputs are float32 (send NaN when the
+  value is missing); categorical inputs are strings (send "" when missing).
+- ``classify`` (classification) or ``regress`` (regression): serialized ``tf.Example``s
+  under the input ``inputs``, with TF Serving's method names, so its Classify / Regress
+  APIs work on the real server.
+- ``predict_examples`` and ``transform_features``: serialized examples for TFMA (the model's
+  raw output, and the transformed features that hold the label).
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import tensorflow as tf
+import tensorflow_transform as tft
+from tensorflow.core.protobuf import saved_model_pb2
+
+from models import features as feature_lib
+
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+EXAMPLES_SIGNATURE = "predict_examples"
+TRANSFORM_SIGNATURE = "transform_features"
+
+
+def examples_signature_name(spec: feature_lib.FeatureSpec) -> str:
+    return "classify" if spec.label.is_classification else "regress"
+
+
+def _serving_input_dtype(spec: feature_lib.FeatureSpec, name: str) -> tf.DType:
+    return tf.float32 if spec.is_numeric_input(name) else tf.string
+
+
+def _raw_from_serving_inputs(inputs: dict, spec: feature_lib.FeatureSpec,
+                             raw_feature_spec: dict) -> dict:
+    """Turns the ``[batch]`` serving inputs into the parsed form Transform saw.
+
+    A missing value (NaN, or "") becomes an absent entry of a sparse feature, exactly as a
+    missing CSV cell was, so the imputation learned by Transform applies to it.
+    """
+    raw = {}
+    for name in spec.names:
+        value = inputs[name]
+        feature = raw_feature_spec[name]
+        if spec.is_numeric_input(name):
+            missing = tf.math.is_nan(value)
+            converted = tf.cast(tf.where(missing, tf.zeros_like(value), value), feature.dtype)
+        else:
+            missing = tf.equal(value, "")
+            converted = value if feature.dtype == tf.string else tf.strings.to_number(
+                tf.where(missing, "0", value), out_type=feature.dtype)
+        if isinstance(feature, tf.io.VarLenFeature):
+            rows = tf.where(tf.math.logical_not(missing))
+            raw[name] = tf.SparseTensor(
+                indices=tf.concat([rows, tf.zeros_like(rows)], axis=1),
+                values=tf.gather_nd(converted, rows),
+                dense_shape=tf.stack([tf.shape(value, out_type=tf.int64)[0], 1]))
+        else:
+            raw[name] = tf.reshape(converted, [-1, *feature.shape])
+    return raw
+
+
+def _class_names(spec: feature_lib.FeatureSpec,
+                 tf_transform_output: tft.TFTransformOutput) -> Sequence[str]:
+    if spec.label.task == feature_lib.BINARY:
+        return spec.label.binary_class_names
+    return [v.decode() if isinstance(v, bytes) else v for v in
+            tf_transform_output.vocabulary_by_name(feature_lib.LABEL_VOCABULARY)]
+
+
+class ServingModule(tf.Module):
+    """What is exported: the model's variables, the Transform layer and the signatures.
+
+    Saving a Keras model directly makes TF trace every layer again for Keras reloading,
+    which took most of the Trainer's time; serving needs only the signatures. The Transform
+    layer hangs off the module so that saving tracks its assets (the vocabularies).
+    """
+
+    def __init__(self, model, tft_layer) -> None:
+        super().__init__()
+        self.model_variables = list(model.variables)
+        self.tft_layer = tft_layer
+
+
+def build_signatures(model, tf_transform_output: tft.TFTransformOutput,
+                     spec: feature_lib.FeatureSpec) -> tuple[ServingModule, dict[str, Callable]]:
+    """The module to save and its signatures, keyed by name, for `tf.saved_model.save`."""
+    raw_feature_spec = tf_transform_output.raw_feature_spec()
+    serving_raw_spec = {k: v for k, v in raw_feature_spec.items() if k != spec.label.column}
+    module = ServingModule(model, tf_transform_output.transform_features_layer())
+    input_names = list(model.input_names)
+    class_names = tf.constant(list(_class_names(spec, tf_transform_output))
+                              if spec.label.is_classification else [], dtype=tf.string)
+
+    def predict(transformed: dict) -> tf.Tensor:
+        return model({k: transformed[k] for k in input_names})
+
+    def named_outputs(output: tf.Tensor) -> dict:
+        if spec.label.task == feature_lib.REGRESSION:
+            return {"outputs": tf.reshape(output, [-1])}
+        if spec.label.task == feature_lib.BINARY:
+            scores = tf.concat([1.0 - output, output], axis=1)
+        else:
+            scores = output
+        batch = tf.shape(scores)[0]
+        classes = tf.tile(tf.expand_dims(class_names, 0), tf.stack([batch, 1]))
+        return {"classes": classes, "scores": scores}
+
+    def parse(serialized: tf.Tensor, with_label: bool) -> dict:
+        return tf.io.parse_example(serialized,
+                                   raw_feature_spec if with_label else serving_raw_spec)
+
+    @tf.function(input_signature=[{
+        name: tf.TensorSpec([None], _serving_input_dtype(spec, name), name=name)
+        for name in spec.names}])
+    def serving_default(inputs):
+        raw = _raw_from_serving_inputs(inputs, spec, raw_feature_spec)
+        return named_outputs(predict(module.tft_layer(raw)))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def examples_api(inputs):
+        return named_outputs(predict(module.tft_layer(parse(inputs, with_label=False))))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def predict_examples(examples):
+        return {"outputs": predict(module.tft_layer(parse(examples, with_label=False)))}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def transform_features(examples):
+        return module.tft_layer(parse(examples, with_label=True))
+
+    return module, {
+        "serving_default": serving_default.get_concrete_function(),
+        examples_signature_name(spec): examples_api.get_concrete_function(),
+        EXAMPLES_SIGNATURE: predict_examples.get_concrete_function(),
+        TRANSFORM_SIGNATURE: transform_features.get_concrete_function(),
+    }
+
+
+def export(model, tf_transform_output: tft.TFTransformOutput, spec: feature_lib.FeatureSpec,
+           export_dir: str) -> None:
+    """Writes the serving SavedModel to `export_dir`."""
+    module, functions = build_signatures(model, tf_transform_output, spec)
+    tf.saved_model.save(module, export_dir, signatures=functions)
+    set_method_names(export_dir, spec)
+
+
+def set_method_names(export_dir: str, spec: feature_lib.FeatureSpec) -> None:
+    """Marks the tf.Example signature as classify / regress in ``saved_model.pb``.
+
+    TF2's saver writes every signature as "predict", but TF Serving's Classify and Regress
+    APIs refuse a signature without their method name; TF's loaders ignore the field.
+    """
+    path = tf.io.gfile.join(export_dir, "saved_model.pb")
+    saved_model = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        saved_model.ParseFromString(handle.read())
+    method = CLASSIFY_METHOD if spec.label.is_classification else REGRESS_METHOD
+    for meta_graph in saved_model.meta_graphs:
+        meta_graph.signature_def[examples_signature_name(spec)].method_name = method
+    with tf.io.gfile.GFile(path, "wb") as handle:
+        handle.write(saved_model.SerializeToString())

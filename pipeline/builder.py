@@ -1,0 +1,181 @@
+"""`create_pipeline`: the one function that wires the TFX pipeline for every runner.
+
+The local runner, the `tfx` CLI and the Kubeflow compiler all call it with the same
+validated config; they differ only in what they pass for metadata and Beam. Paths come from
+the config, so nothing here assumes a local disk.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Optional
+
+import tensorflow_model_analysis as tfma
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
+
+from components import evaluator as evaluator_executor
+from components import versioned_pusher
+from components.data_gate import DataValidationGate
+from models import features as feature_lib
+from models import signatures
+from pipeline.config import PipelineConfig, Threshold
+
+PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
+RUN_FN = "models.model.run_fn"
+RESOLVER_ID = "latest_blessed_model_resolver"
+# Changes of the numerical tolerance aside, "no worse than the baseline" must admit equal.
+_EPSILON = 1e-10
+
+
+def models_code_fingerprint() -> str:
+    """A hash of `models/`, passed to Transform and Trainer.
+
+    Their code is referenced by module path, which TFX's cache key does not see; with the
+    hash in `custom_config`, editing the model code re-runs them instead of reusing a cache.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(Path(feature_lib.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def data_contract(config: PipelineConfig) -> dict[str, str]:
+    """Each declared column and what the data must hold for it (checked before training)."""
+    contract = {name: "numeric" for name in config.features.numeric}
+    contract.update({name: "bucketized" for name in config.features.bucketized})
+    contract.update({name: "categorical" for name in config.features.categorical})
+    numeric_label = (config.label.task == feature_lib.REGRESSION
+                     or config.label.positive_above is not None)
+    contract[config.label.column] = "numeric_label" if numeric_label else "label"
+    return contract
+
+
+def _metric_config(threshold: Threshold) -> tfma.MetricConfig:
+    value_bounds = {}
+    if threshold.lower_bound is not None:
+        value_bounds["lower_bound"] = {"value": threshold.lower_bound}
+    if threshold.upper_bound is not None:
+        value_bounds["upper_bound"] = {"value": threshold.upper_bound}
+    change = None
+    if threshold.max_regression is not None:
+        allowed = max(threshold.max_regression, _EPSILON)
+        change = tfma.GenericChangeThreshold(
+            direction=(tfma.MetricDirection.HIGHER_IS_BETTER if threshold.higher_is_better
+                       else tfma.MetricDirection.LOWER_IS_BETTER),
+            absolute={"value": -allowed if threshold.higher_is_better else allowed})
+    # Thresholds judge the whole eval split; slices are reported, not gated (a slice such
+    # as "cash payments" may legitimately have one class only, where AUC means nothing).
+    return tfma.MetricConfig(
+        class_name=threshold.metric,
+        per_slice_thresholds=[tfma.PerSliceMetricThreshold(
+            slicing_specs=[tfma.SlicingSpec()],
+            threshold=tfma.MetricThreshold(
+                value_threshold=(tfma.GenericValueThreshold(**value_bounds)
+                                 if value_bounds else None),
+                change_threshold=change))])
+
+
+def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
+    """TFMA configuration: thresholds from the config, on the transformed label."""
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(
+            signature_name=signatures.EXAMPLES_SIGNATURE,
+            label_key=feature_lib.transformed_name(config.label.column),
+            prediction_key="outputs",
+            preprocessing_function_names=[signatures.TRANSFORM_SIGNATURE])],
+        slicing_specs=[tfma.SlicingSpec()] + [
+            tfma.SlicingSpec(feature_keys=[name]) for name in config.evaluation.slices],
+        metrics_specs=[tfma.MetricsSpec(
+            metrics=[tfma.MetricConfig(class_name="ExampleCount")]
+            + [_metric_config(t) for t in config.evaluation.thresholds])])
+
+
+def _example_gen(config: PipelineConfig):
+    data = config.data
+    range_config = None
+    if data.span != "latest":
+        range_config = tfx.proto.RangeConfig(static_range=tfx.proto.StaticRange(
+            start_span_number=data.span, end_span_number=data.span))
+    return tfx.components.CsvExampleGen(
+        input_base=data.input_base,
+        input_config=tfx.proto.Input(splits=[
+            tfx.proto.Input.Split(name="single_split", pattern=data.span_pattern)]),
+        output_config=tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=[
+            tfx.proto.SplitConfig.Split(name="train", hash_buckets=data.train_buckets),
+            tfx.proto.SplitConfig.Split(name="eval", hash_buckets=data.eval_buckets)])),
+        range_config=range_config)
+
+
+def create_pipeline(
+        config: PipelineConfig,
+        metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
+        pipeline_root: Optional[str] = None,
+        model_custom_config: Optional[dict] = None) -> tfx.dsl.Pipeline:
+    """Builds the pipeline described by `config`.
+
+    `metadata_connection_config` is given by runners that own their metadata store (the
+    local runner's SQLite file); Kubeflow provides its own. `model_custom_config` adds
+    runner-specific keys for Transform and Trainer (e.g. Keras verbosity).
+    """
+    custom_config = {**config.model_custom_config(), **(model_custom_config or {}),
+                     "code_version": models_code_fingerprint()}
+
+    example_gen = _example_gen(config)
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    if config.data.schema_path:
+        schema_gen = tfx.components.ImportSchemaGen(schema_file=config.data.schema_path)
+    else:
+        schema_gen = tfx.components.SchemaGen(
+            statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    data_gate = DataValidationGate(
+        statistics=statistics_gen.outputs["statistics"],
+        anomalies=example_validator.outputs["anomalies"],
+        contract=json.dumps(data_contract(config), sort_keys=True))
+
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN, custom_config=custom_config,
+        disable_statistics=True)  # StatisticsGen already describes the data
+    transform.add_upstream_node(data_gate)  # no training on data that failed validation
+
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(num_steps=config.training.train_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=config.training.eval_steps),
+        custom_config=custom_config)
+
+    baseline_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id(RESOLVER_ID)
+
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
+        baseline_model=baseline_resolver.outputs["model"], eval_config=eval_config(config))
+    evaluator.executor_spec = executor_spec.BeamExecutorSpec(evaluator_executor.Executor)
+
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(
+                base_directory=config.serving_model_dir)),
+        custom_executor_spec=executor_spec.ExecutorClassSpec(versioned_pusher.Executor))
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline.name,
+        pipeline_root=pipeline_root or config.pipeline.root,
+        components=[example_gen, statistics_gen, schema_gen, example_validator, data_gate,
+                    transform, trainer, baseline_resolver, evaluator, pusher],
+        enable_cache=config.pipeline.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(config.pipeline.beam_args))

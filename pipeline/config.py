@@ -1,0 +1,404 @@
+"""The validated form of `pipeline_config.yaml`, the single source of truth for every run.
+
+Everything a runner needs (paths, features, hyper-parameters, thresholds, serving target,
+schedule, image) comes from here, so the local runner, the TFX CLI and Kubeflow build the
+same pipeline. Loading fails fast, before any component runs, with one message per problem
+naming the key path (``training.train_steps: ...``).
+
+This module imports no TensorFlow: `mlops check-config` answers in well under a second.
+"""
+from __future__ import annotations
+
+import difflib
+import glob
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Literal, Optional, Union
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat,
+                      PositiveInt, ValidationError, field_validator, model_validator)
+
+DEFAULT_CONFIG_FILE = "pipeline_config.yaml"
+CONFIG_ENV_VAR = "MLOPS_CONFIG"
+OVERRIDE_ENV_PREFIX = "MLOPS__"
+
+# Keras / TFMA metric class names the evaluation section accepts, by the task they fit.
+# "higher" metrics improve upwards; bounded ones live in [0, 1].
+_CLASSIFICATION_METRICS = {"BinaryAccuracy", "AUC", "Precision", "Recall",
+                           "BinaryCrossentropy"}
+_MULTICLASS_METRICS = {"SparseCategoricalAccuracy", "SparseCategoricalCrossentropy",
+                       "SparseTopKCategoricalAccuracy"}
+_REGRESSION_METRICS = {"MeanSquaredError", "MeanAbsoluteError", "RootMeanSquaredError",
+                       "MeanAbsolutePercentageError"}
+METRICS_BY_TASK = {
+    "binary_classification": _CLASSIFICATION_METRICS,
+    "multiclass_classification": _MULTICLASS_METRICS,
+    "regression": _REGRESSION_METRICS,
+}
+LOWER_IS_BETTER = {"BinaryCrossentropy", "SparseCategoricalCrossentropy",
+                   *_REGRESSION_METRICS}
+BOUNDED_0_1 = {"BinaryAccuracy", "AUC", "Precision", "Recall",
+               "SparseCategoricalAccuracy", "SparseTopKCategoricalAccuracy"}
+
+_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
+_URI_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
+
+
+class ConfigError(Exception):
+    """A configuration problem a person can fix; `problems` holds one line per problem."""
+
+    def __init__(self, source: str, problems: Iterable[str]):
+        self.source = source
+        self.problems = list(problems)
+        super().__init__(f"{source}: " + "; ".join(self.problems))
+
+    def __str__(self) -> str:
+        lines = [f"Invalid configuration in {self.source}:"]
+        lines += [f"  - {problem}" for problem in self.problems]
+        return "\n".join(lines)
+
+
+class _Section(BaseModel):
+    """Strict base: unknown keys are errors, so a typo never silently does nothing."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PipelineSection(_Section):
+    name: str = Field(pattern=_NAME_PATTERN,
+                      description="Pipeline name; Kubeflow v2 needs [a-z0-9][a-z0-9-]*")
+    root: str = "build/pipeline_root"
+    metadata_path: str = "build/metadata.sqlite"
+    enable_cache: bool = True
+    beam_args: list[str] = Field(default_factory=lambda: [
+        "--direct_running_mode=in_memory", "--direct_num_workers=1"])
+
+
+class DataSection(_Section):
+    input_base: str
+    span_pattern: str = "span-{SPAN}/*.csv"
+    span: Union[Literal["latest"], PositiveInt] = "latest"
+    train_buckets: PositiveInt = 4
+    eval_buckets: PositiveInt = 1
+    schema_path: Optional[str] = None
+
+    @field_validator("span_pattern")
+    @classmethod
+    def _has_span(cls, value: str) -> str:
+        if "{SPAN}" not in value:
+            raise ValueError("must contain {SPAN} so each run picks a span "
+                             "(e.g. 'span-{SPAN}/*.csv')")
+        return value
+
+
+class FeaturesSection(_Section):
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    bucketized: dict[str, PositiveInt] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _distinct_and_present(self) -> "FeaturesSection":
+        names = self.all_names()
+        if not names:
+            raise ValueError("declare at least one feature under numeric, categorical "
+                             "or bucketized")
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"features declared more than once: {', '.join(duplicates)}")
+        return self
+
+    def all_names(self) -> list[str]:
+        return [*self.numeric, *self.categorical, *self.bucketized]
+
+
+class LabelSection(_Section):
+    column: str
+    task: Literal["binary_classification", "multiclass_classification", "regression"]
+    positive_above: Optional[float] = None
+    positive_value: Optional[Union[str, int, float]] = None
+    class_names: Optional[list[str]] = None
+
+    @model_validator(mode="after")
+    def _task_options(self) -> "LabelSection":
+        binary = self.task == "binary_classification"
+        chosen = [k for k in ("positive_above", "positive_value") if getattr(self, k) is not None]
+        if binary and len(chosen) != 1:
+            raise ValueError("binary_classification needs exactly one of positive_above "
+                             "(numeric label: positive when value > it) or positive_value")
+        if not binary and chosen:
+            raise ValueError(f"{chosen[0]} only applies to binary_classification")
+        if self.class_names is not None:
+            if not binary:
+                raise ValueError("class_names only applies to binary_classification "
+                                 "(multiclass names come from the data)")
+            if len(self.class_names) != 2:
+                raise ValueError("class_names needs two names: [negative, positive]")
+        return self
+
+
+class TrainingSection(_Section):
+    train_steps: PositiveInt = 1000
+    eval_steps: PositiveInt = 100
+    batch_size: PositiveInt = 128
+    learning_rate: PositiveFloat = 0.001
+    hidden_units: list[PositiveInt] = Field(default_factory=lambda: [64, 32], min_length=1)
+    vocab_size: PositiveInt = 1000
+    embedding_dim: PositiveInt = 8
+
+
+class Threshold(_Section):
+    metric: str
+    lower_bound: Optional[float] = None
+    upper_bound: Optional[float] = None
+    max_regression: Optional[NonNegativeFloat] = Field(
+        0.0, description="How much worse than the serving model a candidate may be; "
+                         "null turns the comparison off")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "Threshold":
+        if self.lower_bound is None and self.upper_bound is None and self.max_regression is None:
+            raise ValueError("set lower_bound, upper_bound or max_regression")
+        if (self.lower_bound is not None and self.upper_bound is not None
+                and self.lower_bound > self.upper_bound):
+            raise ValueError(f"lower_bound {self.lower_bound} is above upper_bound "
+                             f"{self.upper_bound}")
+        if self.metric in BOUNDED_0_1:
+            for key in ("lower_bound", "upper_bound"):
+                value = getattr(self, key)
+                if value is not None and not 0.0 <= value <= 1.0:
+                    raise ValueError(f"{key} {value} is outside [0, 1], the range of "
+                                     f"{self.metric}")
+        return self
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric not in LOWER_IS_BETTER
+
+
+class EvaluationSection(_Section):
+    thresholds: list[Threshold] = Field(min_length=1)
+    slices: list[str] = Field(default_factory=list)
+
+
+class ServingSection(_Section):
+    model_name: str = Field(pattern=_NAME_PATTERN)
+    base_directory: str = "serving_models"
+
+
+class ScheduleSection(_Section):
+    cron: str = "0 0 2 * * *"
+
+    @field_validator("cron")
+    @classmethod
+    def _six_fields(cls, value: str) -> str:
+        fields = value.split()
+        if len(fields) != 6:
+            raise ValueError(
+                f"'{value}' has {len(fields)} fields; Kubeflow cron has six, seconds first "
+                "(e.g. '0 0 2 * * *' = every day at 02:00)")
+        return value
+
+
+class KubeflowSection(_Section):
+    image: str = "mlops-tfx-pipeline:latest"
+    pipeline_root: Optional[str] = None
+    output_file: str = "build/kubeflow/pipeline.yaml"
+
+
+class PipelineConfig(_Section):
+    pipeline: PipelineSection
+    data: DataSection
+    features: FeaturesSection
+    label: LabelSection
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    evaluation: EvaluationSection
+    serving: ServingSection
+    schedule: ScheduleSection = Field(default_factory=ScheduleSection)
+    kubeflow: KubeflowSection = Field(default_factory=KubeflowSection)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "PipelineConfig":
+        if self.label.column in self.features.all_names():
+            raise ValueError(f"label.column '{self.label.column}' is also declared as a "
+                             "feature; a label cannot be a model input")
+        unknown = [s for s in self.evaluation.slices if s not in self.features.all_names()]
+        if unknown:
+            raise ValueError(f"evaluation.slices names undeclared features: {unknown}")
+        allowed = METRICS_BY_TASK[self.label.task]
+        for index, threshold in enumerate(self.evaluation.thresholds):
+            if threshold.metric not in allowed:
+                raise ValueError(
+                    f"evaluation.thresholds[{index}].metric '{threshold.metric}' does not fit "
+                    f"task {self.label.task}; choose one of {sorted(allowed)}")
+        return self
+
+    # -- derived values: computed, never stored, so they cannot drift ------------------
+    @property
+    def serving_model_dir(self) -> str:
+        return _join(self.serving.base_directory, self.serving.model_name)
+
+    def model_custom_config(self) -> dict[str, Any]:
+        """What Transform and Trainer need, as plain JSON: `models/` never reads the file."""
+        return {
+            "features": self.features.model_dump(),
+            "label": self.label.model_dump(),
+            "training": self.training.model_dump(),
+        }
+
+
+def _join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts]) if _URI_SCHEME.match(base) else str(
+        Path(base, *parts))
+
+
+def _is_remote(path: str) -> bool:
+    return bool(_URI_SCHEME.match(path))
+
+
+def _key_path(location: tuple) -> str:
+    path = ""
+    for part in location:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def _describe(error: dict, raw: dict) -> str:
+    """One readable line for one pydantic error, naming the key and what is wrong."""
+    location = tuple(p for p in error["loc"] if not str(p).startswith(("function-after",
+                                                                      "literal[", "int")))
+    key = _key_path(location)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        parent = raw
+        for part in location[:-1]:
+            parent = parent.get(part, {}) if isinstance(parent, dict) else {}
+        known = _known_keys(location[:-1])
+        close = difflib.get_close_matches(str(location[-1]), known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"{key}: unknown key{hint}"
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    message = error["msg"].removeprefix("Value error, ")
+    if "input" in error and kind not in ("model_type", "dict_type") and not isinstance(
+            error["input"], dict):
+        return f"{key}: {message} (got {error['input']!r})"
+    return f"{key}: {message}"
+
+
+def _known_keys(location: tuple) -> list[str]:
+    model: Any = PipelineConfig
+    for part in location:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return list(getattr(model, "model_fields", {}))
+
+
+def parse_override(assignment: str) -> tuple[list[str], Any]:
+    """`training.train_steps=50` -> (['training', 'train_steps'], 50); YAML typing."""
+    if "=" not in assignment:
+        raise ValueError(f"override '{assignment}' is not KEY=VALUE (e.g. training.train_steps=50)")
+    key, value = assignment.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ValueError(f"override '{assignment}' has an empty key")
+    return parts, yaml.safe_load(value) if value.strip() else None
+
+
+def env_overrides(environ: Optional[dict[str, str]] = None) -> list[str]:
+    """`MLOPS__TRAINING__TRAIN_STEPS=50` -> `training.train_steps=50` (one run only)."""
+    environ = os.environ if environ is None else environ
+    return [f"{name[len(OVERRIDE_ENV_PREFIX):].lower().replace('__', '.')}={value}"
+            for name, value in sorted(environ.items()) if name.startswith(OVERRIDE_ENV_PREFIX)]
+
+
+def _apply(raw: dict, parts: list[str], value: Any) -> None:
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+
+
+def resolve_config_path(path: Optional[str] = None) -> Path:
+    """The file to load: an explicit path, else $MLOPS_CONFIG, else ./pipeline_config.yaml."""
+    return Path(path or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_FILE)
+
+
+def load_config(path: Optional[Union[str, Path]] = None, overrides: Iterable[str] = (),
+                use_env: bool = True, check_files: bool = True) -> PipelineConfig:
+    """Reads, overrides, validates and resolves the configuration, or raises ConfigError.
+
+    Relative paths in the file are made absolute against the file's folder, so a run does
+    not depend on the directory it was started from; URIs (gs://...) are kept as they are.
+    """
+    config_path = resolve_config_path(str(path) if path else None).resolve()
+    source = str(config_path)
+    if not config_path.is_file():
+        raise ConfigError(source, [f"config file not found (set --config or ${CONFIG_ENV_VAR})"])
+    try:
+        raw = yaml.safe_load(config_path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(source, [f"not valid YAML: {err}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(source, ["the top level must be a mapping of sections"])
+
+    problems = []
+    all_overrides = [*(env_overrides() if use_env else []), *overrides]
+    for assignment in all_overrides:
+        try:
+            parts, value = parse_override(assignment)
+            _apply(raw, parts, value)
+        except ValueError as err:
+            problems.append(str(err))
+    if problems:
+        raise ConfigError(source, problems)
+
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(source, [_describe(e, raw) for e in err.errors()]) from None
+
+    _resolve_paths(config, config_path.parent)
+    if check_files:
+        problems = _missing_files(config)
+        if problems:
+            raise ConfigError(source, problems)
+    return config
+
+
+def _resolve_paths(config: PipelineConfig, base: Path) -> None:
+    def absolute(value: Optional[str]) -> Optional[str]:
+        if value is None or _is_remote(value):
+            return value
+        return str((base / value).resolve())
+
+    config.pipeline.root = absolute(config.pipeline.root)
+    config.pipeline.metadata_path = absolute(config.pipeline.metadata_path)
+    config.data.input_base = absolute(config.data.input_base)
+    config.data.schema_path = absolute(config.data.schema_path)
+    config.serving.base_directory = absolute(config.serving.base_directory)
+    config.kubeflow.output_file = absolute(config.kubeflow.output_file)
+
+
+def _missing_files(config: PipelineConfig) -> list[str]:
+    problems = []
+    data = config.data
+    if not _is_remote(data.input_base):
+        if not os.path.isdir(data.input_base):
+            problems.append(f"data.input_base: folder not found: {data.input_base}")
+        else:
+            wanted = "*" if data.span == "latest" else str(data.span)
+            pattern = os.path.join(data.input_base, data.span_pattern.replace("{SPAN}", wanted))
+            if not glob.glob(pattern):
+                which = "any span" if data.span == "latest" else f"span {data.span}"
+                problems.append(f"data.span_pattern: no file for {which} matches {pattern}")
+    if data.schema_path and not _is_remote(data.schema_path) and not os.path.isfile(
+            data.schema_path):
+        problems.append(f"data.schema_path: file not found: {data.schema_path}")
+    return problems

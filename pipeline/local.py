@@ -1,0 +1,67 @@
+"""Runs the pipeline on this machine: LocalDagRunner, ML Metadata in SQLite, caching on.
+
+Shared by `mlops run` and by `pipeline/local_runner.py` (the file the TFX CLI executes),
+so both take the same config and produce the same report.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Optional
+
+from pipeline import quiet
+from pipeline.config import PipelineConfig, load_config
+
+NodeListener = Callable[[str, str], None]
+
+
+def metadata_connection_config(config: PipelineConfig):
+    from tfx import v1 as tfx
+
+    os.makedirs(os.path.dirname(config.pipeline.metadata_path), exist_ok=True)
+    return tfx.orchestration.metadata.sqlite_metadata_connection_config(
+        config.pipeline.metadata_path)
+
+
+def run_pipeline(config: PipelineConfig, verbose: bool = False,
+                 on_node: Optional[NodeListener] = None):
+    """Runs one pipeline run and returns its report (also when a component failed).
+
+    `on_node(node_id, event)` is called with "running", "cached" and "finished" as the
+    runner moves on, for progress displays.
+    """
+    from pipeline import builder, run_report
+    from tfx import v1 as tfx
+
+    connection = metadata_connection_config(config)
+    pipeline = builder.create_pipeline(
+        config, metadata_connection_config=connection,
+        model_custom_config={"keras_verbose": 2 if verbose else 0})
+    started = time.time()
+    error: Optional[BaseException] = None
+    with quiet.node_events(on_node):
+        try:
+            tfx.orchestration.LocalDagRunner().run(pipeline)
+        except Exception as exc:  # the report says which component failed and why
+            error = exc
+    return run_report.collect(config, connection, since=started, error=error)
+
+
+def main_for_tfx_cli() -> int:
+    """What `tfx run create --engine local` executes (via local_runner.py)."""
+    verbose = os.environ.get("MLOPS_VERBOSE", "") not in ("", "0")
+    quiet.configure(verbose)
+    from pipeline import run_report
+
+    config = load_config()
+    if quiet.is_tfx_cli_compile():
+        # `tfx pipeline create` only records the pipeline: build it, do not run it.
+        from pipeline import builder
+        from tfx import v1 as tfx
+
+        tfx.orchestration.LocalDagRunner().run(builder.create_pipeline(
+            config, metadata_connection_config=metadata_connection_config(config)))
+        return 0
+    report = run_pipeline(config, verbose=verbose)
+    run_report.render(report)
+    return report.exit_code
