@@ -113,22 +113,22 @@ def build_signatures(model, tf_transform_output: tft.TFTransformOutput,
         return tf.io.parse_example(serialized,
                                    raw_feature_spec if with_label else serving_raw_spec)
 
-    @tf.function(input_signature=[{
+    @tf.function(autograph=False, input_signature=[{
         name: tf.TensorSpec([None], _serving_input_dtype(spec, name), name=name)
         for name in spec.names}])
     def serving_default(inputs):
         raw = _raw_from_serving_inputs(inputs, spec, raw_feature_spec)
         return named_outputs(predict(module.tft_layer(raw)))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
     def examples_api(inputs):
         return named_outputs(predict(module.tft_layer(parse(inputs, with_label=False))))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def predict_examples(examples):
         return {"outputs": predict(module.tft_layer(parse(examples, with_label=False)))}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(examples):
         return module.tft_layer(parse(examples, with_label=True))
 

@@ -6,9 +6,7 @@ the config, so nothing here assumes a local disk.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-from pathlib import Path
 from typing import Optional
 
 import tensorflow_model_analysis as tfma
@@ -21,6 +19,7 @@ from components import versioned_pusher
 from components.data_gate import DataValidationGate
 from models import features as feature_lib
 from models import signatures
+from pipeline import fingerprints
 from pipeline.config import PipelineConfig, Threshold
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
@@ -36,11 +35,7 @@ def models_code_fingerprint() -> str:
     Their code is referenced by module path, which TFX's cache key does not see; with the
     hash in `custom_config`, editing the model code re-runs them instead of reusing a cache.
     """
-    digest = hashlib.sha256()
-    for path in sorted(Path(feature_lib.__file__).parent.glob("*.py")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    return fingerprints.source_fingerprint([fingerprints.package_dir("models")])
 
 
 def data_contract(config: PipelineConfig) -> dict[str, str]:
@@ -113,16 +108,13 @@ def _example_gen(config: PipelineConfig):
 def create_pipeline(
         config: PipelineConfig,
         metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
-        pipeline_root: Optional[str] = None,
-        model_custom_config: Optional[dict] = None) -> tfx.dsl.Pipeline:
+        pipeline_root: Optional[str] = None) -> tfx.dsl.Pipeline:
     """Builds the pipeline described by `config`.
 
     `metadata_connection_config` is given by runners that own their metadata store (the
-    local runner's SQLite file); Kubeflow provides its own. `model_custom_config` adds
-    runner-specific keys for Transform and Trainer (e.g. Keras verbosity).
+    local runner's SQLite file); Kubeflow provides its own.
     """
-    custom_config = {**config.model_custom_config(), **(model_custom_config or {}),
-                     "code_version": models_code_fingerprint()}
+    custom_config = {**config.model_custom_config(), "code_version": models_code_fingerprint()}
 
     example_gen = _example_gen(config)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])

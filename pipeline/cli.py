@@ -16,7 +16,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from pipeline import quiet
+from pipeline import process
 from pipeline.config import ConfigError, PipelineConfig, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -30,13 +30,15 @@ SetOption = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
                          help="Override one config key for this run, e.g. training.train_steps=200.")
 VerboseOption = typer.Option(False, "--verbose", "-v",
                              help="Show TensorFlow, Beam and TFX logs.")
+ForceOption = typer.Option(False, "--force", "-f",
+                           help="Run through TFX even when nothing changed since the last run.")
 
 
 def _load(config_file: Optional[str], overrides: Optional[list[str]]) -> PipelineConfig:
     try:
         return load_config(config_file, overrides or ())
     except ConfigError as err:
-        err_console.print(f"[bold red]error[/]: {err}", highlight=False)
+        err_console.print(f"error: {err}", highlight=False, markup=False)
         raise typer.Exit(2)
 
 
@@ -54,12 +56,11 @@ def check_config(config_file: Optional[str] = ConfigOption,
 
 
 class _Progress:
-    """One line per finished component, and a spinner naming the one that runs."""
+    """A transient spinner naming the running component; the summary lists them all."""
 
     def __init__(self) -> None:
-        self._status = console.status("starting")
-        self._started: dict[str, float] = {}
-        self._cached: set[str] = set()
+        self._status = console.status("starting (importing TensorFlow and TFX)")
+        self._done = 0
 
     def __enter__(self) -> "_Progress":
         self._status.__enter__()
@@ -70,23 +71,30 @@ class _Progress:
 
     def __call__(self, node: str, event: str) -> None:
         if event == "running":
-            self._started[node] = time.monotonic()
-            self._status.update(f"running [bold]{node}[/]")
-        elif event == "cached":
-            self._cached.add(node)
-        elif event == "finished":
-            took = time.monotonic() - self._started.get(node, time.monotonic())
-            how = "cached" if node in self._cached else "done"
-            console.print(f"  [green]✓[/] {node:<32} {how:<7} {took:6.1f}s", highlight=False)
+            self._status.update(f"running [bold]{node}[/] ({self._done} components done)")
+        elif event in ("finished", "failed"):
+            self._done += 1
 
 
 @app.command("run")
 def run(config_file: Optional[str] = ConfigOption,
         overrides: Optional[list[str]] = SetOption,
-        verbose: bool = VerboseOption) -> None:
+        verbose: bool = VerboseOption,
+        force: bool = ForceOption) -> None:
     """Run the pipeline locally: validate data, train, evaluate, push if blessed."""
+    from pipeline import rerun_guard
+
     config = _load(config_file, overrides)
-    quiet.configure(verbose)
+    previous = None if force else rerun_guard.matching_run(config)
+    if previous:
+        console.print(f"Nothing changed since run {previous['run_id']} (data, config and "
+                      "code are the same): nothing to do, nothing pushed. "
+                      "Its summary:\n", highlight=False)
+        console.print(previous["summary"], highlight=False, markup=False)
+        console.print("(`mlops run --force` re-runs through TFX's cache.)")
+        _exit(0)
+
+    process.prepare(verbose)
     console.print(f"Running [bold]{config.pipeline.name}[/] on span {config.data.span} "
                   f"of {config.data.input_base}", highlight=False)
     started = time.monotonic()
@@ -94,8 +102,11 @@ def run(config_file: Optional[str] = ConfigOption,
         from pipeline import local, run_report
 
         report = local.run_pipeline(config, verbose=verbose, on_node=progress)
-    console.print()
     run_report.render(report, console)
+    if report.succeeded:
+        rerun_guard.remember(config, report.run_id, run_report.render_text(report))
+    else:
+        rerun_guard.forget(config)
     console.print(f"Finished in {time.monotonic() - started:.1f}s.", highlight=False)
     _exit(report.exit_code)
 

@@ -280,6 +280,9 @@ def _describe(error: dict, raw: dict) -> str:
         return f"{key}: unknown key{hint}"
     if kind == "missing":
         return f"{key}: required key is missing"
+    if kind == "string_pattern_mismatch" and error["ctx"].get("pattern") == _NAME_PATTERN:
+        return (f"{key}: '{error['input']}' is not a valid name: use lowercase letters, digits "
+                "and '-', starting with a letter or digit (Kubeflow v2 requires it)")
     message = error["msg"].removeprefix("Value error, ")
     if "input" in error and kind not in ("model_type", "dict_type") and not isinstance(
             error["input"], dict):

@@ -16,10 +16,6 @@ from typing import Callable, Iterator, Optional
 _NOISY_LOGGERS = ("absl", "apache_beam", "tensorflow", "tfx", "ml_metadata", "google",
                   "tensorflow_transform", "tensorflow_model_analysis", "tensorflow_data_validation",
                   "urllib3", "h5py", "numexpr")
-_NODE_EVENTS = (
-    (re.compile(r"^Component (\S+) is running\.$"), "running"),
-    (re.compile(r"^Component (\S+) is finished\.$"), "finished"),
-)
 _CACHED = re.compile(r"^A cached execution \d+ is used\.$")
 
 
@@ -44,50 +40,62 @@ def configure(verbose: bool = False) -> None:
         pass
 
 
-class _NodeEventHandler(logging.Handler):
-    """Turns the local runner's log lines into (node_id, event) calls."""
+class _CacheHitHandler(logging.Handler):
+    """Notices the launcher's "A cached execution N is used." line for the current node."""
 
     def __init__(self, listener: Callable[[str, str], None]):
         super().__init__(level=logging.INFO)
         self._listener = listener
-        self._current: Optional[str] = None
+        self.node: Optional[str] = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        for pattern, event in _NODE_EVENTS:
-            match = pattern.match(message)
-            if match:
-                self._current = match.group(1) if event == "running" else None
-                self._listener(match.group(1), event)
-                return
-        if self._current and _CACHED.match(message):
-            self._listener(self._current, "cached")
+        if self.node and _CACHED.match(record.getMessage()):
+            self._listener(self.node, "cached")
 
 
 @contextlib.contextmanager
 def node_events(listener: Optional[Callable[[str, str], None]]) -> Iterator[None]:
-    """While active, calls `listener(node_id, event)` as components start and finish.
+    """While active, calls `listener(node_id, event)` as the local runner moves on.
 
-    The runner logs through absl at INFO; its logger is let through to this handler only,
-    so listening does not make the output noisy.
+    Events: "running", "cached", "finished", "failed". The runner's launcher is wrapped
+    for start and end; cache hits are only logged (through absl at INFO), so the absl
+    logger is let through to a private handler, not to the console.
     """
     if listener is None:
         yield
         return
-    handler = _NodeEventHandler(listener)
+    from tfx.orchestration.portable import launcher as launcher_lib
+
     absl_logger = logging.getLogger("absl")
-    previous, previous_propagate = absl_logger.level, absl_logger.propagate
-    absl_logger.addHandler(handler)
+    saved = absl_logger.level, absl_logger.propagate
+    cache_handler = _CacheHitHandler(listener)
+    absl_logger.addHandler(cache_handler)
     quiet_mode = absl_logger.getEffectiveLevel() > logging.INFO
-    if quiet_mode:  # let INFO through to the listener only, not to any console handler
-        absl_logger.setLevel(logging.INFO)
-        absl_logger.propagate = False
+    original_launch = launcher_lib.Launcher.launch
+
+    def launch(launcher):
+        node = launcher._pipeline_node.node_info.id  # pylint: disable=protected-access
+        if quiet_mode:  # components may have reset it; INFO reaches only our handler
+            absl_logger.setLevel(logging.INFO)
+            absl_logger.propagate = False
+        cache_handler.node = node
+        listener(node, "running")
+        try:
+            result = original_launch(launcher)
+        except BaseException:
+            listener(node, "failed")
+            raise
+        listener(node, "finished")
+        return result
+
+    launcher_lib.Launcher.launch = launch
     try:
         yield
     finally:
-        absl_logger.removeHandler(handler)
-        absl_logger.setLevel(previous)
-        absl_logger.propagate = previous_propagate
+        launcher_lib.Launcher.launch = original_launch
+        absl_logger.removeHandler(cache_handler)
+        absl_logger.setLevel(saved[0])
+        absl_logger.propagate = saved[1]
 
 
 def is_tfx_cli_compile() -> bool:

@@ -8,6 +8,7 @@ pushed version or why nothing was pushed.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Optional
 
 from ml_metadata import metadata_store
@@ -163,6 +164,7 @@ def collect(config: PipelineConfig, connection_config, since: float,
     report = RunReport(config.pipeline.name, run.name if run else None, [],
                        error=_describe_error(error))
     if run is None:
+        report.not_pushed_reason = "no pipeline run was recorded"
         return report
 
     seen: dict[str, ComponentStatus] = {}
@@ -241,18 +243,19 @@ def _threshold_text(check: MetricCheck) -> str:
     if t.upper_bound is not None:
         parts.append(f"<= {t.upper_bound:g}")
     if t.max_regression is not None:
-        parts.append(f"vs serving: {'-' if t.higher_is_better else '+'}{t.max_regression:g} max")
-    return ", ".join(parts)
+        parts.append(f"change {'>= -' if t.higher_is_better else '<= +'}{t.max_regression:g}")
+    return "; ".join(parts)
 
 
 def render(report: RunReport, console: Optional[Console] = None) -> None:
     console = console or Console()
-    title = f"Pipeline {report.pipeline_name}"
-    if report.run_id:
-        title += f" - run {report.run_id}"
+    heading = f"[bold]{report.pipeline_name}[/]"
     if report.span is not None:
-        title += f" - span {report.span}"
-    components = Table(title=title, title_justify="left", show_edge=False)
+        heading += f", span {report.span}"
+    if report.run_id:
+        heading += f", run {report.run_id}"
+    console.print(heading, highlight=False)
+    components = Table(show_edge=False)
     components.add_column("component")
     components.add_column("status")
     components.add_column("time", justify="right")
@@ -265,14 +268,16 @@ def render(report: RunReport, console: Optional[Console] = None) -> None:
     if report.metrics:
         metrics = Table(title="Evaluation (eval split, all rows)", title_justify="left",
                         show_edge=False)
-        for column in ("metric", "value", "change vs serving", "threshold", "ok"):
+        for column in ("metric", "value", "change", "threshold", "ok"):
             metrics.add_column(column)
         for check in report.metrics:
             metrics.add_row(check.metric, _format(check.value),
-                            _format(check.change) if report.baseline_compared else "no baseline",
+                            _format(check.change) if report.baseline_compared else "-",
                             _threshold_text(check),
                             "[green]yes[/]" if check.passed else "[bold red]no[/]")
         console.print(metrics)
+        if not report.baseline_compared:
+            console.print("No serving model to compare with: change thresholds not applied.")
 
     if report.error:
         console.print(f"[bold red]Run failed[/]: {report.error}")
@@ -286,3 +291,10 @@ def render(report: RunReport, console: Optional[Console] = None) -> None:
         console.print(f"[green]Pushed[/] version {report.pushed_version} -> {report.pushed_path}")
     else:
         console.print(f"Nothing pushed: {report.not_pushed_reason}")
+
+
+def render_text(report: RunReport, width: int = 100) -> str:
+    """The summary as plain text (kept with the run, shown again for unchanged re-runs)."""
+    console = Console(record=True, width=width, file=open(os.devnull, "w"), color_system=None)
+    render(report, console)
+    return console.export_text()
