@@ -7,7 +7,8 @@ Missing values are a normal part of real data (the taxi sample has thousands):
 - numeric: z-scored over the present values, and a missing value becomes 0, the mean;
 - bucketized: quantile buckets over the present values, and a missing value gets a bucket
   of its own (index `num_buckets`), so the model can learn what absence means;
-- categorical: the empty string, which the vocabulary treats like any other value.
+- categorical: the empty string, which tf.Transform keeps out of vocabularies, so a
+  missing value shares the out-of-vocabulary bucket with values never seen in training.
 
 Every analyzer reads the raw columns directly, so tf.Transform needs one pass over the
 data (no analyzer depends on another's result). Every output is a dense [batch, 1] tensor.

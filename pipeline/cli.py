@@ -22,7 +22,6 @@ from pipeline.config import ConfigError, PipelineConfig, load_config
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Operate the TFX pipeline: validate the config, run it locally.")
 console = Console()
-err_console = Console(stderr=True)
 
 ConfigOption = typer.Option(None, "--config", "-c", metavar="FILE",
                             help="Config file (default: $MLOPS_CONFIG or ./pipeline_config.yaml).")
@@ -38,7 +37,7 @@ def _load(config_file: Optional[str], overrides: Optional[list[str]]) -> Pipelin
     try:
         return load_config(config_file, overrides or ())
     except ConfigError as err:
-        err_console.print(f"error: {err}", highlight=False, markup=False)
+        typer.echo(f"error: {err}", err=True)  # unwrapped: one problem per line
         raise typer.Exit(2)
 
 

@@ -1,0 +1,51 @@
+"""The data gate's checks on statistics and anomalies, on real TFDV protos."""
+from __future__ import annotations
+
+from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
+
+from components.data_gate import anomaly_problems, contract_problems
+
+Stats = statistics_pb2.FeatureNameStatistics
+
+
+def stats_with(**types: int) -> statistics_pb2.DatasetFeatureStatistics:
+    stats = statistics_pb2.DatasetFeatureStatistics()
+    for name, kind in types.items():
+        feature = stats.features.add(type=kind)
+        feature.path.step.append(name)
+    return stats
+
+
+def test_clean_data_has_no_problems():
+    stats = stats_with(fare=Stats.FLOAT, hour=Stats.INT, company=Stats.STRING, tips=Stats.FLOAT)
+    contract = {"fare": "numeric", "hour": "categorical", "company": "categorical",
+                "tips": "numeric_label"}
+    assert contract_problems(stats, contract) == []
+
+
+def test_missing_column_is_named():
+    assert contract_problems(stats_with(fare=Stats.FLOAT), {"fare": "numeric",
+                                                            "company": "categorical"}) == [
+        "feature 'company': column is missing (declared categorical)"]
+
+
+def test_text_in_a_numeric_column_is_named():
+    problems = contract_problems(stats_with(trip_miles=Stats.STRING),
+                                 {"trip_miles": "bucketized"})
+    assert problems == ["feature 'trip_miles': declared bucketized but holds STRING values "
+                        "(a number column with text in it?)"]
+
+
+def test_categorical_columns_accept_numbers_and_text():
+    stats = stats_with(area=Stats.INT, kind=Stats.STRING)
+    assert contract_problems(stats, {"area": "categorical", "kind": "categorical"}) == []
+
+
+def test_anomalies_are_listed_with_feature_and_reason():
+    anomalies = anomalies_pb2.Anomalies()
+    info = anomalies.anomaly_info["payment_type"]
+    info.short_description = "Unexpected string values"
+    info.reason.add(description="Examples contain values missing from the schema: Bitcoin.")
+    assert anomaly_problems(anomalies) == [
+        "feature 'payment_type': Unexpected string values (Examples contain values missing "
+        "from the schema: Bitcoin.)"]

@@ -1,0 +1,88 @@
+"""Shared fixtures: temporary workspaces with their own config, data and stores.
+
+Every test writes under pytest's tmp_path; nothing touches the repo's build/ or
+serving_models/. Library noise is quieted as in normal runs.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import pytest
+import yaml
+
+from pipeline import process
+
+process.prepare(verbose=False)
+
+REPO = Path(__file__).resolve().parents[1]
+TAXI_DATA = REPO / "data" / "chicago_taxi"
+
+
+def repo_config() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "pipeline_config.yaml").read_text())
+
+
+def set_key(raw: dict, dotted: str, value: Any) -> None:
+    node = raw
+    *parents, last = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def write_config(folder: Path, changes: Optional[dict[str, Any]] = None,
+                 base: Optional[dict] = None) -> Path:
+    """A config file in `folder`, from the repo's (or `base`), with dotted-key changes.
+
+    Paths point inside `folder`: build/, serving_models/ and data/.
+    """
+    raw = copy.deepcopy(base if base is not None else repo_config())
+    defaults = {"pipeline.root": "build/pipeline_root",
+                "pipeline.metadata_path": "build/metadata.sqlite",
+                "serving.base_directory": "serving_models",
+                "data.input_base": "data"}
+    for key, value in {**defaults, **(changes or {})}.items():
+        set_key(raw, key, value)
+    path = folder / "pipeline_config.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def copy_taxi_span(span: int, destination: Path, rows: Optional[int] = None,
+                   edit: Optional[Callable[[list[dict]], Iterable[dict]]] = None,
+                   drop_columns: Iterable[str] = ()) -> Path:
+    """Copies one bundled taxi span (optionally cut, edited or with columns dropped)."""
+    source = TAXI_DATA / f"span-{span}" / "trips.csv"
+    with open(source, newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = [c for c in reader.fieldnames if c not in set(drop_columns)]
+        records = list(reader)[:rows] if rows else list(reader)
+    if edit:
+        records = list(edit(records))
+    folder = destination / f"span-{span}"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "trips.csv", "w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=header, extrasaction="ignore",
+                                lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+    return folder
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    (tmp_path / "data").mkdir()
+    return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _no_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see only the overrides they set themselves."""
+    for name in list(os.environ):
+        if name.startswith("MLOPS__") or name == "MLOPS_CONFIG":
+            monkeypatch.delenv(name)

@@ -1,0 +1,103 @@
+"""The one pipeline-building function: components, wiring and evaluation config."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import tensorflow_model_analysis as tfma
+
+from pipeline import builder
+from pipeline.config import load_config
+from tests.conftest import copy_taxi_span, write_config
+
+
+@pytest.fixture
+def config_file(workspace: Path) -> Path:
+    copy_taxi_span(1, workspace / "data", rows=20)
+    return write_config(workspace)
+
+
+@pytest.fixture
+def config(config_file: Path):
+    return load_config(config_file)
+
+
+def node_ids(pipeline) -> list[str]:
+    return [component.id for component in pipeline.components]
+
+
+def test_all_components_in_a_valid_order(config):
+    pipeline = builder.create_pipeline(config)
+    order = node_ids(pipeline)
+    assert sorted(order) == sorted([
+        "CsvExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
+        "DataValidationGate", "Transform", "Trainer", "latest_blessed_model_resolver",
+        "Evaluator", "Pusher"])
+    chain = ["CsvExampleGen", "StatisticsGen", "ExampleValidator", "DataValidationGate",
+             "Transform", "Trainer", "Evaluator", "Pusher"]
+    assert [order.index(n) for n in chain] == sorted(order.index(n) for n in chain)
+    assert pipeline.pipeline_info.pipeline_name == "chicago-taxi"
+    assert pipeline.enable_cache is True
+
+
+def test_training_waits_for_the_data_gate(config):
+    components = {c.id: c for c in builder.create_pipeline(config).components}
+    assert "DataValidationGate" in {n.id for n in components["Transform"].upstream_nodes}
+
+
+def test_curated_schema_switches_to_import_schema_gen(config, workspace: Path):
+    schema = workspace / "schema.pbtxt"
+    schema.write_text('feature { name: "fare" type: FLOAT }\n')
+    config.data.schema_path = str(schema)
+    assert "ImportSchemaGen" in node_ids(builder.create_pipeline(config))
+
+
+def test_pusher_uses_the_versioned_executor_and_configured_directory(config):
+    pusher = {c.id: c for c in builder.create_pipeline(config).components}["Pusher"]
+    assert pusher.executor_spec.executor_class.__module__ == "components.versioned_pusher"
+    destination = json.loads(pusher.exec_properties["push_destination"])
+    assert destination["filesystem"]["base_directory"] == config.serving_model_dir
+
+
+def test_data_contract_covers_features_and_label(config):
+    contract = builder.data_contract(config)
+    assert contract["fare"] == "numeric"
+    assert contract["pickup_latitude"] == "bucketized"
+    assert contract["payment_type"] == "categorical"
+    assert contract["tips"] == "numeric_label"
+
+
+def test_thresholds_become_tfma_overall_slice_thresholds(config):
+    eval_config = builder.eval_config(config)
+    metrics = {m.class_name: m for m in eval_config.metrics_specs[0].metrics}
+    accuracy = metrics["BinaryAccuracy"]
+    assert not accuracy.HasField("threshold")  # judged on the whole eval split only
+    [per_slice] = accuracy.per_slice_thresholds
+    assert list(per_slice.slicing_specs) == [tfma.SlicingSpec()]
+    assert per_slice.threshold.value_threshold.lower_bound.value == 0.8
+    change = per_slice.threshold.change_threshold
+    assert change.direction == tfma.MetricDirection.HIGHER_IS_BETTER
+    assert change.absolute.value == pytest.approx(-0.01)
+    assert eval_config.model_specs[0].label_key == "tips_xf"
+    assert [list(s.feature_keys) for s in eval_config.slicing_specs] == [[], ["payment_type"]]
+
+
+def test_lower_is_better_metrics_allow_an_increase(config_file: Path):
+    config = load_config(config_file, [
+        "label.task=regression", "label.positive_above=null", "label.class_names=null",
+        "evaluation.thresholds=[{metric: MeanSquaredError, upper_bound: 5.0, "
+        "max_regression: 0.0}]"])
+    metric = builder.eval_config(config).metrics_specs[0].metrics[1]
+    threshold = metric.per_slice_thresholds[0].threshold
+    assert threshold.value_threshold.upper_bound.value == 5.0
+    assert threshold.change_threshold.direction == tfma.MetricDirection.LOWER_IS_BETTER
+    assert 0 < threshold.change_threshold.absolute.value < 1e-6
+
+
+def test_code_fingerprint_reaches_transform_and_trainer(config):
+    components = {c.id: c for c in builder.create_pipeline(config).components}
+    for name in ("Transform", "Trainer"):
+        custom = json.loads(components[name].exec_properties["custom_config"])
+        assert custom["code_version"] == builder.models_code_fingerprint()
+        assert custom["features"]["numeric"] == ["fare", "trip_miles", "trip_seconds"]

@@ -1,0 +1,52 @@
+"""The `mlops` console script's configuration commands (fast: no TFX run)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import copy_taxi_span, write_config
+
+MLOPS = str(Path(sys.executable).parent / "mlops")
+
+
+@pytest.fixture
+def config_file(workspace: Path) -> Path:
+    copy_taxi_span(1, workspace / "data", rows=20)
+    return write_config(workspace)
+
+
+def mlops(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([MLOPS, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_check_config_summarises_a_valid_config(config_file: Path):
+    result = mlops("check-config", "--config", str(config_file))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: pipeline chicago-taxi, 14 features, label 'tips'")
+
+
+def test_check_config_lists_problems_without_a_traceback(config_file: Path):
+    result = mlops("check-config", "--config", str(config_file),
+                   "--set", "training.train_steps=lots", "--set", "serving.modle_name=x")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"Invalid configuration in {config_file}:" in result.stderr
+    assert "training.train_steps:" in result.stderr
+    assert "serving.modle_name: unknown key (did you mean 'model_name'?)" in result.stderr
+
+
+def test_run_refuses_a_bad_config_before_importing_tfx(config_file: Path):
+    result = mlops("run", "--config", str(config_file), "--set", "data.span=99")
+    assert result.returncode == 2
+    assert "data.span_pattern: no file for span 99" in result.stderr
+    assert "Running" not in result.stdout
+
+
+def test_config_from_the_environment_variable(config_file: Path):
+    result = subprocess.run([MLOPS, "check-config"], capture_output=True, text=True,
+                            timeout=120, env={"MLOPS_CONFIG": str(config_file),
+                                              "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr

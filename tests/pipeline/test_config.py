@@ -1,0 +1,189 @@
+"""Config validation: a valid file loads, and each mistake gets one message naming its key."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, env_overrides, load_config
+from tests.conftest import copy_taxi_span, write_config
+
+
+@pytest.fixture
+def config_file(workspace: Path) -> Path:
+    copy_taxi_span(1, workspace / "data", rows=50)
+    return write_config(workspace)
+
+
+def problems(path: Path, *overrides: str, **kwargs) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, overrides, **kwargs)
+    return caught.value.problems
+
+
+def one_problem(path: Path, *overrides: str) -> str:
+    found = problems(path, *overrides)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_valid_config_loads_with_paths_resolved_against_the_file(config_file: Path):
+    config = load_config(config_file)
+    assert config.pipeline.name == "chicago-taxi"
+    assert config.data.input_base == str(config_file.parent / "data")
+    assert config.serving_model_dir == str(config_file.parent / "serving_models" / "chicago-taxi")
+    assert config.pipeline.root == str(config_file.parent / "build" / "pipeline_root")
+
+
+def test_the_repository_config_is_valid():
+    config = load_config(Path(__file__).resolve().parents[2] / "pipeline_config.yaml")
+    assert config.label.column == "tips"
+
+
+def test_unknown_key_is_named_with_a_suggestion(config_file: Path):
+    assert one_problem(config_file, "training.train_stpes=5") == (
+        "training.train_stpes: unknown key (did you mean 'train_steps'?)")
+
+
+def test_wrong_type_names_the_key_and_value(config_file: Path):
+    message = one_problem(config_file, "training.train_steps=many")
+    assert message.startswith("training.train_steps: ")
+    assert "'many'" in message
+
+
+def test_non_positive_number_is_refused(config_file: Path):
+    assert one_problem(config_file, "training.batch_size=0").startswith("training.batch_size:")
+
+
+def test_missing_required_key(config_file: Path):
+    raw = config_file.read_text().replace("  column: tips\n", "")
+    config_file.write_text(raw)
+    assert one_problem(config_file) == "label.column: required key is missing"
+
+
+def test_invalid_pipeline_name_explains_the_kubeflow_rule(config_file: Path):
+    message = one_problem(config_file, "pipeline.name=Chicago_Taxi")
+    assert message.startswith("pipeline.name: 'Chicago_Taxi' is not a valid name")
+    assert "Kubeflow" in message
+
+
+def test_missing_data_folder(config_file: Path):
+    message = one_problem(config_file, "data.input_base=nowhere")
+    assert message.startswith("data.input_base: folder not found: ")
+    assert message.endswith("nowhere")
+
+
+def test_no_file_for_the_requested_span(config_file: Path):
+    message = one_problem(config_file, "data.span=7")
+    assert message.startswith("data.span_pattern: no file for span 7 matches ")
+
+
+def test_span_pattern_needs_a_span_placeholder(config_file: Path):
+    assert "must contain {SPAN}" in one_problem(config_file, "data.span_pattern=all/*.csv")
+
+
+def test_missing_schema_file(config_file: Path):
+    message = one_problem(config_file, "data.schema_path=schema.pbtxt")
+    assert message.startswith("data.schema_path: file not found: ")
+
+
+def test_lower_bound_above_upper_bound(config_file: Path):
+    message = one_problem(config_file, "evaluation.thresholds=[{metric: AUC, lower_bound: 0.9, "
+                                       "upper_bound: 0.8}]")
+    assert message == "evaluation.thresholds[0]: lower_bound 0.9 is above upper_bound 0.8"
+
+
+def test_bound_outside_the_range_of_a_bounded_metric(config_file: Path):
+    message = one_problem(config_file, "evaluation.thresholds=[{metric: BinaryAccuracy, "
+                                       "lower_bound: 80}]")
+    assert message == ("evaluation.thresholds[0]: lower_bound 80.0 is outside [0, 1], the range "
+                       "of BinaryAccuracy")
+
+
+def test_negative_regression_allowance(config_file: Path):
+    message = one_problem(config_file,
+                          "evaluation.thresholds=[{metric: AUC, max_regression: -0.1}]")
+    assert message.startswith("evaluation.thresholds[0].max_regression: ")
+
+
+def test_metric_that_does_not_fit_the_task(config_file: Path):
+    message = one_problem(config_file, "evaluation.thresholds=[{metric: MeanSquaredError, "
+                                       "upper_bound: 3}]")
+    assert "metric 'MeanSquaredError' does not fit task binary_classification" in message
+
+
+def test_threshold_without_any_bound(config_file: Path):
+    message = one_problem(config_file, "evaluation.thresholds=[{metric: AUC, "
+                                       "max_regression: null}]")
+    assert message == ("evaluation.thresholds[0]: set lower_bound, upper_bound or "
+                       "max_regression")
+
+
+def test_binary_label_needs_a_positive_rule(config_file: Path):
+    message = one_problem(config_file, "label.positive_above=null")
+    assert message.startswith("label: binary_classification needs exactly one of")
+
+
+def test_label_cannot_be_a_feature(config_file: Path):
+    message = one_problem(config_file, "features.numeric=[fare, tips]")
+    assert "label.column 'tips' is also declared as a feature" in message
+
+
+def test_feature_declared_twice(config_file: Path):
+    message = one_problem(config_file, "features.categorical=[fare]")
+    assert message == "features: features declared more than once: fare"
+
+
+def test_slice_on_an_undeclared_feature(config_file: Path):
+    assert "evaluation.slices names undeclared features: ['colour']" in one_problem(
+        config_file, "evaluation.slices=[colour]")
+
+
+def test_five_field_cron_is_refused_with_the_kubeflow_format(config_file: Path):
+    message = one_problem(config_file, "schedule.cron=0 2 * * *")
+    assert "has 5 fields; Kubeflow cron has six, seconds first" in message
+
+
+def test_several_problems_are_reported_together(config_file: Path):
+    found = problems(config_file, "training.train_steps=x", "serving.model_nam=y")
+    assert len(found) == 2
+
+
+def test_override_must_be_key_equals_value(config_file: Path):
+    assert one_problem(config_file, "training.train_steps") == (
+        "override 'training.train_steps' is not KEY=VALUE (e.g. training.train_steps=50)")
+
+
+def test_overrides_from_the_command_line_are_typed_as_yaml(config_file: Path):
+    config = load_config(config_file, ["training.train_steps=50",
+                                       "training.hidden_units=[8, 4]"])
+    assert config.training.train_steps == 50
+    assert config.training.hidden_units == [8, 4]
+
+
+def test_overrides_from_the_environment(config_file: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MLOPS__TRAINING__LEARNING_RATE", "0.5")
+    assert load_config(config_file).training.learning_rate == 0.5
+    assert load_config(config_file, use_env=False).training.learning_rate == 0.001
+
+
+def test_env_override_names_map_to_key_paths():
+    assert env_overrides({"MLOPS__DATA__SPAN": "2", "HOME": "/root"}) == ["data.span=2"]
+
+
+def test_missing_config_file(tmp_path: Path):
+    assert problems(tmp_path / "absent.yaml")[0].startswith("config file not found")
+
+
+def test_config_that_is_not_yaml(tmp_path: Path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("pipeline: [unclosed\n")
+    assert problems(path)[0].startswith("not valid YAML")
+
+
+def test_error_text_lists_the_file_and_each_problem(config_file: Path):
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_file, ["training.train_steps=x"])
+    text = str(caught.value)
+    assert text.splitlines()[0] == f"Invalid configuration in {config_file}:"
+    assert text.splitlines()[1].startswith("  - training.train_steps:")

@@ -1,0 +1,59 @@
+"""The unchanged-rerun guard: it answers only when data, config and code are the same."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline import rerun_guard
+from pipeline.config import load_config
+from tests.conftest import copy_taxi_span, write_config
+
+
+@pytest.fixture
+def config_file(workspace: Path) -> Path:
+    copy_taxi_span(1, workspace / "data", rows=20)
+    return write_config(workspace)
+
+
+def test_no_record_means_no_match(config_file: Path):
+    assert rerun_guard.matching_run(load_config(config_file)) is None
+
+
+def test_identical_inputs_match_the_recorded_run(config_file: Path):
+    rerun_guard.remember(load_config(config_file), "run-1", "summary text")
+    record = rerun_guard.matching_run(load_config(config_file))
+    assert record["run_id"] == "run-1" and record["summary"] == "summary text"
+
+
+def test_a_new_span_does_not_match(config_file: Path, workspace: Path):
+    rerun_guard.remember(load_config(config_file), "run-1", "")
+    copy_taxi_span(2, workspace / "data", rows=20)
+    assert rerun_guard.matching_run(load_config(config_file)) is None
+
+
+def test_a_changed_data_file_does_not_match(config_file: Path, workspace: Path):
+    rerun_guard.remember(load_config(config_file), "run-1", "")
+    data_file = workspace / "data" / "span-1" / "trips.csv"
+    data_file.write_text(data_file.read_text() + "\n")
+    assert rerun_guard.matching_run(load_config(config_file)) is None
+
+
+def test_a_config_override_does_not_match(config_file: Path):
+    rerun_guard.remember(load_config(config_file), "run-1", "")
+    assert rerun_guard.matching_run(
+        load_config(config_file, ["training.train_steps=7"])) is None
+
+
+def test_caching_off_never_matches(config_file: Path):
+    rerun_guard.remember(load_config(config_file), "run-1", "")
+    assert rerun_guard.matching_run(
+        load_config(config_file, ["pipeline.enable_cache=false"])) is None
+
+
+def test_forget_removes_the_record(config_file: Path):
+    config = load_config(config_file)
+    rerun_guard.remember(config, "run-1", "")
+    rerun_guard.forget(config)
+    assert rerun_guard.matching_run(config) is None
