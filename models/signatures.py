@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_transform.saved import saved_transform_io_v2
 
 from models import features as feature_lib
 
@@ -72,17 +73,24 @@ def _class_names(spec: feature_lib.FeatureSpec,
 
 
 class ServingModule(tf.Module):
-    """What is exported: the model's variables, the Transform layer and the signatures.
+    """What is exported: the model's variables, the Transform graph and the signatures.
 
-    Saving a Keras model directly makes TF trace every layer again for Keras reloading,
-    which took most of the Trainer's time; serving needs only the signatures. The Transform
-    layer hangs off the module so that saving tracks its assets (the vocabularies).
+    Saving Keras objects makes TF trace them again for Keras reloading, which took most of
+    the Trainer's time; serving needs only the signatures. So the module holds the model's
+    variables and tf.Transform's own loader of the transform graph (what tf.Transform's
+    Keras layer wraps), whose state is tracked so that saving keeps its vocabularies.
     """
 
-    def __init__(self, model, tft_layer) -> None:
+    def __init__(self, model, tf_transform_output: tft.TFTransformOutput) -> None:
         super().__init__()
         self.model_variables = list(model.variables)
-        self.tft_layer = tft_layer
+        loader = saved_transform_io_v2.SavedModelLoader(
+            tf_transform_output.transform_savedmodel_dir)
+        self.transform_graph_state = loader.__dict__
+        self._apply_transform = loader.apply_transform_model
+
+    def transform(self, raw_features: dict) -> dict:
+        return self._apply_transform(raw_features)
 
 
 def build_signatures(model, tf_transform_output: tft.TFTransformOutput,
@@ -90,7 +98,7 @@ def build_signatures(model, tf_transform_output: tft.TFTransformOutput,
     """The module to save and its signatures, keyed by name, for `tf.saved_model.save`."""
     raw_feature_spec = tf_transform_output.raw_feature_spec()
     serving_raw_spec = {k: v for k, v in raw_feature_spec.items() if k != spec.label.column}
-    module = ServingModule(model, tf_transform_output.transform_features_layer())
+    module = ServingModule(model, tf_transform_output)
     input_names = list(model.input_names)
     class_names = tf.constant(list(_class_names(spec, tf_transform_output))
                               if spec.label.is_classification else [], dtype=tf.string)
@@ -118,19 +126,19 @@ def build_signatures(model, tf_transform_output: tft.TFTransformOutput,
         for name in spec.names}])
     def serving_default(inputs):
         raw = _raw_from_serving_inputs(inputs, spec, raw_feature_spec)
-        return named_outputs(predict(module.tft_layer(raw)))
+        return named_outputs(predict(module.transform(raw)))
 
     @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
     def examples_api(inputs):
-        return named_outputs(predict(module.tft_layer(parse(inputs, with_label=False))))
+        return named_outputs(predict(module.transform(parse(inputs, with_label=False))))
 
     @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def predict_examples(examples):
-        return {"outputs": predict(module.tft_layer(parse(examples, with_label=False)))}
+        return {"outputs": predict(module.transform(parse(examples, with_label=False)))}
 
     @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(examples):
-        return module.tft_layer(parse(examples, with_label=True))
+        return module.transform(parse(examples, with_label=True))
 
     return module, {
         "serving_default": serving_default.get_concrete_function(),
