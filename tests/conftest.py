@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import csv
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 

@@ -1,7 +1,6 @@
 """The unchanged-rerun guard: it answers only when data, config and code are the same."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
