@@ -31,17 +31,30 @@ def _feature_types(stats: statistics_pb2.DatasetFeatureStatistics) -> dict[str, 
             statistics_pb2.FeatureNameStatistics.Type.Name(f.type) for f in stats.features}
 
 
+def _rows_without_value(feature: statistics_pb2.FeatureNameStatistics) -> int:
+    kind = feature.WhichOneof("stats")  # num_stats, string_stats, bytes_stats, ...
+    return int(getattr(feature, kind).common_stats.num_missing) if kind else 0
+
+
 def contract_problems(stats: statistics_pb2.DatasetFeatureStatistics,
                       contract: dict[str, str]) -> "list[str]":
-    """Declared features that are missing, or whose values cannot be what was declared."""
+    """Declared features that are missing, or whose values cannot be what was declared;
+    and labels left empty (a row without a label cannot be learned from)."""
     types = _feature_types(stats)
+    by_name = {(f.path.step[0] if f.path.step else f.name): f for f in stats.features}
     problems = []
     for name, kind in contract.items():
         if name not in types:
             problems.append(f"feature '{name}': column is missing (declared {kind})")
-        elif kind in NUMERIC_KINDS and types[name] not in ("INT", "FLOAT"):
+            continue
+        if kind in NUMERIC_KINDS and types[name] not in ("INT", "FLOAT"):
             problems.append(f"feature '{name}': declared {kind} but holds {types[name]} "
                             "values (a number column with text in it?)")
+        if kind in ("label", "numeric_label"):
+            empty = _rows_without_value(by_name[name])
+            if empty:
+                problems.append(f"label '{name}': no value in {empty} of "
+                                f"{stats.num_examples} rows")
     return problems
 
 

@@ -1,6 +1,6 @@
 """`mlops`: the project's one front door. `make` targets call it.
 
-    mlops run [--config FILE] [--set KEY=VALUE ...] [--verbose]
+    mlops run [--config FILE] [--set KEY=VALUE ...] [--force] [--verbose]
     mlops check-config [--config FILE] [--set KEY=VALUE ...]
 
 Exit codes: 0 success (whether or not a model was pushed), 1 the run failed (data

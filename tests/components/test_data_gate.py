@@ -49,3 +49,18 @@ def test_anomalies_are_listed_with_feature_and_reason():
     assert anomaly_problems(anomalies) == [
         "feature 'payment_type': Unexpected string values (Examples contain values missing "
         "from the schema: Bitcoin.)"]
+
+
+def test_rows_without_a_label_are_reported():
+    stats = stats_with(fare=Stats.FLOAT, tips=Stats.FLOAT)
+    stats.num_examples = 100
+    stats.features[1].num_stats.common_stats.num_missing = 3
+    assert contract_problems(stats, {"fare": "numeric", "tips": "numeric_label"}) == [
+        "label 'tips': no value in 3 of 100 rows"]
+
+
+def test_missing_feature_values_are_allowed():
+    stats = stats_with(fare=Stats.FLOAT, company=Stats.STRING)
+    stats.features[0].num_stats.common_stats.num_missing = 40
+    stats.features[1].string_stats.common_stats.num_missing = 40
+    assert contract_problems(stats, {"fare": "numeric", "company": "categorical"}) == []
