@@ -264,16 +264,12 @@ def _key_path(location: tuple) -> str:
     return path or "(top level)"
 
 
-def _describe(error: dict, raw: dict) -> str:
+def _describe(error: dict) -> str:
     """One readable line for one pydantic error, naming the key and what is wrong."""
-    location = tuple(p for p in error["loc"] if not str(p).startswith(("function-after",
-                                                                      "literal[", "int")))
+    location = tuple(p for p in error["loc"] if not _is_union_tag(p))
     key = _key_path(location)
     kind = error["type"]
     if kind == "extra_forbidden":
-        parent = raw
-        for part in location[:-1]:
-            parent = parent.get(part, {}) if isinstance(parent, dict) else {}
         known = _known_keys(location[:-1])
         close = difflib.get_close_matches(str(location[-1]), known, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -288,6 +284,23 @@ def _describe(error: dict, raw: dict) -> str:
             error["input"], dict):
         return f"{key}: {message} (got {error['input']!r})"
     return f"{key}: {message}"
+
+
+def _merge_alternatives(lines: Iterable[str]) -> list[str]:
+    """One line per key: a value that fits no member of a union lists each member's
+    complaint ("Input should be 'latest'; or: Input should be a valid integer")."""
+    merged: dict[str, list[str]] = {}
+    for line in lines:
+        key, _, message = line.partition(": ")
+        if message not in merged.setdefault(key, []):
+            merged[key].append(message)
+    return [f"{key}: " + "; or: ".join(messages) for key, messages in merged.items()]
+
+
+def _is_union_tag(part: Any) -> bool:
+    """Pydantic names the union member it tried in the error location; keys never look so."""
+    return part in ("int", "str", "float", "bool") or str(part).startswith(
+        ("literal[", "function-", "constrained-"))
 
 
 def _known_keys(location: tuple) -> list[str]:
@@ -365,7 +378,7 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Iterable[str
     try:
         config = PipelineConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(source, [_describe(e, raw) for e in err.errors()]) from None
+        raise ConfigError(source, _merge_alternatives(_describe(e) for e in err.errors())) from None
 
     _resolve_paths(config, config_path.parent)
     if check_files:

@@ -187,3 +187,9 @@ def test_error_text_lists_the_file_and_each_problem(config_file: Path):
     text = str(caught.value)
     assert text.splitlines()[0] == f"Invalid configuration in {config_file}:"
     assert text.splitlines()[1].startswith("  - training.train_steps:")
+
+
+def test_a_value_fitting_no_alternative_gets_one_line(config_file: Path):
+    message = one_problem(config_file, "data.span=newest")
+    assert message.startswith("data.span: Input should be 'latest' (got 'newest'); or: ")
+    assert "valid integer" in message
