@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 from pipeline import process, quiet
 from pipeline.config import PipelineConfig, load_config
-
-NodeListener = Callable[[str, str], None]
-
 
 def metadata_connection_config(config: PipelineConfig):
     from tfx import v1 as tfx
@@ -37,7 +34,7 @@ def tune_in_memory_beam() -> None:
 
 
 def run_pipeline(config: PipelineConfig, verbose: bool = False,
-                 on_node: Optional[NodeListener] = None):
+                 on_node: Optional[quiet.NodeListener] = None):
     """Runs one pipeline run and returns its report (also when a component failed).
 
     `on_node(node_id, event)` is called with "running", "cached" and "finished" as the

@@ -16,6 +16,7 @@ from typing import Callable, Iterator, Optional
 _NOISY_LOGGERS = ("absl", "apache_beam", "tensorflow", "tfx", "ml_metadata", "google",
                   "tensorflow_transform", "tensorflow_model_analysis", "tensorflow_data_validation",
                   "urllib3", "h5py", "numexpr")
+NodeListener = Callable[[str, str], None]  # (node_id, "running" | "cached" | "finished" | "failed")
 _CACHED = re.compile(r"^A cached execution \d+ is used\.$")
 
 
@@ -43,7 +44,7 @@ def configure(verbose: bool = False) -> None:
 class _CacheHitHandler(logging.Handler):
     """Notices the launcher's "A cached execution N is used." line for the current node."""
 
-    def __init__(self, listener: Callable[[str, str], None]):
+    def __init__(self, listener: NodeListener):
         super().__init__(level=logging.INFO)
         self._listener = listener
         self.node: Optional[str] = None
@@ -54,7 +55,7 @@ class _CacheHitHandler(logging.Handler):
 
 
 @contextlib.contextmanager
-def node_events(listener: Optional[Callable[[str, str], None]]) -> Iterator[None]:
+def node_events(listener: Optional[NodeListener]) -> Iterator[None]:
     """While active, calls `listener(node_id, event)` as the local runner moves on.
 
     Events: "running", "cached", "finished", "failed". The runner's launcher is wrapped

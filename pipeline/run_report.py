@@ -8,7 +8,7 @@ pushed version or why nothing was pushed.
 from __future__ import annotations
 
 import dataclasses
-import os
+import io
 from typing import Optional
 
 from ml_metadata import metadata_store
@@ -295,6 +295,6 @@ def render(report: RunReport, console: Optional[Console] = None) -> None:
 
 def render_text(report: RunReport, width: int = 100) -> str:
     """The summary as plain text (kept with the run, shown again for unchanged re-runs)."""
-    console = Console(record=True, width=width, file=open(os.devnull, "w"), color_system=None)
+    console = Console(width=width, file=io.StringIO(), color_system=None)
     render(report, console)
-    return console.export_text()
+    return console.file.getvalue()
