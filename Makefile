@@ -3,13 +3,16 @@ PY := .venv/bin/python
 MLOPS := .venv/bin/mlops
 ARGS ?=
 
-.PHONY: setup run test test-fast bench check-config lock clean
+.PHONY: setup run serve test test-fast bench bench-serving check-config deploy-files lock clean
 
 setup:
 	@scripts/bootstrap.sh
 
 run: setup  ## Train, validate and push the model described by pipeline_config.yaml
 	@$(MLOPS) run $(ARGS)
+
+serve: setup  ## Serve the pushed versions: tensorflow_model_server if on PATH, else the embedded server
+	@$(MLOPS) serve $(ARGS)
 
 test: setup  ## The whole suite, slow end-to-end pipeline tests included
 	@$(PY) -m pytest $(ARGS)
@@ -20,8 +23,14 @@ test-fast: setup  ## Everything but the end-to-end pipeline runs
 bench: setup  ## Pipeline wall times: cold run and cached re-run
 	@$(PY) bench/pipeline $(ARGS)
 
+bench-serving: setup  ## Serving throughput and latency (REST, gRPC), push-to-answer time
+	@$(PY) bench/serving $(ARGS)
+
 check-config: setup
 	@$(MLOPS) check-config $(ARGS)
+
+deploy-files: setup  ## Regenerate serving/deploy/ (docker compose, Kubernetes) from the config
+	@$(MLOPS) deploy-files $(ARGS)
 
 lock:  ## Re-resolve requirements.in into requirements.lock (needs uv and Python 3.10)
 	uv pip compile requirements.in --python-version 3.10 --python-platform x86_64-manylinux_2_31 -o requirements.lock

@@ -2,6 +2,12 @@
 
     mlops run [--config FILE] [--set KEY=VALUE ...] [--force] [--verbose]
     mlops check-config [--config FILE] [--set KEY=VALUE ...]
+    mlops serve [--embedded] [--verbose]         the real tensorflow_model_server if on PATH
+    mlops versions                               versions on disk, their state, labels
+    mlops rollback [--to N] / mlops restore      serve an older version / the newest again
+    mlops label NAME VERSION [--remove]          pin a version label
+    mlops predict (--json FILE | --csv FILE [--row N]) [--version N | --label L]
+    mlops deploy-files [--check]                 docker compose + Kubernetes for the real server
 
 Exit codes: 0 success (whether or not a model was pushed), 1 the run failed (data
 validation, a component error), 2 the configuration or the command line is wrong.
@@ -11,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -20,7 +27,7 @@ from pipeline import process
 from pipeline.config import ConfigError, PipelineConfig, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Operate the TFX pipeline: validate the config, run it locally.")
+                  help="Operate the TFX pipeline and its model server.")
 console = Console()
 
 ConfigOption = typer.Option(None, "--config", "-c", metavar="FILE",
@@ -33,9 +40,12 @@ ForceOption = typer.Option(False, "--force", "-f",
                            help="Run through TFX even when nothing changed since the last run.")
 
 
-def _load(config_file: Optional[str], overrides: Optional[list[str]]) -> PipelineConfig:
+def _load(config_file: Optional[str], overrides: Optional[list[str]],
+          check_files: bool = True) -> PipelineConfig:
+    """The validated config; serving commands skip the training-data checks (a serving host
+    need not hold the data)."""
     try:
-        return load_config(config_file, overrides or ())
+        return load_config(config_file, overrides or (), check_files=check_files)
     except ConfigError as err:
         typer.echo(f"error: {err}", err=True)  # unwrapped: one problem per line
         raise typer.Exit(2)
@@ -108,6 +118,224 @@ def run(config_file: Optional[str] = ConfigOption,
         rerun_guard.forget(config)
     console.print(f"Finished in {time.monotonic() - started:.1f}s.", highlight=False)
     _exit(report.exit_code)
+
+
+# --- serving ----------------------------------------------------------------------------
+
+@app.command("serve")
+def serve(config_file: Optional[str] = ConfigOption,
+          overrides: Optional[list[str]] = SetOption,
+          embedded: bool = typer.Option(False, "--embedded",
+                                        help="Use the embedded server even if "
+                                             "tensorflow_model_server is on PATH."),
+          docker: bool = typer.Option(False, "--docker",
+                                      help="Run the tensorflow/serving image with docker "
+                                           "compose (serving/deploy/docker-compose.yaml)."),
+          verbose: bool = VerboseOption) -> None:
+    """Serve the pushed versions over REST and gRPC (TF Serving's API and flags)."""
+    import shutil
+
+    from serving import deployment, server_files
+
+    config = _load(config_file, overrides, check_files=False)
+    files = server_files.write_server_files(config)
+    if docker:
+        if not shutil.which("docker"):
+            typer.echo("error: `docker` is not on PATH; use `mlops serve` (real binary or "
+                       "embedded server) instead", err=True)
+            raise typer.Exit(1)
+        compose = Path(__file__).resolve().parents[1] / deployment.DEFAULT_OUT_DIR / \
+            "docker-compose.yaml"
+        argv = ["docker", "compose", "-f", str(compose), "up"]
+        os.environ["MLOPS_SERVING_DIR"] = config.serving.base_directory
+        which = f"docker compose ({config.serving.image})"
+    else:
+        binary = None if embedded else server_files.real_server_binary()
+        argv = server_files.server_command(config, files, sys.executable, binary,
+                                           ("--verbose",) if verbose and not binary else ())
+        which = f"tensorflow_model_server ({binary})" if binary else "the embedded server"
+    console.print(f"Serving [bold]{config.serving.model_name}[/] from "
+                  f"{config.serving_model_dir} with {which}\n"
+                  f"  REST {server_files.rest_url(config)}/v1/models/"
+                  f"{config.serving.model_name}   gRPC {config.serving.host}:"
+                  f"{config.serving.grpc_port}\n"
+                  f"  versions, rollbacks and labels: {files.models_config} "
+                  "(`mlops versions`, `mlops rollback`, `mlops label`)", highlight=False)
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)
+
+
+def _operation(action):
+    """Runs a serving operation, turning its expected failures into one-line errors."""
+    from serving.client import ClientError
+    from serving.config_files import ServingError
+    from serving.operations import OperationError
+
+    try:
+        return action()
+    except (OperationError, ClientError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    except ServingError as err:
+        typer.echo(f"error: {err.message}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("versions")
+def versions(config_file: Optional[str] = ConfigOption,
+             overrides: Optional[list[str]] = SetOption) -> None:
+    """List the model's versions: on disk, asked for by the policy, state on the server."""
+    from rich.table import Table
+
+    from serving import operations
+
+    config = _load(config_file, overrides, check_files=False)
+    listing = _operation(lambda: operations.list_versions(config))
+    table = Table(title=f"{listing.model_name} (policy: {listing.policy})", title_justify="left")
+    for column in ("version", "served by policy", "server state", "labels", "pushed at",
+                   "error"):
+        table.add_column(column)
+    for row in listing.rows:
+        table.add_row(str(row.version) + ("" if row.on_disk else " (gone)"),
+                      "yes" if row.aspired else "no", row.state or "-",
+                      ", ".join(row.labels), row.pushed_at[:19].replace("T", " "),
+                      row.error)
+    console.print(table)
+    if listing.server_url is None:
+        console.print("(no server answers at the configured REST port: states unknown)")
+    if not listing.rows:
+        console.print("No versions yet: `make run` pushes the first one.")
+
+
+def _report_served(config: PipelineConfig, change) -> None:
+    """Prints what changed and, when a server runs, waits until it serves the version."""
+    from serving import operations, server_files
+
+    console.print(change.message, highlight=False)
+    url = server_files.rest_url(config)
+    version = change.version
+    if version is None or operations.server_status(url, config.serving.model_name) is None:
+        return
+    with console.status(f"waiting for the server to serve version {version}"):
+        served = operations.waiter(url, config.serving.model_name)(version)
+    console.print(f"The server now serves version {version}." if served else
+                  f"The server has not loaded version {version} yet: see `mlops versions`.")
+
+
+@app.command("rollback")
+def rollback(to: Optional[int] = typer.Option(None, "--to", help="Version to serve "
+                                                "(default: the one before the served one)."),
+             config_file: Optional[str] = ConfigOption,
+             overrides: Optional[list[str]] = SetOption) -> None:
+    """Serve an older version instead of the newest; nothing is deleted."""
+    from serving import operations
+
+    config = _load(config_file, overrides, check_files=False)
+    _report_served(config, _operation(lambda: operations.rollback(config, to)))
+
+
+@app.command("restore")
+def restore(config_file: Optional[str] = ConfigOption,
+            overrides: Optional[list[str]] = SetOption) -> None:
+    """Serve the newest version again (undo a rollback)."""
+    from serving import operations
+
+    config = _load(config_file, overrides, check_files=False)
+    _report_served(config, _operation(lambda: operations.restore(config)))
+
+
+@app.command("label")
+def label(name: str = typer.Argument(..., help="Label, e.g. stable or canary."),
+          version: Optional[int] = typer.Argument(None, help="Version the label points to."),
+          remove: bool = typer.Option(False, "--remove", help="Remove the label."),
+          config_file: Optional[str] = ConfigOption,
+          overrides: Optional[list[str]] = SetOption) -> None:
+    """Point a version label (e.g. stable, canary) at a version, or remove it."""
+    from serving import operations, server_files
+
+    config = _load(config_file, overrides, check_files=False)
+    if remove == (version is not None):
+        typer.echo("error: give a VERSION, or --remove", err=True)
+        raise typer.Exit(2)
+    if remove:
+        console.print(_operation(lambda: operations.remove_label(config, name)))
+        return
+    wait = operations.waiter(server_files.rest_url(config), config.serving.model_name)
+    console.print(_operation(lambda: operations.set_label(config, name, version, wait)),
+                  highlight=False)
+
+
+@app.command("predict")
+def predict(json_file: Optional[Path] = typer.Option(None, "--json", help="A TF Serving "
+                                                      "request body (instances / inputs / "
+                                                      "examples)."),
+            csv_file: Optional[Path] = typer.Option(None, "--csv", help="A CSV file laid "
+                                                     "out like the training data."),
+            row: int = typer.Option(1, "--row", help="CSV data row to send (1 = first)."),
+            method: str = typer.Option("predict", "--method",
+                                       help="predict, classify or regress."),
+            version: Optional[int] = typer.Option(None, "--version"),
+            version_label: Optional[str] = typer.Option(None, "--label"),
+            signature: str = typer.Option("serving_default", "--signature"),
+            config_file: Optional[str] = ConfigOption,
+            overrides: Optional[list[str]] = SetOption) -> None:
+    """Send one prediction request to the server and print its answer."""
+    import json
+
+    from serving import client, server_files
+
+    config = _load(config_file, overrides, check_files=False)
+    if (json_file is None) == (csv_file is None):
+        typer.echo("error: give exactly one of --json FILE or --csv FILE", err=True)
+        raise typer.Exit(2)
+    if method not in ("predict", "classify", "regress"):
+        typer.echo(f"error: --method must be predict, classify or regress, not {method!r}",
+                   err=True)
+        raise typer.Exit(2)
+    url = server_files.rest_url(config)
+    path = client.model_path(config.serving.model_name, version, version_label)
+
+    def request() -> tuple[int, object]:
+        if json_file is not None:
+            body = client.read_json(json_file)
+        else:
+            dtypes = client.input_dtypes(url, path, signature)
+            body = {"signature_name": signature,
+                    "instances": [client.instance_from_csv(csv_file, row, dtypes)]}
+        return client.post(url, path, method, body)
+
+    status, answer = _operation(request)
+    console.print_json(json.dumps(answer))
+    if status != 200:
+        raise typer.Exit(1)
+
+
+@app.command("deploy-files")
+def deploy_files(config_file: Optional[str] = ConfigOption,
+                 check: bool = typer.Option(False, "--check",
+                                            help="Write nothing; exit 1 listing stale files.")
+                 ) -> None:
+    """Generate serving/deploy/ (docker compose, Kubernetes) for tensorflow_model_server."""
+    from pipeline.config import resolve_config_path
+    from serving import deployment
+
+    try:  # no --set / MLOPS__ overrides: the committed files follow the committed config
+        config = load_config(config_file, use_env=False, check_files=False)
+    except ConfigError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2)
+    out_dir = resolve_config_path(config_file).resolve().parent / deployment.DEFAULT_OUT_DIR
+    if check:
+        stale = deployment.check(config, out_dir)
+        for path in stale:
+            typer.echo(f"out of date: {path}", err=True)
+        if stale:
+            typer.echo("run `mlops deploy-files` and commit the result", err=True)
+            raise typer.Exit(1)
+        console.print(f"[green]ok[/]: {out_dir} matches the config", highlight=False)
+        return
+    paths = deployment.write(config, out_dir)
+    console.print(f"wrote {len(paths)} files under {out_dir}", highlight=False)
 
 
 def _exit(code: int) -> None:

@@ -182,9 +182,44 @@ class EvaluationSection(_Section):
     slices: list[str] = Field(default_factory=list)
 
 
+class BatchingSection(_Section):
+    """TF Serving's BatchingParameters, written to the file both servers read."""
+
+    enabled: bool = True
+    max_batch_size: int = Field(32, gt=0)
+    batch_timeout_micros: int = Field(1000, ge=0)
+    num_batch_threads: int = Field(2, gt=0)
+    max_enqueued_batches: int = Field(100, gt=0)
+
+
+class KubernetesSection(_Section):
+    namespace: str = Field("mlops", pattern=_NAME_PATTERN)
+    replicas: int = Field(2, ge=1)
+    max_replicas: int = Field(6, ge=1)
+    target_cpu_utilization: int = Field(70, gt=0, le=100)
+    volume_claim: str = Field("serving-models", pattern=_NAME_PATTERN)
+    storage: str = "10Gi"
+
+    @model_validator(mode="after")
+    def _replica_range(self) -> "KubernetesSection":
+        if self.max_replicas < self.replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) is below replicas "
+                             f"({self.replicas})")
+        return self
+
+
 class ServingSection(_Section):
     model_name: str = Field(pattern=_NAME_PATTERN)
     base_directory: str = "serving_models"
+    host: str = "127.0.0.1"
+    grpc_port: int = Field(8500, ge=0, le=65535)
+    rest_api_port: int = Field(8501, ge=0, le=65535)
+    file_system_poll_wait_seconds: int = Field(1, ge=0)
+    model_config_file_poll_wait_seconds: int = Field(1, ge=0)
+    monitoring: bool = True
+    batching: BatchingSection = Field(default_factory=BatchingSection)
+    image: str = "tensorflow/serving:2.16.1"
+    kubernetes: KubernetesSection = Field(default_factory=KubernetesSection)
 
 
 class ScheduleSection(_Section):

@@ -1,0 +1,36 @@
+"""``python -m serving``: the embedded server, with tensorflow_model_server's flags."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+
+def main(argv=None) -> int:
+    from pipeline import quiet
+    from serving import flags
+
+    options, verbose = flags.parse(argv)
+    quiet.configure(verbose)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname).1s %(name)s] %(message)s")
+    if not verbose:
+        logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    from serving.errors import ServingError
+    from serving.server import serve_forever
+
+    try:
+        asyncio.run(serve_forever(options))
+    except ServingError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: cannot listen: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Server-side batching: concurrent requests to one signature merged into one model call.
+
+Like TF Serving's batching session: requests wait in a queue per (model version,
+signature, input shapes) until ``max_batch_size`` rows are queued or the oldest has waited
+``batch_timeout_micros``; at most ``num_batch_threads`` batches run at once, so under load
+the queue fills while the model is busy and batches grow on their own. Rows are padded up
+to the next of ``allowed_batch_sizes`` when those are set. A request larger than
+``max_batch_size`` is refused (as TF Serving does) unless large-batch splitting is on, in
+which case it runs on its own.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from concurrent.futures import Executor
+from typing import Callable, Hashable, Mapping
+
+import numpy as np
+
+from serving.config_files import BatchingParameters
+from serving.errors import Code, ServingError, invalid_argument
+
+RunFn = Callable[[object, str, Mapping[str, np.ndarray]], dict]
+
+
+@dataclasses.dataclass
+class _Task:
+    inputs: Mapping[str, np.ndarray]
+    rows: int
+    future: asyncio.Future
+    enqueued: float
+
+
+@dataclasses.dataclass
+class _Queue:
+    tasks: list = dataclasses.field(default_factory=list)
+    rows: int = 0
+    wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    worker: asyncio.Task | None = None
+
+
+def _rows(inputs: Mapping[str, np.ndarray]) -> int | None:
+    sizes = {array.shape[0] if array.ndim else None for array in inputs.values()}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+class Batcher:
+    def __init__(self, params: BatchingParameters, run: RunFn, executor: Executor) -> None:
+        self.params = params
+        self._run = run
+        self._executor = executor
+        self._queues: dict[Hashable, _Queue] = {}
+        self._slots: asyncio.Semaphore | None = None
+        self.batches_run = 0  # for metrics and benchmarks: how many model calls were made
+
+    async def run(self, servable, signature_name: str,
+                  inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        loop = asyncio.get_running_loop()
+        rows = _rows(inputs)
+        if rows is None or rows == 0:  # nothing to batch on: run as sent
+            return await loop.run_in_executor(self._executor, self._run, servable,
+                                              signature_name, inputs)
+        if rows > self.params.max_batch_size:
+            if not self.params.enable_large_batch_splitting:
+                raise invalid_argument(f"Task size {rows} is larger than maximum input batch "
+                                       f"size {self.params.max_batch_size}")
+            return await loop.run_in_executor(self._executor, self._run, servable,
+                                              signature_name, inputs)
+        key = (id(servable), signature_name,
+               tuple((name, array.dtype.str, array.shape[1:])
+                     for name, array in sorted(inputs.items())))
+        queue = self._queues.setdefault(key, _Queue())
+        capacity = self.params.max_enqueued_batches * self.params.max_batch_size
+        if queue.rows + rows > capacity:
+            raise ServingError(Code.UNAVAILABLE, "The batch scheduling queue to which this "
+                                                 "task was submitted is full")
+        task = _Task(inputs, rows, loop.create_future(), time.monotonic())
+        queue.tasks.append(task)
+        queue.rows += rows
+        queue.wake.set()
+        if queue.worker is None:
+            queue.worker = asyncio.create_task(self._drain(key, queue, servable,
+                                                           signature_name))
+        return await task.future
+
+    async def _drain(self, key, queue: _Queue, servable, signature_name: str) -> None:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.params.num_batch_threads)
+        timeout = self.params.batch_timeout_micros / 1e6
+        try:
+            while queue.tasks:
+                deadline = queue.tasks[0].enqueued + timeout
+                while queue.rows < self.params.max_batch_size:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    queue.wake.clear()
+                    try:
+                        await asyncio.wait_for(queue.wake.wait(), remaining)
+                    except asyncio.TimeoutError:
+                        break
+                await self._slots.acquire()
+                batch, size = [], 0
+                while queue.tasks and size + queue.tasks[0].rows <= self.params.max_batch_size:
+                    task = queue.tasks.pop(0)
+                    batch.append(task)
+                    size += task.rows
+                queue.rows -= size
+                asyncio.create_task(self._execute(servable, signature_name, batch, size))
+        finally:
+            queue.worker = None
+            if not queue.tasks:
+                self._queues.pop(key, None)
+
+    def _padded_size(self, size: int) -> int:
+        for allowed in self.params.allowed_batch_sizes:
+            if allowed >= size:
+                return allowed
+        return size
+
+    async def _execute(self, servable, signature_name: str, batch: list, size: int) -> None:
+        try:
+            target = self._padded_size(size)
+            merged = {}
+            for name in batch[0].inputs:
+                parts = [task.inputs[name] for task in batch]
+                if target > size:
+                    parts.append(np.repeat(parts[0][:1], target - size, axis=0))
+                merged[name] = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            loop = asyncio.get_running_loop()
+            outputs = await loop.run_in_executor(self._executor, self._run, servable,
+                                                 signature_name, merged)
+            self.batches_run += 1
+            offset = 0
+            for task in batch:
+                result = {}
+                for name, array in outputs.items():
+                    if array.ndim == 0 or array.shape[0] != target:
+                        raise ServingError(Code.INTERNAL, f"Batched output {name} has no batch "
+                                           f"dimension of {target} rows")
+                    result[name] = array[offset:offset + task.rows]
+                offset += task.rows
+                if not task.future.done():
+                    task.future.set_result(result)
+        except Exception as err:  # every waiting request learns why
+            for task in batch:
+                if not task.future.done():
+                    task.future.set_exception(err)
+        finally:
+            self._slots.release()

@@ -1,0 +1,158 @@
+"""The data plane: one implementation of every serving API, which REST and gRPC adapt.
+
+It resolves a request's model spec (name, version or label, signature) through the
+repository, checks the signature fits the API (TF Serving's method names for classify and
+regress), runs the model off the event loop (through the batcher when batching is on) and
+returns numpy arrays and protos. Errors are ``ServingError``s; the adapters only translate.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from concurrent.futures import Executor
+from typing import Mapping, Optional
+
+import numpy as np
+from google.protobuf import wrappers_pb2
+from tensorflow_serving.apis import get_model_status_pb2, model_pb2, status_pb2
+from tensorflow_serving.apis.get_model_metadata_pb2 import SignatureDefMap
+
+from serving import servable as servable_lib
+from serving.batching import Batcher
+from serving.errors import invalid_argument
+from serving.repository import ModelRepository
+
+_ERROR_CODES = status_pb2.StatusProto.DESCRIPTOR.fields_by_name["error_code"].enum_type
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    version: Optional[int] = None
+    label: Optional[str] = None
+    signature_name: str = ""
+
+    @classmethod
+    def from_proto(cls, spec: model_pb2.ModelSpec) -> "ModelSpec":
+        return cls(spec.name, spec.version.value if spec.HasField("version") else None,
+                   spec.version_label or None, spec.signature_name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """What a model call answered, and which version and signature answered it."""
+
+    servable: servable_lib.Servable
+    signature: servable_lib.Signature
+    outputs: dict[str, np.ndarray]
+
+    def model_spec(self) -> model_pb2.ModelSpec:
+        return model_pb2.ModelSpec(name=self.servable.name,
+                                   version=wrappers_pb2.Int64Value(value=self.servable.version),
+                                   signature_name=self.signature.name)
+
+
+class DataPlane:
+    def __init__(self, repository: ModelRepository, executor: Executor,
+                 batcher: Optional[Batcher] = None) -> None:
+        self.repository = repository
+        self._executor = executor
+        self._batcher = batcher
+
+    # --- lookups ---------------------------------------------------------------------------
+
+    def servable(self, spec: ModelSpec) -> servable_lib.Servable:
+        if not spec.name:
+            raise invalid_argument("Missing model name in request.")
+        return self.repository.resolve(spec.name, spec.version, spec.label)
+
+    def signature(self, spec: ModelSpec):
+        servable = self.servable(spec)
+        return servable, servable.signature(spec.signature_name)
+
+    # --- model calls ------------------------------------------------------------------------
+
+    async def _call(self, servable, signature, inputs: Mapping[str, np.ndarray]) -> dict:
+        if self._batcher is not None:
+            return await self._batcher.run(servable, signature.name, inputs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, servable.run, signature.name,
+                                          inputs)
+
+    async def predict(self, spec: ModelSpec, inputs: Mapping[str, np.ndarray],
+                      output_filter: tuple[str, ...] = ()) -> Result:
+        servable, signature = self.signature(spec)
+        _check_inputs(signature, inputs)
+        for alias in output_filter:
+            if alias not in signature.outputs:
+                raise invalid_argument(
+                    f"output tensor alias not found in signature: {alias} Outputs expected "
+                    f"to be in the set {{{','.join(sorted(signature.outputs))}}}.")
+        outputs = await self._call(servable, signature, inputs)
+        if output_filter:
+            outputs = {key: outputs[key] for key in output_filter}
+        return Result(servable, signature, outputs)
+
+    async def classify(self, spec: ModelSpec, examples: list[bytes]) -> Result:
+        servable, signature = self._examples_signature(spec, servable_lib.CLASSIFY_METHOD,
+                                                       "classification")
+        if not ({"classes", "scores"} & set(signature.outputs)):
+            raise invalid_argument("Expected classification signature outputs to contain "
+                                   "classes or scores")
+        return await self._run_examples(servable, signature, examples)
+
+    async def regress(self, spec: ModelSpec, examples: list[bytes]) -> Result:
+        servable, signature = self._examples_signature(spec, servable_lib.REGRESS_METHOD,
+                                                       "regression")
+        if "outputs" not in signature.outputs:
+            raise invalid_argument("Expected regression signature outputs to contain outputs")
+        return await self._run_examples(servable, signature, examples)
+
+    def _examples_signature(self, spec: ModelSpec, method: str, kind: str):
+        servable, signature = self.signature(spec)
+        if signature.method_name != method:
+            raise invalid_argument(f"Expected {kind} signature method_name to be {method}. "
+                                   f"Was: {signature.method_name}")
+        if len(signature.inputs) != 1:
+            raise invalid_argument(f"Expected one input Tensor in the {kind} signature.")
+        return servable, signature
+
+    async def _run_examples(self, servable, signature, examples: list[bytes]) -> Result:
+        (name,) = signature.inputs
+        batch = np.empty(len(examples), dtype=object)
+        batch[:] = examples
+        outputs = await self._call(servable, signature, {name: batch})
+        return Result(servable, signature, outputs)
+
+    # --- model information ---------------------------------------------------------------------
+
+    def metadata(self, spec: ModelSpec) -> tuple[model_pb2.ModelSpec, SignatureDefMap]:
+        servable = self.servable(spec)
+        signatures = SignatureDefMap()
+        for key, signature_def in servable.signature_defs.items():
+            signatures.signature_def[key].CopyFrom(signature_def)
+        model_spec = model_pb2.ModelSpec(
+            name=servable.name, version=wrappers_pb2.Int64Value(value=servable.version))
+        return model_spec, signatures
+
+    def status(self, spec: ModelSpec) -> get_model_status_pb2.GetModelStatusResponse:
+        if not spec.name:
+            raise invalid_argument("Missing model name in request.")
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for status in self.repository.status(spec.name, spec.version, spec.label):
+            entry = response.model_version_status.add(version=status.version,
+                                                      state=int(status.state))
+            entry.status.error_code = _ERROR_CODES.values_by_name[status.error_code].number \
+                if status.error_code in _ERROR_CODES.values_by_name else 2  # UNKNOWN
+            entry.status.error_message = status.error_message
+        return response
+
+
+def _check_inputs(signature, inputs: Mapping[str, np.ndarray]) -> None:
+    expected, sent = set(signature.inputs), set(inputs)
+    if expected != sent:
+        raise invalid_argument(
+            f"input size does not match signature: {len(sent)}!={len(expected)} "
+            f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}})."
+            f" Sent extra: {{{','.join(sorted(sent - expected))}}}. Missing but "
+            f"required: {{{','.join(sorted(expected - sent))}}}.")

@@ -1,0 +1,66 @@
+"""Command-line flags with tensorflow_model_server's names, so one can replace the other.
+
+``--flag=value`` and ``--flag value`` both work; boolean flags take ``--flag``,
+``--flag=true`` or ``--flag=false`` as TensorFlow's flag parser does. Flags of the real
+server that do not apply to the embedded one are refused by name rather than ignored.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Optional, Sequence
+
+from serving.options import ServerOptions
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+_HELP = {
+    "port": "gRPC port (TF Serving's default 8500; 0 picks a free port)",
+    "rest_api_port": "HTTP/REST port (8501; 0 picks a free port)",
+    "rest_api_timeout_in_ms": "timeout of a REST prediction call, in ms (0: none)",
+    "model_name": "name of the model when --model_base_path is used",
+    "model_base_path": "directory holding the model's integer version directories",
+    "model_config_file": "models.config (ModelServerConfig text proto); overrides the two above",
+    "model_config_file_poll_wait_seconds": "re-read the config file this often (0: never)",
+    "file_system_poll_wait_seconds": "poll the base paths for versions this often (0: once)",
+    "enable_batching": "merge concurrent requests into one model call",
+    "batching_parameters_file": "BatchingParameters text proto",
+    "monitoring_config_file": "MonitoringConfig text proto (enables Prometheus metrics)",
+    "enable_model_warmup": "warm each version up before it serves",
+    "host": "[embedded server] address to listen on (0.0.0.0 opens it to the network)",
+    "max_request_bytes": "[embedded server] largest accepted request body",
+    "num_model_threads": "[embedded server] threads running model calls",
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m serving",
+        description="Embedded TensorFlow Serving-compatible model server (REST and gRPC).")
+    defaults = ServerOptions()
+    for field in dataclasses.fields(ServerOptions):
+        default = getattr(defaults, field.name)
+        if isinstance(default, bool):
+            p.add_argument(f"--{field.name}", type=_bool, nargs="?", const=True,
+                           default=default, metavar="BOOL", help=_HELP[field.name])
+        else:
+            p.add_argument(f"--{field.name}", type=type(default), default=default,
+                           help=f"{_HELP[field.name]} (default: {default!r})")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="show TensorFlow's and the server's debug logs")
+    return p
+
+
+def parse(argv: Optional[Sequence[str]] = None) -> tuple[ServerOptions, bool]:
+    """(options, verbose) from the command line; argparse exits 2 with a usage message."""
+    args = vars(parser().parse_args(argv))
+    verbose = args.pop("verbose")
+    return ServerOptions(**args), verbose

@@ -1,0 +1,146 @@
+"""The gRPC adapter: TF Serving's PredictionService and ModelService over the data plane.
+
+Built on the servicer base classes of the ``tensorflow-serving-api`` package, so the
+official client stubs (``prediction_service_pb2_grpc.PredictionServiceStub``...) talk to it
+unchanged. ``ServingError`` becomes the matching gRPC status; anything else is INTERNAL.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from typing import Callable, Optional
+
+import grpc
+from google.protobuf import any_pb2
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
+                                     model_management_pb2, model_service_pb2_grpc,
+                                     predict_pb2, prediction_service_pb2_grpc,
+                                     regression_pb2)
+
+from serving import examples, tensors
+from serving.dataplane import DataPlane, ModelSpec
+from serving.errors import ServingError, invalid_argument
+from serving.metrics import Metrics
+
+log = logging.getLogger("serving.grpc")
+SIGNATURE_DEF_FIELD = "signature_def"
+
+
+def _rpc(api: str) -> Callable:
+    """Translates errors to gRPC statuses and counts the call, in one place for all RPCs."""
+
+    def decorate(method):
+        @functools.wraps(method)
+        async def wrapper(self, request, context):
+            started, code = time.perf_counter(), "OK"
+            try:
+                return await method(self, request, context)
+            except ServingError as err:
+                code = err.code.value
+                await context.abort(err.grpc_status, err.message)
+            except grpc.aio.AbortError:
+                raise
+            except Exception:
+                code = "INTERNAL"
+                log.exception("gRPC %s failed", api)
+                await context.abort(grpc.StatusCode.INTERNAL, "Internal error")
+            finally:
+                name = request.model_spec.name if request.HasField("model_spec") else ""
+                if self.metrics is not None and name:
+                    self.metrics.observe(name, api, "GRPC", code,
+                                         time.perf_counter() - started)
+        return wrapper
+
+    return decorate
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, dataplane: DataPlane, metrics: Optional[Metrics] = None) -> None:
+        self.dataplane = dataplane
+        self.metrics = metrics
+
+    @_rpc("Predict")
+    async def Predict(self, request: predict_pb2.PredictRequest, context):
+        spec = ModelSpec.from_proto(request.model_spec)
+        _, signature = self.dataplane.signature(spec)
+        inputs = tensors.inputs_from_protos(signature, request.inputs)
+        result = await self.dataplane.predict(spec, inputs, tuple(request.output_filter))
+        response = predict_pb2.PredictResponse(model_spec=result.model_spec())
+        for name, array in result.outputs.items():
+            response.outputs[name].CopyFrom(tensors.to_proto(array))
+        return response
+
+    @_rpc("Classify")
+    async def Classify(self, request: classification_pb2.ClassificationRequest, context):
+        result = await self.dataplane.classify(ModelSpec.from_proto(request.model_spec),
+                                               examples.from_input(request.input))
+        response = classification_pb2.ClassificationResponse(model_spec=result.model_spec())
+        classes, scores = result.outputs.get("classes"), result.outputs.get("scores")
+        rows, width = (scores if scores is not None else classes).shape[:2]
+        for row in range(rows):
+            entry = response.result.classifications.add()
+            for k in range(width):
+                entry.classes.add(label=classes[row, k].decode() if classes is not None else "",
+                                  score=float(scores[row, k]) if scores is not None else 0.0)
+        return response
+
+    @_rpc("Regress")
+    async def Regress(self, request: regression_pb2.RegressionRequest, context):
+        result = await self.dataplane.regress(ModelSpec.from_proto(request.model_spec),
+                                              examples.from_input(request.input))
+        response = regression_pb2.RegressionResponse(model_spec=result.model_spec())
+        for value in result.outputs["outputs"].reshape(-1):
+            response.result.regressions.add(value=float(value))
+        return response
+
+    @_rpc("GetModelMetadata")
+    async def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest,
+                               context):
+        for field in request.metadata_field:
+            if field != SIGNATURE_DEF_FIELD:
+                raise invalid_argument(f"Metadata field {field} is not supported")
+        if not request.metadata_field:
+            raise invalid_argument("GetModelMetadataRequest must specify at least one "
+                                   "metadata_field")
+        model_spec, signatures = self.dataplane.metadata(ModelSpec.from_proto(request.model_spec))
+        response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=model_spec)
+        packed = any_pb2.Any()
+        packed.Pack(signatures)
+        response.metadata[SIGNATURE_DEF_FIELD].CopyFrom(packed)
+        return response
+
+    async def MultiInference(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            "MultiInference is not supported by the embedded server")
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, dataplane: DataPlane, reload_config: Callable,
+                 metrics: Optional[Metrics] = None) -> None:
+        self.dataplane = dataplane
+        self.metrics = metrics
+        self._reload_config = reload_config
+
+    @_rpc("GetModelStatus")
+    async def GetModelStatus(self, request, context):
+        return self.dataplane.status(ModelSpec.from_proto(request.model_spec))
+
+    async def HandleReloadConfigRequest(self, request: model_management_pb2.ReloadConfigRequest,
+                                        context):
+        response = model_management_pb2.ReloadConfigResponse()
+        try:
+            await self._reload_config(request.config)
+            response.status.error_code = 0
+        except ServingError as err:
+            response.status.error_code = 3  # INVALID_ARGUMENT
+            response.status.error_message = err.message
+        return response
+
+
+def add_services(server: grpc.aio.Server, dataplane: DataPlane, reload_config: Callable,
+                 metrics: Optional[Metrics]) -> None:
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(dataplane, metrics), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelService(dataplane, reload_config, metrics), server)

@@ -1,0 +1,43 @@
+"""The server's options: tensorflow_model_server's flags, kept free of heavy imports.
+
+Parsing flags and reading config files must not import TensorFlow, so that log levels are
+set before it loads and a wrong flag is reported in a fraction of a second.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from serving import config_files
+from serving.config_files import ModelServerConfig
+from serving.errors import invalid_argument
+
+
+@dataclasses.dataclass
+class ServerOptions:
+    """tensorflow_model_server's flags (same names and defaults) plus three of our own."""
+
+    port: int = 8500
+    rest_api_port: int = 8501
+    rest_api_timeout_in_ms: int = 30000
+    model_name: str = "default"
+    model_base_path: str = ""
+    model_config_file: str = ""
+    model_config_file_poll_wait_seconds: int = 0
+    file_system_poll_wait_seconds: int = 1
+    enable_batching: bool = False
+    batching_parameters_file: str = ""
+    monitoring_config_file: str = ""
+    enable_model_warmup: bool = True
+    # Ours: safe defaults for a laptop (TF Serving listens on every interface).
+    host: str = "127.0.0.1"
+    max_request_bytes: int = 64 * 1024 * 1024
+    num_model_threads: int = 4
+
+    def model_server_config(self) -> ModelServerConfig:
+        if self.model_config_file:
+            return config_files.read_model_server_config(self.model_config_file)
+        if not self.model_base_path:
+            raise invalid_argument("--model_base_path or --model_config_file is required")
+        return config_files.single_model_config(self.model_name,
+                                                os.path.abspath(self.model_base_path))

@@ -1,0 +1,168 @@
+"""The REST adapter: TF Serving's HTTP API over the data plane, served by tornado.
+
+Paths are matched with TF Serving's own patterns (case-insensitive):
+``GET /v1/models/{name}[/versions/{v} | /labels/{l}][/metadata]`` and
+``POST /v1/models/{name}[/versions/{v} | /labels/{l}]:(predict|classify|regress)``.
+Anything else under ``/v1/`` is a 400 "Malformed request", anything outside it a 404.
+Every error leaves as ``{"error": "..."}`` with the status of its canonical code.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import urllib.parse
+from typing import Optional
+
+import tornado.httpserver
+import tornado.web
+from google.protobuf import json_format
+
+from serving import examples, json_codec
+from serving.dataplane import DataPlane, ModelSpec
+from serving.errors import Code, ServingError, invalid_argument
+from serving.metrics import Metrics
+
+log = logging.getLogger("serving.rest")
+
+_PREDICTION_PATH = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
+    re.IGNORECASE)
+_STATUS_PATH = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
+    re.IGNORECASE)
+_JSON_OPTIONS = dict(including_default_value_fields=True, preserving_proto_field_name=True,
+                     indent=1)
+
+
+class RestApi:
+    """Framework-free request handling: (method, path, body) -> (status, JSON bytes)."""
+
+    def __init__(self, dataplane: DataPlane, metrics: Optional[Metrics] = None,
+                 timeout_s: Optional[float] = None) -> None:
+        self.dataplane = dataplane
+        self.metrics = metrics
+        self.timeout_s = timeout_s
+
+    async def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        started = time.perf_counter()
+        model_name, api = "", "unknown"
+        try:
+            route = self._route(method, path)
+            if route is None:
+                if path.startswith("/v1/"):
+                    raise invalid_argument(f"Malformed request: {method} {path}")
+                return 404, json_codec.error_body(f"Not found: {method} {path}")
+            model_name, api, spec, action = route
+            document = await self._answer(api, spec, action, body)
+            status, payload = 200, document
+        except ServingError as err:
+            status, payload = err.http_status, json_codec.error_body(err.message)
+            code = err.code.value
+        except Exception:  # a fault of the server, never of the client: logged, 500
+            log.exception("REST request %s %s failed", method, path)
+            status, payload, code = 500, json_codec.error_body("Internal error"), "INTERNAL"
+        else:
+            code = "OK"
+        if self.metrics is not None and model_name:
+            self.metrics.observe(model_name, api, "REST", code, time.perf_counter() - started)
+        return status, payload
+
+    def _route(self, method: str, path: str):
+        if method == "POST":
+            match = _PREDICTION_PATH.fullmatch(path)
+            if match:
+                name, version, label, action = match.groups()
+                spec = self._spec(name, version, label)
+                return spec.name, action.capitalize(), spec, action.lower()
+        elif method == "GET":
+            match = _STATUS_PATH.fullmatch(path)
+            if match:
+                name, version, label, metadata = match.groups()
+                spec = self._spec(name or "", version, label)
+                api = "GetModelMetadata" if metadata else "GetModelStatus"
+                return spec.name, api, spec, api
+        return None
+
+    @staticmethod
+    def _spec(name: str, version: Optional[str], label: Optional[str]) -> ModelSpec:
+        return ModelSpec(urllib.parse.unquote(name), int(version) if version else None,
+                         urllib.parse.unquote(label) if label else None)
+
+    async def _answer(self, api: str, spec: ModelSpec, action: str, body: bytes) -> bytes:
+        if action == "GetModelStatus":
+            return json_format.MessageToJson(self.dataplane.status(spec),
+                                             **_JSON_OPTIONS).encode()
+        if action == "GetModelMetadata":
+            return self._metadata(spec)
+        call = {"predict": self._predict, "classify": self._classify,
+                "regress": self._regress}[action]
+        if self.timeout_s:
+            try:
+                return await asyncio.wait_for(call(spec, body), self.timeout_s)
+            except asyncio.TimeoutError:
+                raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded") from None
+        return await call(spec, body)
+
+    def _metadata(self, spec: ModelSpec) -> bytes:
+        model_spec, signatures = self.dataplane.metadata(spec)
+        model_spec_json = json_format.MessageToJson(model_spec, **_JSON_OPTIONS)
+        signatures_json = json_format.MessageToJson(signatures, **_JSON_OPTIONS)
+        return (f'{{\n"model_spec":{model_spec_json},\n"metadata": {{"signature_def": '
+                f'{signatures_json}}}\n}}\n').encode()
+
+    async def _predict(self, spec: ModelSpec, body: bytes) -> bytes:
+        request = json_codec.read_predict(body)
+        spec = ModelSpec(spec.name, spec.version, spec.label, request.signature_name)
+        _, signature = self.dataplane.signature(spec)
+        inputs = json_codec.predict_inputs(
+            request, {name: t.numpy_dtype for name, t in signature.inputs.items()})
+        result = await self.dataplane.predict(spec, inputs)
+        return json_codec.dumps(json_codec.predict_response(result.outputs, request.format))
+
+    async def _classify(self, spec: ModelSpec, body: bytes) -> bytes:
+        signature_name, items, context = json_codec.read_examples(body, "classify")
+        spec = ModelSpec(spec.name, spec.version, spec.label, signature_name)
+        result = await self.dataplane.classify(spec, examples.from_json(items, context))
+        return json_codec.dumps(json_codec.classify_response(result.outputs.get("classes"),
+                                                             result.outputs.get("scores")))
+
+    async def _regress(self, spec: ModelSpec, body: bytes) -> bytes:
+        signature_name, items, context = json_codec.read_examples(body, "regress")
+        spec = ModelSpec(spec.name, spec.version, spec.label, signature_name)
+        result = await self.dataplane.regress(spec, examples.from_json(items, context))
+        return json_codec.dumps(json_codec.regress_response(result.outputs["outputs"]))
+
+
+class _Handler(tornado.web.RequestHandler):
+    def initialize(self, api: RestApi, metrics_path: Optional[str]) -> None:
+        self.api = api
+        self.metrics_path = metrics_path
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.clear_header("Server")
+
+    async def _serve(self) -> None:
+        path = self.request.path
+        if self.metrics_path and path == self.metrics_path and self.request.method == "GET":
+            self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.finish(self.api.metrics.exposition())
+            return
+        status, payload = await self.api.handle(self.request.method, path, self.request.body)
+        self.set_status(status)
+        self.finish(payload)
+
+    get = post = put = delete = patch = _serve
+
+    def write_error(self, status_code: int, **kwargs) -> None:  # tornado's own refusals
+        self.finish(json_codec.error_body(self._reason))
+
+
+def make_http_server(api: RestApi, metrics_path: Optional[str],
+                     max_body_bytes: int) -> tornado.httpserver.HTTPServer:
+    app = tornado.web.Application([(r"/.*", _Handler, {"api": api,
+                                                       "metrics_path": metrics_path})],
+                                  compress_response=False)
+    return tornado.httpserver.HTTPServer(app, max_body_size=max_body_bytes, xheaders=False)

@@ -1,0 +1,134 @@
+"""One loaded model version: its signatures, described and callable.
+
+TF Serving answers from the SavedModel's ``SignatureDef``s (names, dtypes, shapes, method
+names), so those are read from ``saved_model.pb`` as written; the functions are loaded
+with ``tf.saved_model.load`` and called with numpy arrays. Errors a request can cause
+(unknown signature, inputs that do not match it, values TensorFlow rejects) become
+``ServingError``s with TF Serving's codes and wording.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Mapping, Optional
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import error_codes_pb2, meta_graph_pb2, saved_model_pb2
+
+from serving.errors import Code, ServingError, failed_precondition, invalid_argument
+
+SERVE_TAG = "serve"
+DEFAULT_SIGNATURE = "serving_default"
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """A signature input or output: the name a request uses, its dtype and static shape."""
+
+    name: str
+    dtype: tf.DType
+    shape: Optional[tuple[Optional[int], ...]]  # None: unknown rank
+
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        return np.dtype(object) if self.dtype == tf.string else np.dtype(self.dtype.as_numpy_dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    name: str
+    method_name: str
+    inputs: Mapping[str, TensorSpec]
+    outputs: Mapping[str, TensorSpec]
+
+
+def _tensor_spec(name: str, info: meta_graph_pb2.TensorInfo) -> TensorSpec:
+    shape = info.tensor_shape
+    dims = None if shape.unknown_rank else tuple(d.size if d.size >= 0 else None
+                                                 for d in shape.dim)
+    return TensorSpec(name, tf.dtypes.as_dtype(info.dtype), dims)
+
+
+def read_meta_graph(export_dir: str) -> meta_graph_pb2.MetaGraphDef:
+    """The ``serve``-tagged MetaGraphDef of a SavedModel, as TF Serving loads it."""
+    path = os.path.join(export_dir, "saved_model.pb")
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            saved_model = saved_model_pb2.SavedModel.FromString(f.read())
+    except tf.errors.NotFoundError:
+        raise ServingError(Code.NOT_FOUND, f"Could not find SavedModel .pb at supplied "
+                                           f"export directory path: {export_dir}") from None
+    for meta_graph in saved_model.meta_graphs:
+        if SERVE_TAG in meta_graph.meta_info_def.tags:
+            return meta_graph
+    raise ServingError(Code.NOT_FOUND, f"Could not find meta graph def matching supplied "
+                                       f"tags: {{ {SERVE_TAG} }} in {export_dir}")
+
+
+class Servable:
+    """A model version in memory. Thread-safe: requests call it from worker threads."""
+
+    def __init__(self, name: str, version: int, path: str) -> None:
+        self.name = name
+        self.version = version
+        self.path = path
+        meta_graph = read_meta_graph(path)
+        self.signature_defs = dict(meta_graph.signature_def)  # all of them, for metadata
+        self._loaded = tf.saved_model.load(path, tags=[SERVE_TAG])
+        self._functions = dict(self._loaded.signatures)
+        # The callable ones (not e.g. "__saved_model_init_op"), for requests.
+        self.signatures: dict[str, Signature] = {
+            key: Signature(key, sig.method_name,
+                           {k: _tensor_spec(k, v) for k, v in sig.inputs.items()},
+                           {k: _tensor_spec(k, v) for k, v in sig.outputs.items()})
+            for key, sig in meta_graph.signature_def.items() if key in self._functions}
+
+    def signature(self, name: str) -> Signature:
+        key = name or DEFAULT_SIGNATURE
+        if key not in self.signatures:
+            raise failed_precondition(f'Serving signature key "{key}" not found.')
+        return self.signatures[key]
+
+    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Calls a signature on a batch (the data plane has checked the input names)."""
+        signature = self.signature(signature_name)
+        tensors = {}
+        for key, value in inputs.items():
+            spec = signature.inputs[key]
+            try:
+                tensors[key] = tf.constant(value, dtype=spec.dtype)
+            except (TypeError, ValueError) as err:
+                raise invalid_argument(f"input '{key}' cannot be read as {spec.dtype.name}: "
+                                       f"{err}") from None
+        try:
+            outputs = self._functions[signature.name](**tensors)
+        except tf.errors.OpError as err:
+            raise ServingError(_code_of(err), err.message) from None
+        except (TypeError, ValueError) as err:  # shapes or dtypes the function rejects
+            raise invalid_argument(str(err).splitlines()[0]) from None
+        return {key: value.numpy() for key, value in outputs.items()}
+
+
+def _code_of(error: "tf.errors.OpError") -> Code:
+    name = type(error).__name__  # TF raises the OpError subclass of the error's code
+    by_exception = {"InvalidArgumentError": Code.INVALID_ARGUMENT,
+                    "FailedPreconditionError": Code.FAILED_PRECONDITION,
+                    "OutOfRangeError": Code.OUT_OF_RANGE,
+                    "NotFoundError": Code.INVALID_ARGUMENT,  # e.g. a vocabulary lookup miss
+                    "ResourceExhaustedError": Code.RESOURCE_EXHAUSTED,
+                    "DeadlineExceededError": Code.DEADLINE_EXCEEDED,
+                    "UnimplementedError": Code.UNIMPLEMENTED}
+    return by_exception.get(name, Code.INTERNAL)
+
+
+def load_error_code(error: BaseException) -> str:
+    """The canonical code name for a version that failed to load, for the status API."""
+    if isinstance(error, ServingError):
+        return error.code.value
+    if isinstance(error, tf.errors.OpError):
+        return error_codes_pb2.Code.Name(error.error_code)
+    return "UNKNOWN"

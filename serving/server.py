@@ -1,0 +1,173 @@
+"""The embedded model server: repository, poller, data plane, REST and gRPC on one loop.
+
+Start-up follows ``tensorflow_model_server``: read the model config (``--model_config_file``
+or ``--model_name`` + ``--model_base_path``), load the aspired versions, then open the
+gRPC and REST ports. A background thread polls the base paths every
+``--file_system_poll_wait_seconds`` (0: once, at start) and re-reads the config file every
+``--model_config_file_poll_wait_seconds`` (0: never); a config that fails to parse is
+reported and the running one kept.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
+
+import grpc
+import tornado.netutil
+
+from serving import config_files, grpc_service
+from serving.batching import Batcher
+from serving.config_files import BatchingParameters, ModelServerConfig
+from serving.dataplane import DataPlane
+from serving.errors import ServingError
+from serving.metrics import Metrics
+from serving.options import ServerOptions
+from serving.repository import ModelRepository
+from serving.rest import RestApi, make_http_server
+
+log = logging.getLogger("serving.server")
+
+
+def load_servable(warmup: bool):
+    """The repository's loader: a Servable, warmed unless warm-up is off."""
+
+    def load(name: str, version: int, path: str):
+        from serving.servable import Servable
+        from serving.warmup import warm_up
+
+        servable = Servable(name, version, path)
+        if warmup:
+            warm_up(servable)
+        return servable
+
+    return load
+
+
+class ModelServer:
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        self.batching = (BatchingParameters.from_file(options.batching_parameters_file)
+                         if options.enable_batching else None)
+        self.metrics_path = config_files.prometheus_path(options.monitoring_config_file)
+        self.config = options.model_server_config()
+        self.repository = ModelRepository(load_servable(options.enable_model_warmup))
+        self.metrics = Metrics(self._version_states)
+        self.executor = ThreadPoolExecutor(options.num_model_threads,
+                                           thread_name_prefix="model")
+        batcher = (Batcher(self.batching, self._run_batch, self.executor)
+                   if self.batching else None)
+        self.dataplane = DataPlane(self.repository, self.executor, batcher)
+        self.rest_api = RestApi(self.dataplane, self.metrics,
+                                options.rest_api_timeout_in_ms / 1000
+                                if options.rest_api_timeout_in_ms > 0 else None)
+        self.grpc_port: Optional[int] = None
+        self.rest_port: Optional[int] = None
+        self._stop = threading.Event()
+        self._poller: Optional[threading.Thread] = None
+        self._http = None
+        self._grpc = None
+
+    def _run_batch(self, servable, signature_name: str, inputs) -> dict:
+        rows = next(iter(inputs.values())).shape[0]
+        self.metrics.observe_batch(servable.name, rows)
+        return servable.run(signature_name, inputs)
+
+    def _version_states(self):
+        for name, view in self.repository.views().items():
+            for status in view.statuses:
+                yield name, status.version, status.state.name
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.repository.apply_config(self.config)
+        await loop.run_in_executor(None, self.repository.poll)
+        self._poller = threading.Thread(target=self._poll_forever, name="poller", daemon=True)
+        self._poller.start()
+
+        self._grpc = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", self.options.max_request_bytes),
+            ("grpc.max_send_message_length", self.options.max_request_bytes)])
+        grpc_service.add_services(self._grpc, self.dataplane, self.reload_config, self.metrics)
+        self.grpc_port = self._grpc.add_insecure_port(f"{self.options.host}:{self.options.port}")
+        if not self.grpc_port:
+            raise OSError(f"cannot listen for gRPC on {self.options.host}:{self.options.port}")
+        await self._grpc.start()
+
+        sockets = tornado.netutil.bind_sockets(self.options.rest_api_port, self.options.host)
+        self.rest_port = sockets[0].getsockname()[1]
+        self._http = make_http_server(self.rest_api, self.metrics_path,
+                                      self.options.max_request_bytes)
+        self._http.add_sockets(sockets)
+        log.info("Serving gRPC on %s:%d and REST on %s:%d", self.options.host,
+                 self.grpc_port, self.options.host, self.rest_port)
+
+    async def stop(self) -> None:
+        """Stops listening, lets in-flight calls finish (1 s grace), unloads every model."""
+        self._stop.set()
+        if self._http is not None:
+            self._http.stop()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1)
+        if self._poller is not None:
+            self._poller.join(timeout=30)
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.repository.apply_config(ModelServerConfig())
+
+    async def reload_config(self, config: ModelServerConfig) -> None:
+        """ModelService.HandleReloadConfigRequest: validate, apply, load what it asks for."""
+        text = config_files.model_server_config_text(config)
+        checked = config_files.parse_model_server_config(text, "ReloadConfigRequest")
+        loop = asyncio.get_running_loop()
+        self.config = checked
+        self.repository.apply_config(checked)
+        await loop.run_in_executor(None, self.repository.poll)
+
+    def _poll_forever(self) -> None:
+        fs_wait = self.options.file_system_poll_wait_seconds
+        config_wait = self.options.model_config_file_poll_wait_seconds
+        next_fs = time.monotonic() + fs_wait if fs_wait > 0 else float("inf")
+        next_config = (time.monotonic() + config_wait
+                       if config_wait > 0 and self.options.model_config_file else float("inf"))
+        while not self._stop.is_set():
+            wake = min(next_fs, next_config)
+            if wake == float("inf"):
+                return
+            if self._stop.wait(max(0.0, wake - time.monotonic())):
+                return
+            now = time.monotonic()
+            if now >= next_config:
+                self._reread_config()
+                next_config = now + config_wait
+                next_fs = now  # apply a changed policy without waiting another interval
+            if now >= next_fs:
+                try:
+                    self.repository.poll()
+                except Exception:  # keep polling: one bad pass must not stop the server
+                    log.exception("polling the model directories failed")
+                next_fs = time.monotonic() + fs_wait if fs_wait > 0 else float("inf")
+
+    def _reread_config(self) -> None:
+        try:
+            config = config_files.read_model_server_config(self.options.model_config_file)
+        except ServingError as err:
+            log.error("Keeping the running model config: %s", err.message)
+            return
+        if config != self.config:
+            log.info("Model config changed: applying %s", self.options.model_config_file)
+            self.config = config
+            self.repository.apply_config(config)
+
+
+async def serve_forever(options: ServerOptions) -> None:
+    server = ModelServer(options)
+    await server.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()

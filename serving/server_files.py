@@ -1,0 +1,117 @@
+"""The files a model server reads, derived from ``pipeline_config.yaml``.
+
+``mlops serve`` writes them into the serving directory, beside the versions, so the real
+``tensorflow_model_server`` and the embedded server start from the same three files:
+
+- ``models.config``: the model, its base path, version policy and labels. Written once and
+  then only edited (by ``mlops rollback`` / ``restore`` / ``label``): it is where a rollback
+  lives, so a restart does not undo it;
+- ``batching_parameters.txt`` and ``monitoring.config``: rewritten from the config each time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Optional
+
+from pipeline.config import PipelineConfig
+from serving import config_files
+from serving.config_files import ModelServerConfig
+
+MODELS_CONFIG = "models.config"
+BATCHING_FILE = "batching_parameters.txt"
+MONITORING_FILE = "monitoring.config"
+REAL_SERVER = "tensorflow_model_server"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerFiles:
+    models_config: Path
+    batching_parameters: Optional[Path]
+    monitoring_config: Optional[Path]
+
+
+def models_config_path(config: PipelineConfig) -> Path:
+    return Path(config.serving.base_directory) / MODELS_CONFIG
+
+
+def default_models_config(config: PipelineConfig, base_path: Optional[str] = None
+                          ) -> ModelServerConfig:
+    """One model, serving its newest version (TF Serving's default policy)."""
+    models = config_files.single_model_config(config.serving.model_name,
+                                              base_path or config.serving_model_dir)
+    models.model_config_list.config[0].model_version_policy.latest.num_versions = 1
+    return models
+
+
+def batching_parameters_text(config: PipelineConfig) -> str:
+    b = config.serving.batching
+    return "".join(f"{name} {{ value: {getattr(b, name)} }}\n" for name in (
+        "max_batch_size", "batch_timeout_micros", "num_batch_threads",
+        "max_enqueued_batches"))
+
+
+def monitoring_config_text() -> str:
+    return ('prometheus_config {\n  enable: true\n'
+            f'  path: "{config_files.DEFAULT_PROMETHEUS_PATH}"\n}}\n')
+
+
+def read_models_config(config: PipelineConfig) -> ModelServerConfig:
+    path = models_config_path(config)
+    if path.exists():
+        return config_files.read_model_server_config(path)
+    return default_models_config(config)
+
+
+def write_server_files(config: PipelineConfig) -> ServerFiles:
+    """Creates the serving directory's server files; keeps an existing models.config's policy
+    and labels, adding the configured model to it if it is missing."""
+    base = Path(config.serving.base_directory)
+    Path(config.serving_model_dir).mkdir(parents=True, exist_ok=True)
+    models = read_models_config(config)
+    names = [m.name for m in models.model_config_list.config]
+    if config.serving.model_name not in names:
+        models.model_config_list.config.append(default_models_config(config)
+                                               .model_config_list.config[0])
+    config_files.write_model_server_config(models, models_config_path(config))
+    batching = monitoring = None
+    if config.serving.batching.enabled:
+        batching = base / BATCHING_FILE
+        batching.write_text(batching_parameters_text(config))
+    if config.serving.monitoring:
+        monitoring = base / MONITORING_FILE
+        monitoring.write_text(monitoring_config_text())
+    return ServerFiles(models_config_path(config), batching, monitoring)
+
+
+def real_server_binary() -> Optional[str]:
+    return shutil.which(REAL_SERVER)
+
+
+def server_command(config: PipelineConfig, files: ServerFiles, python: str,
+                   real_binary: Optional[str] = None, extra: tuple[str, ...] = ()) -> list[str]:
+    """The command line: TF Serving's flags, for the real binary or the embedded server."""
+    s = config.serving
+    argv = [real_binary] if real_binary else [python, "-m", "serving"]
+    argv += [f"--port={s.grpc_port}", f"--rest_api_port={s.rest_api_port}",
+             f"--model_config_file={files.models_config}",
+             f"--model_config_file_poll_wait_seconds={s.model_config_file_poll_wait_seconds}",
+             f"--file_system_poll_wait_seconds={s.file_system_poll_wait_seconds}"]
+    if files.batching_parameters:
+        argv += ["--enable_batching=true",
+                 f"--batching_parameters_file={files.batching_parameters}"]
+    if files.monitoring_config:
+        argv += [f"--monitoring_config_file={files.monitoring_config}"]
+    if not real_binary:
+        argv += [f"--host={s.host}"]
+    return argv + list(extra)
+
+
+def rest_url(config: PipelineConfig) -> str:
+    host = config.serving.host if config.serving.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    return f"http://{host}:{config.serving.rest_api_port}"
+
+
+__all__ = ["ServerFiles", "write_server_files", "server_command", "real_server_binary",
+           "models_config_path", "read_models_config", "default_models_config", "rest_url"]

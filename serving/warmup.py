@@ -1,0 +1,76 @@
+"""Warming a version before it serves, so its first real request is not the slow one.
+
+TF Serving replays ``assets.extra/tf_serving_warmup_requests`` (a TFRecord file of
+``PredictionLog``s) when a version loads; the same file is honoured here, and a failing
+warm-up request fails the load as it does there. Without the file, each signature is called
+once on a one-row batch of empty values (NaN, 0 or ""), which traces TensorFlow's function
+caches; a model that refuses such values is simply not warmed that way.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
+
+from serving import examples, servable as servable_lib, tensors
+
+log = logging.getLogger("serving.warmup")
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
+
+
+def warm_up(servable: servable_lib.Servable) -> int:
+    """Warms ``servable`` and returns how many requests were replayed or synthesised."""
+    path = os.path.join(servable.path, WARMUP_FILE)
+    if tf.io.gfile.exists(path):
+        return _replay(servable, path)
+    return _synthetic(servable)
+
+
+def _replay(servable: servable_lib.Servable, path: str) -> int:
+    count = 0
+    for record in tf.compat.v1.io.tf_record_iterator(path):
+        if count >= MAX_WARMUP_RECORDS:
+            break
+        entry = prediction_log_pb2.PredictionLog.FromString(record)
+        kind = entry.WhichOneof("log_type")
+        if kind == "predict_log":
+            request = entry.predict_log.request
+            signature = servable.signature(request.model_spec.signature_name)
+            servable.run(signature.name, tensors.inputs_from_protos(signature, request.inputs))
+        elif kind in ("classify_log", "regress_log"):
+            request = getattr(entry, kind).request
+            signature = servable.signature(request.model_spec.signature_name)
+            (name,) = signature.inputs
+            serialized = examples.from_input(request.input)
+            batch = np.empty(len(serialized), dtype=object)
+            batch[:] = serialized
+            servable.run(signature.name, {name: batch})
+        else:
+            raise ValueError(f"unsupported warm-up record type {kind!r} in {path}")
+        count += 1
+    return count
+
+
+def _synthetic(servable: servable_lib.Servable) -> int:
+    count = 0
+    for signature in servable.signatures.values():
+        inputs = {}
+        for name, spec in signature.inputs.items():
+            if spec.shape is None or any(d is None for d in spec.shape[1:]):
+                break
+            shape = (1,) + tuple(spec.shape[1:]) if spec.shape else ()
+            fill = b"" if spec.numpy_dtype.kind == "O" else 0
+            if signature.method_name != servable_lib.PREDICT_METHOD:
+                fill = tf.train.Example().SerializeToString()
+            inputs[name] = np.full(shape, fill, dtype=spec.numpy_dtype)
+        else:
+            try:
+                servable.run(signature.name, inputs)
+                count += 1
+            except Exception as err:  # the model refuses empty values: not warmed this way
+                log.debug("synthetic warm-up of %s failed: %s", signature.name, err)
+    return count

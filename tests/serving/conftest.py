@@ -1,0 +1,92 @@
+"""Fixtures for serving tests: a model the real pipeline produced, and servers on loopback.
+
+``pipeline_model`` runs the TFX pipeline once per test session (small data, few steps) and
+yields the SavedModel it pushed; tests copy it into their own base paths as versions.
+``start_server`` runs the embedded server in this process on free loopback ports (its own
+event loop on a thread) and stops it at the end of the test.
+"""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from tests.conftest import copy_taxi_span, write_config
+
+MODEL_NAME = "chicago-taxi"
+
+
+@pytest.fixture(scope="session")
+def pipeline_model(tmp_path_factory) -> Path:
+    """Version 1 as the pipeline pushed it (1,500 rows, 150 steps)."""
+    from pipeline import local
+    from pipeline.config import load_config
+
+    site = tmp_path_factory.mktemp("serving_site")
+    (site / "data").mkdir()
+    copy_taxi_span(1, site / "data", rows=1500)
+    config = load_config(write_config(site, {
+        "training.train_steps": 150, "training.eval_steps": 10, "training.batch_size": 64,
+        "evaluation.thresholds": [{"metric": "AUC", "lower_bound": 0.5}]}))
+    report = local.run_pipeline(config)
+    assert report.succeeded and report.pushed_version == "1", report.error
+    return Path(config.serving_model_dir) / "1"
+
+
+def add_version(base_path: Path, model: Path, version: int) -> Path:
+    """Publishes ``model`` as ``version`` the safe way: copy beside, then rename."""
+    staging = base_path / f".staging-{version}"
+    shutil.copytree(model, staging)
+    target = base_path / str(version)
+    staging.rename(target)
+    return target
+
+
+@pytest.fixture
+def base_path(tmp_path: Path, pipeline_model: Path) -> Path:
+    """A model base path holding version 1 of the pipeline's model."""
+    folder = tmp_path / "models" / MODEL_NAME
+    folder.mkdir(parents=True)
+    add_version(folder, pipeline_model, 1)
+    return folder
+
+
+class RunningServer:
+    """An embedded ModelServer on its own event loop thread, on free loopback ports."""
+
+    def __init__(self, **options) -> None:
+        from serving.options import ServerOptions
+        from serving.server import ModelServer
+
+        options.setdefault("port", 0)
+        options.setdefault("rest_api_port", 0)
+        self.server = ModelServer(ServerOptions(**options))
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(120)
+        self.rest_url = f"http://127.0.0.1:{self.server.rest_port}"
+        self.grpc_target = f"127.0.0.1:{self.server.grpc_port}"
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[..., RunningServer]]:
+    servers: list[RunningServer] = []
+
+    def start(**options) -> RunningServer:
+        server = RunningServer(**options)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -1,0 +1,108 @@
+"""The server as a user starts it: `mlops serve` (embedded) and `python -m serving` with
+tensorflow_model_server's flags, in their own processes, driven by the `mlops` verbs."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipeline.config import load_config
+from tests.conftest import REPO, copy_taxi_span, write_config
+from tests.serving.conftest import MODEL_NAME, add_version
+
+MLOPS = str(Path(sys.executable).parent / "mlops")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO)
+
+
+def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited: {process.stderr.read()}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError("server did not come up")
+
+
+@pytest.mark.slow
+def test_mlops_serve_predict_versions_rollback(workspace: Path, pipeline_model: Path):
+    rest, grpc_port = free_port(), free_port()
+    copy_taxi_span(2, workspace / "data", rows=5)
+    config_file = write_config(workspace, {"serving.rest_api_port": rest,
+                                           "serving.grpc_port": grpc_port})
+    config = load_config(config_file)
+    base = Path(config.serving_model_dir)
+    base.mkdir(parents=True)
+    for version in (1, 2):
+        add_version(base, pipeline_model, version)
+    server = subprocess.Popen([MLOPS, "serve", "--embedded", "--config", str(config_file)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=REPO)
+    try:
+        url = f"http://127.0.0.1:{rest}/v1/models/{MODEL_NAME}"
+        wait_until_serving(url, server)
+        assert [s["version"] for s in httpx.get(url).json()["model_version_status"]] == ["2"]
+
+        csv_file = workspace / "data" / "span-2" / "trips.csv"
+        result = run(MLOPS, "predict", "--csv", str(csv_file), "--row", "3",
+                     "--config", str(config_file))
+        assert result.returncode == 0, result.stderr
+        assert '"predictions"' in result.stdout and '"scores"' in result.stdout
+
+        result = run(MLOPS, "predict", "--csv", str(csv_file), "--row", "999",
+                     "--config", str(config_file))
+        assert result.returncode == 1 and "there is no data row 999" in result.stderr
+
+        result = run(MLOPS, "rollback", "--config", str(config_file))
+        assert result.returncode == 0, result.stderr
+        assert "The server now serves version 1." in result.stdout
+        result = run(MLOPS, "versions", "--config", str(config_file))
+        assert result.returncode == 0, result.stderr
+        lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines()
+                 if line.startswith("│") and line.split("│")[1].strip().isdigit()}
+        assert "AVAILABLE" in lines["1"] and "END" in lines["2"]
+        assert "no server answers" not in result.stdout
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    assert server.returncode in (0, -signal.SIGINT), server.stderr.read()
+
+
+def test_python_m_serving_refuses_bad_flags_clearly(tmp_path: Path):
+    result = run(sys.executable, "-m", "serving", "--rest_api_port=abc")
+    assert result.returncode == 2 and "--rest_api_port: invalid int value: 'abc'" in result.stderr
+    result = run(sys.executable, "-m", "serving", "--port=0")
+    assert result.returncode == 2
+    assert "error: --model_base_path or --model_config_file is required" in result.stderr
+    models = tmp_path / "models.config"
+    models.write_text('model_config_list { config { name: "m" base_path: "relative/m" } }')
+    result = run(sys.executable, "-m", "serving", f"--model_config_file={models}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "model 'm': base_path must be absolute" in result.stderr
+    models.write_text("model_config_list { config { name: ")
+    result = run(sys.executable, "-m", "serving", f"--model_config_file={models}")
+    assert result.returncode == 2 and str(models) in result.stderr
