@@ -85,3 +85,26 @@ def _no_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("MLOPS__") or name == "MLOPS_CONFIG":
             monkeypatch.delenv(name)
+
+
+_exit_status = 0
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config) -> None:
+    """Leaves without Python's module teardown, once pytest has reported everything.
+
+    TF 2.16 prints "Exception ignored in AtomicFunction.__del__" tracebacks for every
+    SavedModel function still alive while modules are torn down (as `mlops` does, see
+    pipeline/cli.py `_exit`); the exit status is pytest's own.
+    """
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_exit_status)
