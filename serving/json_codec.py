@@ -166,7 +166,36 @@ def predict_inputs(request: PredictRequest, input_dtypes: Mapping[str, np.dtype]
     return _columns(request.body["inputs"], input_dtypes)
 
 
+def _fast_rows(instances: list, input_dtypes: Mapping[str, np.dtype]):
+    """Columns of flat {name: scalar} instances, or None to take the checked path."""
+    arrays = {}
+    for name, dtype in input_dtypes.items():
+        try:
+            column = [item[name] for item in instances]
+        except (KeyError, TypeError):
+            return None
+        kind = dtype.kind
+        if kind == "O":
+            if not all(type(v) is str for v in column):
+                return None
+            array = np.empty(len(column), dtype=object)
+            array[:] = [v.encode() for v in column]
+        elif kind == "f":
+            if not all(type(v) is float or type(v) is int for v in column):
+                return None
+            array = np.array(column, dtype=dtype)
+        else:
+            return None
+        arrays[name] = array
+    if any(len(item) != len(input_dtypes) for item in instances):
+        return None
+    return arrays
+
+
 def _rows(instances: list, input_dtypes: Mapping[str, np.dtype]) -> dict:
+    fast = _fast_rows(instances, input_dtypes)
+    if fast is not None:
+        return fast
     names = sorted(input_dtypes)
     as_objects = isinstance(instances[0], dict) and not _is_b64(instances[0])
     if not as_objects:

@@ -128,8 +128,10 @@ class _Model:
 class ModelRepository:
     """Loads and unloads versions to follow the directories and the models.config."""
 
-    def __init__(self, loader: Loader, on_change: Optional[Callable[[], None]] = None) -> None:
+    def __init__(self, loader: Loader, on_change: Optional[Callable[[], None]] = None,
+                 on_unload: Optional[Callable[[], None]] = None) -> None:
         self._loader = loader
+        self._on_unload = on_unload
         self._on_change = on_change
         self._lock = threading.RLock()  # writers only: the poller and config reloads
         self._models: dict[str, _Model] = {}
@@ -225,6 +227,8 @@ class ModelRepository:
         self._set(name, version, entry.path, State.UNLOADING, servable=entry.servable)
         self._set(name, version, entry.path, State.END, servable=None)
         log.info("Unloaded servable version {name: %s version: %d}", name, version)
+        if self._on_unload:
+            self._on_unload()
 
     def _unload_all(self, name: str) -> None:
         for version, entry in list(self._models[name].versions.items()):

@@ -99,10 +99,18 @@ class RestApi:
         call = {"predict": self._predict, "classify": self._classify,
                 "regress": self._regress}[action]
         if self.timeout_s:
+            task = asyncio.current_task()
+            expired = []
+            timer = asyncio.get_running_loop().call_later(
+                self.timeout_s, lambda: (expired.append(True), task.cancel()))
             try:
-                return await asyncio.wait_for(call(spec, body), self.timeout_s)
-            except asyncio.TimeoutError:
-                raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded") from None
+                return await call(spec, body)
+            except asyncio.CancelledError:
+                if expired:
+                    raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded") from None
+                raise
+            finally:
+                timer.cancel()
         return await call(spec, body)
 
     def _metadata(self, spec: ModelSpec) -> bytes:

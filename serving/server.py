@@ -10,6 +10,7 @@ reported and the running one kept.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -32,6 +33,23 @@ from serving.rest import RestApi, make_http_server
 log = logging.getLogger("serving.server")
 
 
+def _freeze_heap() -> None:
+    """Moves everything alive now out of the cyclic GC's reach.
+
+    TensorFlow and a loaded model leave ~400k long-lived objects; every full collection
+    scanned them all (300-400 ms pauses, the p99 of a loaded server). They live as long as
+    the server or the model, so they are frozen after start-up and after each load.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def _collect_unloaded() -> None:
+    """After an unload: the model's frozen cycles are collectable again, once."""
+    gc.unfreeze()
+    _freeze_heap()
+
+
 def load_servable(warmup: bool):
     """The repository's loader: a Servable, warmed unless warm-up is off."""
 
@@ -42,6 +60,7 @@ def load_servable(warmup: bool):
         servable = Servable(name, version, path)
         if warmup:
             warm_up(servable)
+        _freeze_heap()
         return servable
 
     return load
@@ -54,7 +73,8 @@ class ModelServer:
                          if options.enable_batching else None)
         self.metrics_path = config_files.prometheus_path(options.monitoring_config_file)
         self.config = options.model_server_config()
-        self.repository = ModelRepository(load_servable(options.enable_model_warmup))
+        self.repository = ModelRepository(load_servable(options.enable_model_warmup),
+                                          on_unload=_collect_unloaded)
         self.metrics = Metrics(self._version_states)
         self.executor = ThreadPoolExecutor(options.num_model_threads,
                                            thread_name_prefix="model")
@@ -87,6 +107,7 @@ class ModelServer:
         loop = asyncio.get_running_loop()
         self.repository.apply_config(self.config)
         await loop.run_in_executor(None, self.repository.poll)
+        _freeze_heap()
         self._poller = threading.Thread(target=self._poll_forever, name="poller", daemon=True)
         self._poller.start()
 
