@@ -128,11 +128,11 @@ class _Model:
 class ModelRepository:
     """Loads and unloads versions to follow the directories and the models.config."""
 
-    def __init__(self, loader: Loader, on_change: Optional[Callable[[], None]] = None,
+    def __init__(self, loader: Loader, on_loaded: Optional[Callable[[], None]] = None,
                  on_unload: Optional[Callable[[], None]] = None) -> None:
         self._loader = loader
+        self._on_loaded = on_loaded
         self._on_unload = on_unload
-        self._on_change = on_change
         self._lock = threading.RLock()  # writers only: the poller and config reloads
         self._models: dict[str, _Model] = {}
         self._views: dict[str, ModelView] = {}
@@ -221,6 +221,8 @@ class ModelRepository:
             return
         self._set(name, version, path, State.AVAILABLE, servable=servable)
         log.info("Successfully loaded servable version {name: %s version: %d}", name, version)
+        if self._on_loaded:
+            self._on_loaded()
 
     def _unload(self, name: str, version: int) -> None:
         entry = self._models[name].versions[version]
@@ -257,8 +259,6 @@ class ModelRepository:
                              for v in sorted(model.versions, reverse=True))
             views[name] = ModelView(name, servables, labels, statuses)
         self._views = views
-        if self._on_change:
-            self._on_change()
 
     def view(self, name: str) -> Optional[ModelView]:
         return self._views.get(name)

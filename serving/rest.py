@@ -16,7 +16,7 @@ import urllib.parse
 from typing import Optional
 
 import tornado.httpserver
-import tornado.web
+import tornado.httputil
 from google.protobuf import json_format
 
 from serving import examples, json_codec
@@ -143,34 +143,39 @@ class RestApi:
         return json_codec.dumps(json_codec.regress_response(result.outputs["outputs"]))
 
 
-class _Handler(tornado.web.RequestHandler):
-    def initialize(self, api: RestApi, metrics_path: Optional[str]) -> None:
+class _Responder:
+    """Answers tornado's parsed requests straight from its HTTP/1.1 connection.
+
+    tornado's ``web.Application`` / ``RequestHandler`` layer (routing, cookies, XSRF,
+    templates) cost half of a request's time on the event loop, which bounds throughput
+    and tail latency; one path matcher is all this API needs.
+    """
+
+    def __init__(self, api: RestApi, metrics_path: Optional[str]) -> None:
         self.api = api
         self.metrics_path = metrics_path
 
-    def set_default_headers(self) -> None:
-        self.set_header("Content-Type", "application/json")
-        self.clear_header("Server")
+    def __call__(self, request: tornado.httputil.HTTPServerRequest) -> None:
+        asyncio.ensure_future(self._respond(request))
 
-    async def _serve(self) -> None:
-        path = self.request.path
-        if self.metrics_path and path == self.metrics_path and self.request.method == "GET":
-            self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-            self.finish(self.api.metrics.exposition())
-            return
-        status, payload = await self.api.handle(self.request.method, path, self.request.body)
-        self.set_status(status)
-        self.finish(payload)
-
-    get = post = put = delete = patch = _serve
-
-    def write_error(self, status_code: int, **kwargs) -> None:  # tornado's own refusals
-        self.finish(json_codec.error_body(self._reason))
+    async def _respond(self, request: tornado.httputil.HTTPServerRequest) -> None:
+        content_type = "application/json"
+        if self.metrics_path and request.path == self.metrics_path and \
+                request.method == "GET" and self.api.metrics is not None:
+            status, payload = 200, self.api.metrics.exposition()
+            content_type = "text/plain; version=0.0.4; charset=utf-8"
+        else:
+            status, payload = await self.api.handle(request.method, request.path,
+                                                    request.body)
+        headers = tornado.httputil.HTTPHeaders({"Content-Type": content_type,
+                                                "Content-Length": str(len(payload))})
+        start = tornado.httputil.ResponseStartLine(
+            "HTTP/1.1", status, tornado.httputil.responses.get(status, "Unknown"))
+        request.connection.write_headers(start, headers, payload)
+        request.connection.finish()
 
 
 def make_http_server(api: RestApi, metrics_path: Optional[str],
                      max_body_bytes: int) -> tornado.httpserver.HTTPServer:
-    app = tornado.web.Application([(r"/.*", _Handler, {"api": api,
-                                                       "metrics_path": metrics_path})],
-                                  compress_response=False)
-    return tornado.httpserver.HTTPServer(app, max_body_size=max_body_bytes, xheaders=False)
+    return tornado.httpserver.HTTPServer(_Responder(api, metrics_path),
+                                         max_body_size=max_body_bytes, xheaders=False)

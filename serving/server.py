@@ -60,7 +60,6 @@ def load_servable(warmup: bool):
         servable = Servable(name, version, path)
         if warmup:
             warm_up(servable)
-        _freeze_heap()
         return servable
 
     return load
@@ -74,6 +73,7 @@ class ModelServer:
         self.metrics_path = config_files.prometheus_path(options.monitoring_config_file)
         self.config = options.model_server_config()
         self.repository = ModelRepository(load_servable(options.enable_model_warmup),
+                                          on_loaded=_freeze_heap,
                                           on_unload=_collect_unloaded)
         self.metrics = Metrics(self._version_states)
         self.executor = ThreadPoolExecutor(options.num_model_threads,
