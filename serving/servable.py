@@ -34,10 +34,12 @@ class TensorSpec:
     name: str
     dtype: tf.DType
     shape: Optional[tuple[Optional[int], ...]]  # None: unknown rank
+    numpy_dtype: np.dtype = dataclasses.field(init=False, compare=False)
 
-    @property
-    def numpy_dtype(self) -> np.dtype:
-        return np.dtype(object) if self.dtype == tf.string else np.dtype(self.dtype.as_numpy_dtype)
+    def __post_init__(self) -> None:  # computed once: requests ask for it every time
+        numpy_dtype = np.dtype(object) if self.dtype == tf.string else \
+            np.dtype(self.dtype.as_numpy_dtype)
+        object.__setattr__(self, "numpy_dtype", numpy_dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +48,11 @@ class Signature:
     method_name: str
     inputs: Mapping[str, TensorSpec]
     outputs: Mapping[str, TensorSpec]
+    input_dtypes: Mapping[str, np.dtype] = dataclasses.field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_dtypes",
+                           {name: spec.numpy_dtype for name, spec in self.inputs.items()})
 
 
 def _tensor_spec(name: str, info: meta_graph_pb2.TensorInfo) -> TensorSpec:
