@@ -26,7 +26,7 @@ import threading
 from typing import Callable, Iterable, Mapping, Optional
 
 from serving.config_files import ModelConfig, ModelServerConfig
-from serving.errors import ServingError, invalid_argument, not_found
+from serving.errors import invalid_argument, not_found
 
 log = logging.getLogger("serving.repository")
 

@@ -19,6 +19,30 @@ from tests.conftest import copy_taxi_span, write_config
 
 MODEL_NAME = "chicago-taxi"
 
+# Requests for the taxi model: raw features as serving_default takes them.
+FLOATS = ("fare", "trip_miles", "trip_seconds", "pickup_latitude", "pickup_longitude",
+          "dropoff_latitude", "dropoff_longitude")
+ROWS = [
+    {"fare": 12.5, "trip_miles": 2.0, "trip_seconds": 600.0, "pickup_latitude": 41.9,
+     "pickup_longitude": -87.6, "dropoff_latitude": 41.9, "dropoff_longitude": -87.6,
+     "payment_type": "Cash", "company": "", "pickup_community_area": "8",
+     "dropoff_community_area": "8", "trip_start_hour": "12", "trip_start_day": "3",
+     "trip_start_month": "5"},
+    {"fare": 32.0, "trip_miles": 11.3, "trip_seconds": 1500.0, "pickup_latitude": 41.97,
+     "pickup_longitude": -87.9, "dropoff_latitude": 41.89, "dropoff_longitude": -87.63,
+     "payment_type": "Credit Card", "company": "Flash Cab", "pickup_community_area": "76",
+     "dropoff_community_area": "32", "trip_start_hour": "18", "trip_start_day": "6",
+     "trip_start_month": "11"},
+    {"fare": 7.25, "trip_miles": 0.9, "trip_seconds": 300.0, "pickup_latitude": 41.88,
+     "pickup_longitude": -87.63, "dropoff_latitude": 41.89, "dropoff_longitude": -87.62,
+     "payment_type": "Credit Card", "company": "Taxi Affiliation Services",
+     "pickup_community_area": "32", "dropoff_community_area": "8", "trip_start_hour": "9",
+     "trip_start_day": "2", "trip_start_month": "3"},
+]
+# The raw tf.Example schema the model parses: these features are integers there.
+EXAMPLE_INTS = ("trip_seconds", "pickup_community_area", "dropoff_community_area",
+                "trip_start_hour", "trip_start_day", "trip_start_month")
+
 
 @pytest.fixture(scope="session")
 def pipeline_model(tmp_path_factory) -> Path:

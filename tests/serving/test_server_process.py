@@ -2,7 +2,6 @@
 tensorflow_model_server's flags, in their own processes, driven by the `mlops` verbs."""
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
