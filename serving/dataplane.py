@@ -82,7 +82,7 @@ class DataPlane:
     async def predict(self, spec: ModelSpec, inputs: Mapping[str, np.ndarray],
                       output_filter: tuple[str, ...] = ()) -> Result:
         servable, signature = self.signature(spec)
-        _check_inputs(signature, inputs)
+        check_inputs(signature, inputs)
         for alias in output_filter:
             if alias not in signature.outputs:
                 raise invalid_argument(
@@ -148,7 +148,8 @@ class DataPlane:
         return response
 
 
-def _check_inputs(signature, inputs: Mapping[str, np.ndarray]) -> None:
+def check_inputs(signature, inputs: Mapping[str, np.ndarray]) -> None:
+    """Exactly the signature's inputs, or TF Serving's message naming what is extra or missing."""
     expected, sent = set(signature.inputs), set(inputs)
     if expected != sent:
         raise invalid_argument(

@@ -21,6 +21,7 @@ class Code(enum.Enum):
     UNAVAILABLE = "UNAVAILABLE"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     INTERNAL = "INTERNAL"
+    DATA_LOSS = "DATA_LOSS"  # a model's files are corrupt: a load error, never a request's
 
 
 # As TF Serving's HTTP handler maps canonical codes (tensorflow_serving/util/net_http).
@@ -34,6 +35,7 @@ _HTTP_STATUS = {
     Code.UNAVAILABLE: 503,
     Code.DEADLINE_EXCEEDED: 504,
     Code.INTERNAL: 500,
+    Code.DATA_LOSS: 500,
 }
 
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from typing import Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import error_codes_pb2, meta_graph_pb2, saved_model_pb2
 
 from serving.errors import Code, ServingError, failed_precondition, invalid_argument
@@ -67,10 +69,20 @@ def read_meta_graph(export_dir: str) -> meta_graph_pb2.MetaGraphDef:
     path = os.path.join(export_dir, "saved_model.pb")
     try:
         with tf.io.gfile.GFile(path, "rb") as f:
-            saved_model = saved_model_pb2.SavedModel.FromString(f.read())
+            content = f.read()
     except tf.errors.NotFoundError:
         raise ServingError(Code.NOT_FOUND, f"Could not find SavedModel .pb at supplied "
                                            f"export directory path: {export_dir}") from None
+    with warnings.catch_warnings(record=True) as caught:  # protobuf warns on trailing junk
+        warnings.simplefilter("always")
+        try:
+            saved_model = saved_model_pb2.SavedModel.FromString(content)
+        except DecodeError as err:
+            caught.append(err)
+    problems = [str(getattr(w, "message", w)) for w in caught
+                if isinstance(w, DecodeError) or issubclass(w.category, RuntimeWarning)]
+    if problems:
+        raise ServingError(Code.DATA_LOSS, f"Could not parse {path}: {problems[0]}")
     for meta_graph in saved_model.meta_graphs:
         if SERVE_TAG in meta_graph.meta_info_def.tags:
             return meta_graph

@@ -18,6 +18,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from serving import examples, servable as servable_lib, tensors
+from serving.dataplane import check_inputs
 
 log = logging.getLogger("serving.warmup")
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
@@ -42,7 +43,9 @@ def _replay(servable: servable_lib.Servable, path: str) -> int:
         if kind == "predict_log":
             request = entry.predict_log.request
             signature = servable.signature(request.model_spec.signature_name)
-            servable.run(signature.name, tensors.inputs_from_protos(signature, request.inputs))
+            inputs = tensors.inputs_from_protos(signature, request.inputs)
+            check_inputs(signature, inputs)
+            servable.run(signature.name, inputs)
         elif kind in ("classify_log", "regress_log"):
             request = getattr(entry, kind).request
             signature = servable.signature(request.model_spec.signature_name)

@@ -155,7 +155,9 @@ def test_versions_swap_under_load_without_a_failed_request(tmp_path: Path, pipel
         (corrupt / "saved_model.pb").write_bytes(b"\x00not a SavedModel\xff" * 10)
         corrupt.rename(base / "4")
         wait_for(lambda: states(url).get(4) == "END", "the corrupt version to fail")
-        assert status(url)[4][1] and states(url)[3] == "AVAILABLE"
+        assert "Could not parse" in status(url)[4][1] and states(url)[3] == "AVAILABLE"
+        assert httpx.get(f"{url}/v1/models/{MODEL_NAME}/versions/4").json()[
+            "model_version_status"][0]["status"]["error_code"] == "DATA_LOSS"
         shutil.rmtree(base / "4")
         wait_for(lambda: 4 not in states(url), "the removed version to leave the list")
 
