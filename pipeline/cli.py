@@ -168,7 +168,7 @@ def serve(config_file: Optional[str] = ConfigOption,
 def _operation(action):
     """Runs a serving operation, turning its expected failures into one-line errors."""
     from serving.client import ClientError
-    from serving.config_files import ServingError
+    from serving.errors import ServingError
     from serving.operations import OperationError
 
     try:

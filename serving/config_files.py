@@ -19,7 +19,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, text_format, wrappe
 from google.protobuf import message_factory
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.errors import ServingError, invalid_argument
+from serving.errors import invalid_argument
 
 ModelServerConfig = model_server_config_pb2.ModelServerConfig
 ModelConfig = model_server_config_pb2.ModelConfig
@@ -192,6 +192,6 @@ def prometheus_path(monitoring_config_file: Optional[str]) -> Optional[str]:
     return proto.prometheus_config.path or DEFAULT_PROMETHEUS_PATH
 
 
-__all__ = ["BatchingParameters", "ModelConfig", "ModelServerConfig", "ServingError",
+__all__ = ["BatchingParameters", "ModelConfig", "ModelServerConfig",
            "prometheus_path", "read_model_server_config", "single_model_config",
            "write_model_server_config", "model_server_config_text"]
