@@ -494,3 +494,11 @@ def test_reload_config(pipeline_model, tmp_path, start_server):
             assert err.code() == grpc.StatusCode.NOT_FOUND
         else:  # still listed is fine, as long as nothing of it is served
             assert {state for _, state in states(dropped)} == {END}
+
+
+def test_multi_inference_is_unimplemented(predictions):
+    from tensorflow_serving.apis import inference_pb2
+
+    request = inference_pb2.MultiInferenceRequest()
+    assert rpc_error(predictions.MultiInference, request).code() == \
+        grpc.StatusCode.UNIMPLEMENTED
