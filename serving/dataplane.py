@@ -17,7 +17,7 @@ from google.protobuf import wrappers_pb2
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2, status_pb2
 from tensorflow_serving.apis.get_model_metadata_pb2 import SignatureDefMap
 
-from serving import servable as servable_lib
+from serving import examples as examples_lib, servable as servable_lib
 from serving.batching import Batcher
 from serving.errors import invalid_argument
 from serving.repository import ModelRepository
@@ -119,9 +119,7 @@ class DataPlane:
 
     async def _run_examples(self, servable, signature, examples: list[bytes]) -> Result:
         (name,) = signature.inputs
-        batch = np.empty(len(examples), dtype=object)
-        batch[:] = examples
-        outputs = await self._call(servable, signature, {name: batch})
+        outputs = await self._call(servable, signature, {name: examples_lib.as_batch(examples)})
         return Result(servable, signature, outputs)
 
     # --- model information ---------------------------------------------------------------------

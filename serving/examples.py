@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Optional
 
+import numpy as np
+
 from tensorflow.core.example import example_pb2
 from tensorflow_serving.apis import input_pb2
 
@@ -51,3 +53,10 @@ def from_input(request_input: input_pb2.Input) -> list[bytes]:
     if not examples:
         raise invalid_argument("Input is empty")
     return [_merged(context, example) for example in examples]
+
+
+def as_batch(serialized: list[bytes]) -> np.ndarray:
+    """The ``[batch]`` string tensor a classify / regress signature takes."""
+    batch = np.empty(len(serialized), dtype=object)
+    batch[:] = serialized  # element-wise: np.array would make fixed-width bytes
+    return batch

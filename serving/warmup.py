@@ -50,10 +50,8 @@ def _replay(servable: servable_lib.Servable, path: str) -> int:
             request = getattr(entry, kind).request
             signature = servable.signature(request.model_spec.signature_name)
             (name,) = signature.inputs
-            serialized = examples.from_input(request.input)
-            batch = np.empty(len(serialized), dtype=object)
-            batch[:] = serialized
-            servable.run(signature.name, {name: batch})
+            servable.run(signature.name,
+                         {name: examples.as_batch(examples.from_input(request.input))})
         else:
             raise ValueError(f"unsupported warm-up record type {kind!r} in {path}")
         count += 1
