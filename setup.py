@@ -23,6 +23,7 @@ setup(
         "typer>=0.9",
         "rich>=13",
         "pyyaml",
+        "httptools>=0.6",  # the REST port's HTTP parser (serving/http.py)
     ],
     entry_points={"console_scripts": ["mlops=pipeline.cli:main"]},
 )

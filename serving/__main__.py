@@ -14,8 +14,6 @@ def main(argv=None) -> int:
     quiet.configure(verbose)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname).1s %(name)s] %(message)s")
-    if not verbose:
-        logging.getLogger("tornado.access").setLevel(logging.WARNING)
     from serving.errors import ServingError
     from serving.server import serve_forever
 

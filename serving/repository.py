@@ -136,6 +136,7 @@ class ModelRepository:
         self._lock = threading.RLock()  # writers only: the poller and config reloads
         self._models: dict[str, _Model] = {}
         self._views: dict[str, ModelView] = {}
+        self._listing_marks: dict[str, Optional[frozenset]] = {}
 
     # --- configuration -----------------------------------------------------------------
 
@@ -159,9 +160,29 @@ class ModelRepository:
     def poll(self) -> None:
         """One pass of the file-system source over every model (the poller's loop body)."""
         with self._lock:
+            self._listing_marks = self._current_listing_marks()
             for name in list(self._models):
                 self._poll_model(name)
             self._publish(warn_about_labels=True)
+
+    def listings_changed(self) -> bool:
+        """Whether a base path's listing changed since the last :meth:`poll` began.
+
+        One directory listing per model (names only): a version renamed into or removed
+        from a base path shows. Cheap enough to ask many times per poll interval, so a
+        push is noticed at once instead of up to an interval later.
+        """
+        with self._lock:
+            return self._current_listing_marks() != self._listing_marks
+
+    def _current_listing_marks(self) -> dict[str, Optional[frozenset]]:
+        marks: dict[str, Optional[frozenset]] = {}
+        for name, model in self._models.items():
+            try:
+                marks[name] = frozenset(os.listdir(model.config.base_path))
+            except OSError:
+                marks[name] = None
+        return marks
 
     def _poll_model(self, name: str) -> None:
         model = self._models[name]

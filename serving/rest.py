@@ -1,4 +1,4 @@
-"""The REST adapter: TF Serving's HTTP API over the data plane, served by tornado.
+"""The REST adapter: TF Serving's HTTP API over the data plane, served over ``serving.http``.
 
 Paths are matched with TF Serving's own patterns (case-insensitive):
 ``GET /v1/models/{name}[/versions/{v} | /labels/{l}][/metadata]`` and
@@ -15,13 +15,12 @@ import time
 import urllib.parse
 from typing import Optional
 
-import tornado.httpserver
-import tornado.httputil
 from google.protobuf import json_format
 
 from serving import examples, json_codec
 from serving.dataplane import DataPlane, ModelSpec
 from serving.errors import Code, ServingError, invalid_argument
+from serving.http import HttpServer
 from serving.metrics import Metrics
 
 log = logging.getLogger("serving.rest")
@@ -32,6 +31,8 @@ _PREDICTION_PATH = re.compile(
 _STATUS_PATH = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
     re.IGNORECASE)
+_JSON_TYPE = "application/json"
+_PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _JSON_OPTIONS = dict(including_default_value_fields=True, preserving_proto_field_name=True,
                      indent=1)
 
@@ -142,86 +143,27 @@ class RestApi:
         return json_codec.dumps(json_codec.regress_response(result.outputs["outputs"]))
 
 
-class _Responder:
-    """Answers requests straight from tornado's HTTP/1.1 connections.
+class RestHandler:
+    """The HTTP handler of the REST port: the metrics page, the 413 answer, else the API."""
 
-    tornado's ``web.Application`` / ``RequestHandler`` layer (routing, cookies, XSRF,
-    templates) cost half of a request's time on the event loop, which bounds throughput
-    and tail latency; one path matcher is all this API needs.
-    """
-
-    def __init__(self, api: RestApi, metrics_path: Optional[str]) -> None:
+    def __init__(self, api: RestApi, metrics_path: Optional[str], max_body_bytes: int) -> None:
         self.api = api
         self.metrics_path = metrics_path
+        self.max_body_bytes = max_body_bytes
 
-    async def respond(self, connection, method: str, path: str,
-                      body: Optional[bytes], limit: int) -> None:
-        content_type = "application/json"
+    async def __call__(self, method: str, path: str,
+                       body: Optional[bytes]) -> tuple[int, str, bytes]:
         if body is None:  # read and dropped: a clear answer, and the connection lives on
-            status, payload = 413, json_codec.error_body(
-                f"Request body is larger than the server's limit of {limit} bytes "
-                "(--max_request_bytes)")
-        elif self.metrics_path and path == self.metrics_path and method == "GET" and \
+            return 413, _JSON_TYPE, json_codec.error_body(
+                f"Request body is larger than the server's limit of {self.max_body_bytes} "
+                "bytes (--max_request_bytes)")
+        if self.metrics_path and path == self.metrics_path and method == "GET" and \
                 self.api.metrics is not None:
-            status, payload = 200, self.api.metrics.exposition()
-            content_type = "text/plain; version=0.0.4; charset=utf-8"
-        else:
-            status, payload = await self.api.handle(method, path, body)
-        headers = tornado.httputil.HTTPHeaders({"Content-Type": content_type,
-                                                "Content-Length": str(len(payload))})
-        start = tornado.httputil.ResponseStartLine(
-            "HTTP/1.1", status, tornado.httputil.responses.get(status, "Unknown"))
-        connection.write_headers(start, headers, payload)
-        connection.finish()
-
-
-class _Request(tornado.httputil.HTTPMessageDelegate):
-    """Collects one request's body, up to the limit; past it the rest is read and dropped."""
-
-    def __init__(self, responder: _Responder, connection, limit: int) -> None:
-        self._responder, self._connection, self._limit = responder, connection, limit
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self._start: Optional[tornado.httputil.RequestStartLine] = None
-
-    def headers_received(self, start_line, headers) -> None:
-        self._start = start_line
-        length = headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > self._limit:
-            self._size = int(length)
-
-    def data_received(self, chunk: bytes) -> None:
-        self._size += len(chunk)
-        if self._size <= self._limit:
-            self._chunks.append(chunk)
-        else:
-            self._chunks.clear()
-
-    def finish(self) -> None:
-        body = b"".join(self._chunks) if self._size <= self._limit else None
-        path = self._start.path.split("?", 1)[0]
-        asyncio.ensure_future(self._responder.respond(self._connection, self._start.method,
-                                                      path, body, self._limit))
-
-    def on_connection_close(self) -> None:
-        self._chunks.clear()
-
-
-class _Connections(tornado.httputil.HTTPServerConnectionDelegate):
-    def __init__(self, responder: _Responder, limit: int) -> None:
-        self._responder, self._limit = responder, limit
-
-    def start_request(self, server_conn, request_conn) -> _Request:
-        return _Request(self._responder, request_conn, self._limit)
-
-
-# tornado would close the connection on a body over its own limit without an answer; the
-# limit is enforced above instead, and tornado's set out of the way.
-_TORNADO_BODY_CAP = 1 << 40
+            return 200, _PROMETHEUS_TYPE, self.api.metrics.exposition()
+        status, payload = await self.api.handle(method, path, body)
+        return status, _JSON_TYPE, payload
 
 
 def make_http_server(api: RestApi, metrics_path: Optional[str],
-                     max_body_bytes: int) -> tornado.httpserver.HTTPServer:
-    return tornado.httpserver.HTTPServer(
-        _Connections(_Responder(api, metrics_path), max_body_bytes),
-        max_body_size=_TORNADO_BODY_CAP, xheaders=False)
+                     max_body_bytes: int) -> HttpServer:
+    return HttpServer(RestHandler(api, metrics_path, max_body_bytes), max_body_bytes)

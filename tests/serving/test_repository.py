@@ -190,3 +190,22 @@ def test_missing_base_path_is_not_an_error_until_versions_appear(setup):
     make_versions(base, 5)
     repo.poll()
     assert repo.resolve(NAME).version == 5
+
+
+def test_listings_changed_tells_a_push_or_removal_apart_from_quiet(setup):
+    base, loader, repo = setup
+    make_versions(base, 1)
+    repo.apply_config(config(base))
+    repo.poll()
+    assert not repo.listings_changed()
+    (base / "1" / "variables").mkdir()  # inside a version: not a listing change
+    assert not repo.listings_changed()
+    staging = base / ".staging-2"
+    staging.mkdir()
+    assert repo.listings_changed()
+    repo.poll()
+    assert not repo.listings_changed()
+    staging.rename(base / "2")  # the pusher's rename
+    assert repo.listings_changed()
+    repo.poll()
+    assert states(repo) == {2: "AVAILABLE", 1: "END"} and not repo.listings_changed()
