@@ -12,9 +12,11 @@ from typing import Optional
 import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
+from tfx.components.example_gen.component import FileBasedExampleGen  # not in tfx.v1
 from tfx.dsl.components.base import executor_spec
 
 from components import evaluator as evaluator_executor
+from components import span_window
 from components import versioned_pusher
 from components.data_gate import DataValidationGate
 from models import features as feature_lib
@@ -25,6 +27,7 @@ from pipeline.config import PipelineConfig, Threshold
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.model.run_fn"
 RESOLVER_ID = "latest_blessed_model_resolver"
+EXAMPLE_GEN_ID = "CsvExampleGen"
 # Changes of the numerical tolerance aside, "no worse than the baseline" must admit equal.
 _EPSILON = 1e-10
 
@@ -90,19 +93,27 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
 
 
 def _example_gen(config: PipelineConfig):
+    """CSV ingestion of the chosen span and the `train_spans - 1` spans before it.
+
+    The stock driver resolves `{SPAN}` (newest, or `data.span`), the span window executor
+    reads the window; the id stays "CsvExampleGen", what the node is.
+    """
     data = config.data
     range_config = None
     if data.span != "latest":
         range_config = tfx.proto.RangeConfig(static_range=tfx.proto.StaticRange(
             start_span_number=data.span, end_span_number=data.span))
-    return tfx.components.CsvExampleGen(
+    return FileBasedExampleGen(
         input_base=data.input_base,
         input_config=tfx.proto.Input(splits=[
             tfx.proto.Input.Split(name="single_split", pattern=data.span_pattern)]),
         output_config=tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=[
             tfx.proto.SplitConfig.Split(name="train", hash_buckets=data.train_buckets),
             tfx.proto.SplitConfig.Split(name="eval", hash_buckets=data.eval_buckets)])),
-        range_config=range_config)
+        custom_config=span_window.window_config(data.span_pattern, data.train_spans),
+        range_config=range_config,
+        custom_executor_spec=executor_spec.BeamExecutorSpec(span_window.Executor),
+    ).with_id(EXAMPLE_GEN_ID)
 
 
 def create_pipeline(

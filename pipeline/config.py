@@ -80,6 +80,9 @@ class DataSection(_Section):
     input_base: str
     span_pattern: str = "span-{SPAN}/*.csv"
     span: Union[Literal["latest"], PositiveInt] = "latest"
+    train_spans: PositiveInt = Field(
+        1, description="spans each run reads, ending at `span`: 3 = that span and the two "
+                       "before it")
     train_buckets: PositiveInt = 4
     eval_buckets: PositiveInt = 1
     schema_path: Optional[str] = None

@@ -30,7 +30,9 @@ def _record_path(config: PipelineConfig) -> Optional[str]:
 
 
 def _span_pattern(config: PipelineConfig) -> str:
-    span = "*" if config.data.span == "latest" else str(config.data.span)
+    """The files a run may read: one pinned span, else every span (a superset of a window)."""
+    data = config.data
+    span = str(data.span) if data.span != "latest" and data.train_spans == 1 else "*"
     return os.path.join(config.data.input_base, config.data.span_pattern.replace("{SPAN}", span))
 
 

@@ -52,6 +52,8 @@ class RunReport:
     run_id: Optional[str]
     components: list[ComponentStatus]
     span: Optional[int] = None
+    train_spans: int = 1  # the window read, ending at `span`
+    examples_uri: Optional[str] = None  # what ExampleGen wrote this run
     metrics: list[MetricCheck] = dataclasses.field(default_factory=list)
     evaluated: bool = False
     blessed: Optional[bool] = None
@@ -162,7 +164,7 @@ def collect(config: PipelineConfig, connection_config, since: float,
     store = metadata_store.MetadataStore(connection_config)
     run = _newest_run_context(store, int(since * 1000) - 1000)
     report = RunReport(config.pipeline.name, run.name if run else None, [],
-                       error=_describe_error(error))
+                       train_spans=config.data.train_spans, error=_describe_error(error))
     if run is None:
         report.not_pushed_reason = "no pipeline run was recorded"
         return report
@@ -178,6 +180,7 @@ def collect(config: PipelineConfig, connection_config, since: float,
         if name == "CsvExampleGen" and outputs.get("examples"):
             span = _prop(outputs["examples"][0], "span")
             report.span = int(span) if span is not None else None
+            report.examples_uri = outputs["examples"][0].uri
         elif name == "Evaluator" and state in ("done", "cached"):
             _read_evaluation(report, outputs, config)
         elif name == "Pusher" and state in ("done", "cached") and outputs.get("pushed_model"):
@@ -252,6 +255,8 @@ def render(report: RunReport, console: Optional[Console] = None) -> None:
     heading = f"[bold]{report.pipeline_name}[/]"
     if report.span is not None:
         heading += f", span {report.span}"
+        if report.train_spans > 1:
+            heading += f" and up to {report.train_spans - 1} before it"
     if report.run_id:
         heading += f", run {report.run_id}"
     console.print(heading, highlight=False)

@@ -193,3 +193,9 @@ def test_a_value_fitting_no_alternative_gets_one_line(config_file: Path):
     message = one_problem(config_file, "data.span=newest")
     assert message.startswith("data.span: Input should be 'latest' (got 'newest'); or: ")
     assert "valid integer" in message
+
+
+def test_training_window_must_hold_at_least_one_span(config_file: Path):
+    message = one_problem(config_file, "data.train_spans=0")
+    assert message.startswith("data.train_spans:") and "greater than 0" in message
+    assert load_config(config_file, ["data.train_spans=3"]).data.train_spans == 3

@@ -56,3 +56,15 @@ def test_forget_removes_the_record(config_file: Path):
     rerun_guard.remember(config, "run-1", "")
     rerun_guard.forget(config)
     assert rerun_guard.matching_run(config) is None
+
+
+@pytest.mark.parametrize("window,matches", [(1, True), (2, False)])
+def test_an_older_span_counts_only_inside_the_training_window(
+        config_file: Path, workspace: Path, window: int, matches: bool):
+    copy_taxi_span(2, workspace / "data", rows=20)
+    pinned = ["data.span=2", f"data.train_spans={window}"]
+    rerun_guard.remember(load_config(config_file, pinned), "run-1", "")
+    data_file = workspace / "data" / "span-1" / "trips.csv"
+    data_file.write_text(data_file.read_text() + "\n")
+    found = rerun_guard.matching_run(load_config(config_file, pinned))
+    assert (found is not None) is matches
