@@ -16,6 +16,7 @@ unparsable requests get 400 and a close.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 from http import HTTPStatus
@@ -50,8 +51,7 @@ def response_bytes(status: int, content_type: str, body: bytes, close: bool) -> 
 
 
 def _error_json(message: str) -> bytes:
-    # json.dumps would do; the messages here are fixed ASCII without quotes
-    return ('{"error":"%s"}' % message).encode()
+    return json.dumps({"error": message}).encode()
 
 
 class _Connection(asyncio.Protocol):
@@ -89,7 +89,7 @@ class _Connection(asyncio.Protocol):
             self._fail(400, "Protocol upgrades are not supported")
         except httptools.HttpParserError as err:
             if not (self._transport and self._transport.is_closing()):
-                self._fail(400, f"Malformed HTTP request: {err}".replace('"', "'"))
+                self._fail(400, f"Malformed HTTP request: {err}")
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._transport = None
