@@ -173,7 +173,7 @@ class ModelServer:
         """The poller thread: file-system polls, config re-reads, collections, on their clocks.
 
         Between polls, the base paths' listings are glanced at every ``_GLANCE_S`` (one
-        ``stat`` each) and a poll runs as soon as one changed: a pushed version starts
+        directory listing each) and a poll runs as soon as one changed: a pushed version starts
         loading at once rather than up to a poll interval later. With polling off
         (``--file_system_poll_wait_seconds=0``) there is no glancing either.
         """
