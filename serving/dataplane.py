@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from concurrent.futures import Executor
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 from google.protobuf import wrappers_pb2
@@ -22,6 +22,8 @@ from serving.batching import Batcher
 from serving.errors import invalid_argument
 from serving.repository import ModelRepository
 
+# A request's inputs as arrays, typed by the signature that will run them.
+InputDecoder = Callable[[servable_lib.Signature], Mapping[str, np.ndarray]]
 _ERROR_CODES = status_pb2.StatusProto.DESCRIPTOR.fields_by_name["error_code"].enum_type
 
 
@@ -79,9 +81,15 @@ class DataPlane:
         return await loop.run_in_executor(self._executor, servable.run, signature.name,
                                           inputs)
 
-    async def predict(self, spec: ModelSpec, inputs: Mapping[str, np.ndarray],
+    async def predict(self, spec: ModelSpec, decode_inputs: InputDecoder,
                       output_filter: tuple[str, ...] = ()) -> Result:
+        """Runs ``spec``'s signature on the request's inputs, decoded for that signature.
+
+        The decoder gets the signature resolved here, so the version whose dtypes typed
+        the inputs is the one that runs them, resolved once per request.
+        """
         servable, signature = self.signature(spec)
+        inputs = decode_inputs(signature)
         check_inputs(signature, inputs)
         for alias in output_filter:
             if alias not in signature.outputs:

@@ -63,9 +63,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     @_rpc("Predict")
     async def Predict(self, request: predict_pb2.PredictRequest, context):
         spec = ModelSpec.from_proto(request.model_spec)
-        _, signature = self.dataplane.signature(spec)
-        inputs = tensors.inputs_from_protos(signature, request.inputs)
-        result = await self.dataplane.predict(spec, inputs, tuple(request.output_filter))
+        result = await self.dataplane.predict(
+            spec, lambda signature: tensors.inputs_from_protos(signature, request.inputs),
+            tuple(request.output_filter))
         response = predict_pb2.PredictResponse(model_spec=result.model_spec())
         for name, array in result.outputs.items():
             response.outputs[name].CopyFrom(tensors.to_proto(array))

@@ -124,9 +124,8 @@ class RestApi:
     async def _predict(self, spec: ModelSpec, body: bytes) -> bytes:
         request = json_codec.read_predict(body)
         spec = ModelSpec(spec.name, spec.version, spec.label, request.signature_name)
-        _, signature = self.dataplane.signature(spec)
-        inputs = json_codec.predict_inputs(request, signature.input_dtypes)
-        result = await self.dataplane.predict(spec, inputs)
+        result = await self.dataplane.predict(
+            spec, lambda signature: json_codec.predict_inputs(request, signature.input_dtypes))
         return json_codec.dumps(json_codec.predict_response(result.outputs, request.format))
 
     async def _classify(self, spec: ModelSpec, body: bytes) -> bytes:
