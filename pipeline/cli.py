@@ -101,7 +101,7 @@ def run(config_file: Optional[str] = ConfigOption,
                       "Its summary:\n", highlight=False)
         console.print(previous["summary"], highlight=False, markup=False)
         console.print("(`mlops run --force` re-runs through TFX's cache.)")
-        _exit(0)
+        process.exit_now(0)
 
     process.prepare(verbose)
     console.print(f"Running [bold]{config.pipeline.name}[/] on span {config.data.span} "
@@ -117,7 +117,7 @@ def run(config_file: Optional[str] = ConfigOption,
     else:
         rerun_guard.forget(config)
     console.print(f"Finished in {time.monotonic() - started:.1f}s.", highlight=False)
-    _exit(report.exit_code)
+    process.exit_now(report.exit_code)
 
 
 # --- serving ----------------------------------------------------------------------------
@@ -336,17 +336,6 @@ def deploy_files(config_file: Optional[str] = ConfigOption,
         return
     paths = deployment.write(config, out_dir)
     console.print(f"wrote {len(paths)} files under {out_dir}", highlight=False)
-
-
-def _exit(code: int) -> None:
-    """Leaves without running TensorFlow's interpreter-exit finalizers.
-
-    TF 2.16 prints "Exception ignored in AtomicFunction.__del__" tracebacks while Python
-    tears modules down; nothing remains to clean up once the report is printed.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 def main() -> None:

@@ -31,4 +31,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline import process
+
+    process.exit_now(main())

@@ -2,6 +2,7 @@
 tensorflow_model_server's flags, in their own processes, driven by the `mlops` verbs."""
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import subprocess
@@ -105,3 +106,32 @@ def test_python_m_serving_refuses_bad_flags_clearly(tmp_path: Path):
     models.write_text("model_config_list { config { name: ")
     result = run(sys.executable, "-m", "serving", f"--model_config_file={models}")
     assert result.returncode == 2 and str(models) in result.stderr
+
+
+@pytest.mark.parametrize("after_unload_s", [1.0, 1.2])
+def test_ctrl_c_after_an_unloaded_model_is_collected_exits_cleanly(
+        tmp_path: Path, pipeline_model: Path, after_unload_s: float):
+    """A version removed from disk is unloaded and collected a second later; a Ctrl-C then
+    used to abort the process in TensorFlow's teardown (exit -6, "exception not rethrown")."""
+    base = tmp_path / "models" / MODEL_NAME
+    base.mkdir(parents=True)
+    for version in (1, 2):
+        add_version(base, pipeline_model, version)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serving", f"--port={free_port()}",
+         f"--rest_api_port={free_port()}", f"--model_name={MODEL_NAME}",
+         f"--model_base_path={base}", "--file_system_poll_wait_seconds=1"],
+        cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        for awaited in ("Serving gRPC", "Unloaded servable"):
+            if awaited == "Unloaded servable":
+                shutil.rmtree(base / "2")
+            line = "-"
+            while line and awaited not in line:
+                line = server.stderr.readline()
+            assert line, f"the server exited before logging {awaited!r}"
+        time.sleep(after_unload_s)
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, stderr = server.communicate(timeout=60)
+    assert server.returncode == 0, stderr
