@@ -7,6 +7,7 @@ driver still resolves `{SPAN}` to the newest (or configured) span, fingerprints 
 records it as the artifact's span; this executor then reads that span's CSV files and
 those of the spans before it, up to `train_spans` of them, as one data set, with column
 types inferred over all of them (so a column cannot be INT in one span, FLOAT in another).
+Files are read a column at a time (`csv_columns`), into the Examples CsvExampleGen writes.
 
 Only the newest span's files are in TFX's cache key: older spans are expected not to
 change once written, as the layout implies. Spans missing inside the window are skipped.
@@ -17,16 +18,15 @@ import os
 from typing import Any
 
 import apache_beam as beam
-from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
-# The stock CSV executor's DoFns, so that records are parsed exactly as CsvExampleGen does.
-from tfx.components.example_gen.csv_example_gen.executor import (
-    _ParsedCsvToTfExample, _ReadCsvRecordsFromTextFile)
+import tensorflow as tf
 from google.protobuf import struct_pb2
+from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_component_specs
 from tfx.utils import io_utils, proto_utils
-from tfx_bsl.coders import csv_decoder
+
+from components import csv_columns
 
 SPAN_PATTERN_KEY = "span_pattern"  # in custom_config: the pattern with {SPAN} unresolved
 TRAIN_SPANS_KEY = "train_spans"
@@ -69,7 +69,7 @@ def window_files(input_base: str, span_pattern: str, newest: int, count: int) ->
 
 
 class _SpanWindowCsvToExample(beam.PTransform):
-    """CSV files of several spans -> tf.Examples (the stock parsing, one type inference)."""
+    """CSV files of several spans -> tf.Examples, with one type inference over all of them."""
 
     def __init__(self, exec_properties: dict[str, Any], split_pattern: str) -> None:
         super().__init__()
@@ -88,15 +88,16 @@ class _SpanWindowCsvToExample(beam.PTransform):
             if io_utils.load_csv_column_names(path) != header:
                 raise RuntimeError(f"{path} does not have the columns of {files[-1]}: every "
                                    f"span of a training window needs the same header")
-        lines = (pipeline
-                 | "CreateFilenames" >> beam.Create(files)
-                 | "ReadFromText" >> beam.ParDo(_ReadCsvRecordsFromTextFile())
-                 | "ParseCSVLine" >> beam.ParDo(csv_decoder.ParseCSVLine(delimiter=","))
-                 | "ExtractParsedCSVLines" >> beam.Keys())
-        column_infos = beam.pvalue.AsSingleton(
-            lines | "InferColumnTypes" >> beam.CombineGlobally(
-                csv_decoder.ColumnTypeInferrer(header, skip_blank_lines=True)))
-        return lines | "ToTFExample" >> beam.ParDo(_ParsedCsvToTfExample(), column_infos)
+        batches = (pipeline
+                   | "CreateFilenames" >> beam.Create(files)
+                   | "ReadCsvColumns" >> beam.FlatMap(csv_columns.read_batches, header))
+        kinds = beam.pvalue.AsSingleton(
+            batches
+            | "BatchColumnKinds" >> beam.Map(csv_columns.batch_kinds)
+            | "InferColumnKinds" >> beam.CombineGlobally(csv_columns.merge_kinds))
+        return (batches
+                | "ToTFExample" >> beam.FlatMap(csv_columns.to_examples, kinds)
+                | "ParseExample" >> beam.Map(tf.train.Example.FromString))
 
 
 class Executor(BaseExampleGenExecutor):

@@ -10,6 +10,13 @@ Missing values are a normal part of real data (the taxi sample has thousands):
 - categorical: the empty string, which tf.Transform keeps out of vocabularies, so a
   missing value shares the out-of-vocabulary bucket with values never seen in training.
 
+Vocabularies use tf.Transform's approximate (Misra-Gries) analyzer: it is exact whenever a
+column has at most `vocab_size` distinct values, and otherwise keeps the `vocab_size` most
+frequent within the documented error bound. Unlike the exact analyzer, which is a Beam
+pipeline of its own per column, it is a combiner that tf.Transform packs with the others
+into one pass: Transform took 43 s with exact vocabularies on the bundled data, 26 s with
+these.
+
 Every analyzer reads the raw columns directly, so tf.Transform needs one pass over the
 data (no analyzer depends on another's result). Every output is a dense [batch, 1] tensor.
 """
@@ -91,9 +98,10 @@ def preprocessing_fn(inputs: Mapping[str, Tensor],
         outputs[feature_lib.transformed_name(name)] = densify(
             tft.bucketize(as_float(inputs[name]), num_buckets=buckets), buckets)
     for name in spec.categorical:
-        outputs[feature_lib.transformed_name(name)] = tft.compute_and_apply_vocabulary(
-            as_text(inputs[name]), top_k=vocab_size, num_oov_buckets=NUM_OOV_BUCKETS,
-            vocab_filename=name)
+        outputs[feature_lib.transformed_name(name)] = (
+            tft.experimental.compute_and_apply_approximate_vocabulary(
+                as_text(inputs[name]), top_k=vocab_size, num_oov_buckets=NUM_OOV_BUCKETS,
+                vocab_filename=name))
     if spec.label.column in inputs:
         outputs[spec.label_key] = _label(inputs[spec.label.column], spec.label)
     return outputs

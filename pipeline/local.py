@@ -5,6 +5,7 @@ so both take the same config and produce the same report.
 """
 from __future__ import annotations
 
+import gc
 import os
 import time
 from typing import Optional
@@ -33,6 +34,24 @@ def tune_in_memory_beam() -> None:
     worker_handlers.STATE_CACHE_SIZE_MB = 0
 
 
+def _freezing_heap(on_node: Optional[quiet.NodeListener]) -> quiet.NodeListener:
+    """A node listener that first moves everything alive into the GC's permanent generation.
+
+    A run holds millions of long-lived objects (TensorFlow, TFX, Beam and their caches),
+    which every full collection walks again: 12 of them cost 5.3 s of a 95 s run. Objects
+    alive when a component starts (imports, the previous component's leftovers) are frozen,
+    so collections look only at what the running component creates. The run is one
+    process that ends with the pipeline, so what freezing keeps alive is returned then.
+    """
+    def listener(node_id: str, event: str) -> None:
+        if event == "running":
+            gc.freeze()
+        if on_node is not None:
+            on_node(node_id, event)
+
+    return listener
+
+
 def run_pipeline(config: PipelineConfig, verbose: bool = False,
                  on_node: Optional[quiet.NodeListener] = None):
     """Runs one pipeline run and returns its report (also when a component failed).
@@ -49,7 +68,8 @@ def run_pipeline(config: PipelineConfig, verbose: bool = False,
         config, metadata_connection_config=connection)
     started = time.time()
     error: Optional[BaseException] = None
-    with quiet.node_events(on_node):
+    gc.freeze()
+    with quiet.node_events(_freezing_heap(on_node)):
         try:
             tfx.orchestration.LocalDagRunner().run(pipeline)
         except Exception as exc:  # the report says which component failed and why

@@ -1,0 +1,94 @@
+"""The columnar CSV reader produces the Examples TFX's own CsvExampleGen code produces."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+# TFX's stock CSV parsing, the reference the columnar reader must agree with.
+from tfx.components.example_gen.csv_example_gen.executor import (
+    _ParsedCsvToTfExample, _ReadCsvRecordsFromTextFile)
+from tfx.utils import io_utils
+from tfx_bsl.coders import csv_decoder
+
+from components import csv_columns
+from components.csv_columns import Kind
+
+TRICKY_CSV = (
+    'id,amount,name,note,empty,big,mixed,spaced\n'
+    '1,2.5,"Smith, J",plain,,1,1, 7\n'
+    '2,,"two\nlines",x,,99999999999999999999,2.5,8\n'
+    '3,1e3,,"say ""hi""",,3,,9\n'
+    '\n'
+    '4,-0,é,y,,-4,inf,10\n'
+)
+
+
+def stock_examples(path: Path) -> list[tf.train.Example]:
+    """What CsvExampleGen's DoFns make of a file (one file, so one type inference)."""
+    header = io_utils.load_csv_column_names(str(path))
+    parse = csv_decoder.ParseCSVLine(delimiter=",")
+    parse.setup()
+    rows = [cells for line in _ReadCsvRecordsFromTextFile().process(str(path))
+            for cells, _ in parse.process(line)]
+    inferrer = csv_decoder.ColumnTypeInferrer(header, skip_blank_lines=True)
+    accumulator = inferrer.create_accumulator()
+    for cells in rows:
+        accumulator = inferrer.add_input(accumulator, cells)
+    column_infos = inferrer.extract_output(accumulator)
+    to_example = _ParsedCsvToTfExample()
+    return [example for cells in rows for example in to_example.process(cells, column_infos)]
+
+
+def columnar_examples(path: Path) -> list[tf.train.Example]:
+    header = io_utils.load_csv_column_names(str(path))
+    batches = list(csv_columns.read_batches(str(path), header))
+    kinds = csv_columns.merge_kinds(csv_columns.batch_kinds(b) for b in batches)
+    return [tf.train.Example.FromString(record)
+            for batch in batches for record in csv_columns.to_examples(batch, kinds)]
+
+
+@pytest.mark.parametrize("cell,kind", [
+    (b"", Kind.UNKNOWN), (b"12", Kind.INT), (b"-0", Kind.INT), (b" 7", Kind.INT),
+    (b"2.5", Kind.FLOAT), (b"1e3", Kind.FLOAT), (b"inf", Kind.FLOAT),
+    (b"99999999999999999999", Kind.STRING), (b"Smith, J", Kind.STRING)])
+def test_cell_kind_follows_tfx_bsl_inference(cell: bytes, kind: Kind) -> None:
+    assert csv_columns.cell_kind(cell) == kind
+
+
+def test_kinds_widen_across_batches() -> None:
+    merged = csv_columns.merge_kinds([
+        {"a": Kind.INT, "b": Kind.UNKNOWN, "c": Kind.FLOAT},
+        {"a": Kind.FLOAT, "b": Kind.UNKNOWN, "c": Kind.STRING}])
+    assert merged == {"a": Kind.FLOAT, "b": Kind.UNKNOWN, "c": Kind.STRING}
+
+
+def test_tricky_csv_gives_the_stock_examples(tmp_path: Path) -> None:
+    path = tmp_path / "tricky.csv"
+    path.write_bytes(TRICKY_CSV.encode("utf-8"))
+    ours = columnar_examples(path)
+    assert len(ours) == 4  # the blank line is skipped, the quoted newline kept in a value
+    assert ours == stock_examples(path)
+    second = ours[1].features.feature
+    assert second["name"].bytes_list.value == [b"two\nlines"]
+    assert second["big"].bytes_list.value == [b"99999999999999999999"]  # beyond int64
+    assert second["amount"].HasField("float_list") and not second["amount"].float_list.value
+    assert second["empty"].WhichOneof("kind") is None  # a column with no value at all
+
+
+def test_bundled_taxi_sample_gives_the_stock_examples(tmp_path: Path) -> None:
+    tfx_dir = Path(importlib.util.find_spec("tfx").origin).parent
+    sample = tfx_dir / "examples/chicago_taxi_pipeline/data/simple/data.csv"
+    path = tmp_path / "taxi.csv"
+    path.write_text("".join(sample.read_text().splitlines(keepends=True)[:3001]))
+    ours = columnar_examples(path)
+    assert len(ours) == 3000
+    assert ours == stock_examples(path)
+
+
+def test_a_short_row_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "short.csv"
+    path.write_text("a,b,c\n1,2,3\n4,5\n")
+    with pytest.raises(csv_columns.CsvFormatError, match=r"short\.csv.*Expected 3 columns"):
+        columnar_examples(path)
