@@ -146,8 +146,11 @@ def create_pipeline(
         preprocessing_fn=PREPROCESSING_FN, custom_config=custom_config,
         # StatisticsGen already describes the data. The analyzer cache pays off only when
         # fed back as `analyzer_cache`, which this pipeline does not do; writing it cost a
-        # fifth of Transform's time.
-        disable_statistics=True, disable_analyzer_cache=True)
+        # fifth of Transform's time. TF1 graph mode traces `preprocessing_fn` once as a
+        # graph instead of saving and reloading tf.functions per analysis phase (Transform
+        # 33-35 s -> 23.5 s on the bundled data); the Trainer and the serving signatures
+        # read its output through TFTransformOutput as before.
+        disable_statistics=True, disable_analyzer_cache=True, force_tf_compat_v1=True)
     transform.add_upstream_node(data_gate)  # no training on data that failed validation
 
     trainer = tfx.components.Trainer(
