@@ -113,7 +113,6 @@ def _value_lists(column: pa.Array, kind: Kind) -> pa.Array:
 def to_examples(batch: pa.RecordBatch, kinds: Mapping[str, Kind]) -> list[bytes]:
     """The batch's rows as serialized tf.Examples, typed by `kinds` (from every batch)."""
     names = batch.schema.names
-    lists = [_value_lists(batch.column(batch.schema.get_field_index(name)), kinds[name])
-             for name in names]
+    lists = [_value_lists(column, kinds[name]) for name, column in zip(names, batch.columns)]
     return example_coder.RecordBatchToExamplesEncoder().encode(
         pa.RecordBatch.from_arrays(lists, names))

@@ -97,6 +97,9 @@ class _SpanWindowCsvToExample(beam.PTransform):
             | "InferColumnKinds" >> beam.CombineGlobally(csv_columns.merge_kinds))
         return (batches
                 | "ToTFExample" >> beam.FlatMap(csv_columns.to_examples, kinds)
+                # As messages, not bytes: the base executor then hashes their deterministic
+                # serialization, so each row lands in the train/eval split CsvExampleGen
+                # gives it (the C++ encoder's field order differs).
                 | "ParseExample" >> beam.Map(tf.train.Example.FromString))
 
 

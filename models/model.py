@@ -106,8 +106,7 @@ def train(model: keras.Model, spec: feature_lib.FeatureSpec, train_data: tf.data
         metric.update_state(tf.cast(labels, label_dtype), predictions)
         return loss_fn(tf.cast(labels, label_dtype), predictions)
 
-    if train_steps > 0:
-        train_loop(iter(train_data), tf.constant(train_steps))
+    train_loop(iter(train_data), tf.constant(train_steps))
     losses = [float(eval_step(f, l)) for f, l in eval_data.take(eval_steps)]
     results = {"eval_loss": sum(losses) / max(len(losses), 1),
                f"eval_{metric.name}": float(metric.result())}

@@ -68,7 +68,6 @@ def run_pipeline(config: PipelineConfig, verbose: bool = False,
         config, metadata_connection_config=connection)
     started = time.time()
     error: Optional[BaseException] = None
-    gc.freeze()
     with quiet.node_events(_freezing_heap(on_node)):
         try:
             tfx.orchestration.LocalDagRunner().run(pipeline)

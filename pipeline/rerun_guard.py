@@ -33,7 +33,7 @@ def _span_pattern(config: PipelineConfig) -> str:
     """The files a run may read: one pinned span, else every span (a superset of a window)."""
     data = config.data
     span = str(data.span) if data.span != "latest" and data.train_spans == 1 else "*"
-    return os.path.join(config.data.input_base, config.data.span_pattern.replace("{SPAN}", span))
+    return os.path.join(data.input_base, data.span_pattern.replace("{SPAN}", span))
 
 
 def inputs_fingerprint(config: PipelineConfig) -> dict[str, str]:

@@ -1,7 +1,6 @@
 """The columnar CSV reader produces the Examples TFX's own CsvExampleGen code produces."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from tfx_bsl.coders import csv_decoder
 
 from components import csv_columns
 from components.csv_columns import Kind
+from tests.conftest import copy_taxi_span
 
 TRICKY_CSV = (
     'id,amount,name,note,empty,big,mixed,spaced\n'
@@ -78,10 +78,7 @@ def test_tricky_csv_gives_the_stock_examples(tmp_path: Path) -> None:
 
 
 def test_bundled_taxi_sample_gives_the_stock_examples(tmp_path: Path) -> None:
-    tfx_dir = Path(importlib.util.find_spec("tfx").origin).parent
-    sample = tfx_dir / "examples/chicago_taxi_pipeline/data/simple/data.csv"
-    path = tmp_path / "taxi.csv"
-    path.write_text("".join(sample.read_text().splitlines(keepends=True)[:3001]))
+    path = copy_taxi_span(1, tmp_path, rows=3000) / "trips.csv"
     ours = columnar_examples(path)
     assert len(ours) == 3000
     assert ours == stock_examples(path)
