@@ -21,19 +21,6 @@ def metadata_connection_config(config: PipelineConfig):
         config.pipeline.metadata_path)
 
 
-def tune_in_memory_beam() -> None:
-    """Turns off the Beam state cache of the in-process (in_memory) runner.
-
-    Each cached side input is weighed with `objsize`, which walks the globals of every
-    loaded module; with TensorFlow loaded that cost a quarter of Transform's time on the
-    bundled data. Local runs read side inputs from memory anyway, so the cache gains
-    nothing here. Only this process is affected: Beam workers elsewhere keep their cache.
-    """
-    from apache_beam.runners.portability.fn_api_runner import worker_handlers
-
-    worker_handlers.STATE_CACHE_SIZE_MB = 0
-
-
 def _freezing_heap(on_node: Optional[quiet.NodeListener]) -> quiet.NodeListener:
     """A node listener that first moves everything alive into the GC's permanent generation.
 
@@ -59,10 +46,10 @@ def run_pipeline(config: PipelineConfig, verbose: bool = False,
     `on_node(node_id, event)` is called with "running", "cached" and "finished" as the
     runner moves on, for progress displays.
     """
-    from pipeline import builder, run_report
+    from pipeline import beam_tuning, builder, run_report
     from tfx import v1 as tfx
 
-    tune_in_memory_beam()
+    beam_tuning.apply()
     connection = metadata_connection_config(config)
     pipeline = builder.create_pipeline(
         config, metadata_connection_config=connection)

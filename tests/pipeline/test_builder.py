@@ -122,3 +122,26 @@ def test_the_same_pipeline_compiles_for_kubeflow_v2(config, tmp_path: Path):
     assert {"CsvExampleGen", "DataValidationGate", "Transform", "Trainer", "Evaluator",
             "Pusher"} <= set(tasks)
     assert "DataValidationGate" in tasks["Transform"]["dependentTasks"]
+
+
+def test_beam_gets_this_project_as_its_code_dependency(config):
+    """With a dependency option TFX does not package its own installation before every
+    Beam component (an sdist built in a subprocess each time)."""
+    from tfx.utils import dependency_utils
+
+    args = builder.create_pipeline(config).beam_pipeline_args
+    setup_file = Path(builder.__file__).resolve().parents[1] / "setup.py"
+    assert args == [*config.pipeline.beam_args, f"--setup_file={setup_file}"]
+    assert dependency_utils.make_beam_dependency_flags(args) == args
+
+
+def test_a_dependency_option_in_the_config_is_kept_as_given(config):
+    config.pipeline.beam_args = ["--runner=DataflowRunner",
+                                 "--extra_package=dist/mlops_pipeline.tar.gz"]
+    assert builder.beam_pipeline_args(config) == config.pipeline.beam_args
+
+
+def test_statistics_use_the_in_process_executor(config):
+    statistics_gen = {c.id: c for c in builder.create_pipeline(config).components}[
+        "StatisticsGen"]
+    assert statistics_gen.executor_spec.executor_class.__module__ == "components.statistics"

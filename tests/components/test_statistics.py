@@ -1,0 +1,161 @@
+"""The in-process StatisticsGen executor describes data as TFX's Beam executor does."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+import tensorflow as tf
+import tensorflow_data_validation as tfdv
+from tfx.components.statistics_gen import executor as stock
+from tfx.components.statistics_gen import stats_artifact_utils
+from tfx.dsl.components.base import base_beam_executor
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.utils import io_utils
+
+from components import csv_columns, statistics
+from tests.conftest import REPO, copy_taxi_span
+
+SPLITS = ("train", "eval")
+# The project's Beam options (see builder.beam_pipeline_args).
+BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1",
+             f"--setup_file={REPO / 'setup.py'}"]
+
+
+def taxi_examples(folder: Path, rows: int) -> standard_artifacts.Examples:
+    """An Examples artifact as CsvExampleGen writes it: gzipped tf.Examples, two splits."""
+    csv_path = copy_taxi_span(1, folder / "csv", rows=rows) / "trips.csv"
+    header = io_utils.load_csv_column_names(str(csv_path))
+    batches = list(csv_columns.read_batches(str(csv_path), header))
+    kinds = csv_columns.merge_kinds(csv_columns.batch_kinds(b) for b in batches)
+    records = [r for batch in batches for r in csv_columns.to_examples(batch, kinds)]
+    examples = standard_artifacts.Examples()
+    examples.uri = str(folder / "examples")
+    examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
+    examples.span = 7
+    for split, keep in zip(SPLITS, (lambda i: i % 5, lambda i: not i % 5)):
+        split_dir = Path(examples.uri) / f"Split-{split}"
+        split_dir.mkdir(parents=True)
+        with tf.io.TFRecordWriter(str(split_dir / "data_tfrecord-00000-of-00001.gz"),
+                                  options="GZIP") as writer:
+            for i, record in enumerate(records):
+                if keep(i):
+                    writer.write(record)
+    return examples
+
+
+def run_executor(executor_class: type, examples: standard_artifacts.Examples, out: Path,
+                 exec_properties: Optional[dict[str, Any]] = None,
+                 beam_args: Optional[list[str]] = None) -> standard_artifacts.ExampleStatistics:
+    statistics_artifact = standard_artifacts.ExampleStatistics()
+    statistics_artifact.uri = str(out)
+    executor = executor_class(base_beam_executor.BaseBeamExecutor.Context(
+        beam_pipeline_args=beam_args or BEAM_ARGS, tmp_dir=str(out / "tmp")))
+    executor.Do({"examples": [examples]}, {"statistics": [statistics_artifact]},
+                {"exclude_splits": "[]", **(exec_properties or {})})
+    return statistics_artifact
+
+
+def load(artifact, split: str):
+    return stats_artifact_utils.load_statistics(artifact, split).proto()
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory) -> standard_artifacts.Examples:
+    return taxi_examples(tmp_path_factory.mktemp("examples"), rows=3000)
+
+
+@pytest.fixture(scope="module")
+def both(examples, tmp_path_factory):
+    """The stock (Beam) executor's and this project's output on the same Examples."""
+    out = tmp_path_factory.mktemp("statistics")
+    return (run_executor(stock.Executor, examples, out / "stock"),
+            run_executor(statistics.Executor, examples, out / "ours"))
+
+
+def by_name(stats) -> dict[str, Any]:
+    return {feature.path.step[0]: feature for feature in stats.datasets[0].features}
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_same_statistics_as_the_beam_executor(both, split: str) -> None:
+    stock_stats, ours = (load(artifact, split) for artifact in both)
+    assert ours.datasets[0].num_examples == stock_stats.datasets[0].num_examples > 500
+    expected, actual = by_name(stock_stats), by_name(ours)
+    assert actual.keys() == expected.keys()
+    for name, feature in expected.items():
+        got = actual[name]
+        assert got.type == feature.type, name
+        if feature.HasField("num_stats"):
+            assert got.num_stats.common_stats == feature.num_stats.common_stats, name
+            for field in ("mean", "std_dev", "min", "max", "num_zeros"):
+                assert getattr(got.num_stats, field) == pytest.approx(
+                    getattr(feature.num_stats, field), rel=1e-9), (name, field)
+        else:
+            assert got.string_stats.common_stats == feature.string_stats.common_stats, name
+            assert got.string_stats.unique == feature.string_stats.unique, name
+            assert ({(v.value, v.frequency) for v in got.string_stats.top_values}
+                    == {(v.value, v.frequency) for v in feature.string_stats.top_values}), name
+
+
+def test_same_inferred_schema_and_same_anomalies_against_it(both) -> None:
+    stock_stats, ours = (load(artifact, "train") for artifact in both)
+    schema = tfdv.infer_schema(stock_stats)
+    assert tfdv.infer_schema(ours) == schema
+    assert not tfdv.validate_statistics(ours, schema).anomaly_info
+    # The eval rows hold a company the train rows lack: both executors must show it.
+    stock_eval, ours_eval = (tfdv.validate_statistics(load(artifact, "eval"), schema)
+                             for artifact in both)
+    assert ours_eval == stock_eval
+    assert "company" in ours_eval.anomaly_info
+
+
+def test_same_artifact_properties_as_the_beam_executor(both) -> None:
+    stock_artifact, ours = both
+    assert ours.split_names == stock_artifact.split_names
+    assert ours.span == stock_artifact.span == 7
+    for name in (stock.STATS_DASHBOARD_LINK, stock.SAMPLE_RATE_BY_SPLIT_PROPERTY_NAME):
+        assert ours.get_custom_property(name) == stock_artifact.get_custom_property(name)
+
+
+def test_excluded_splits_are_skipped(examples, tmp_path: Path) -> None:
+    artifact = run_executor(statistics.Executor, examples, tmp_path,
+                            {"exclude_splits": '["eval"]'})
+    assert artifact_utils.decode_split_names(artifact.split_names) == ["train"]
+    assert not (tmp_path / "Split-eval").exists()
+
+
+def test_statistics_options_go_through_beam_and_are_honoured(examples, tmp_path) -> None:
+    options = tfdv.StatsOptions(num_top_values=2)
+    artifact = run_executor(statistics.Executor, examples, tmp_path,
+                            {"stats_options_json": options.to_json()})
+    company = by_name(load(artifact, "train"))["company"]
+    assert len(company.string_stats.top_values) == 2
+
+
+@pytest.mark.parametrize("beam_args,distributes", [
+    ([], False),
+    (["--direct_running_mode=in_memory", "--direct_num_workers=1"], False),
+    (["--runner=DirectRunner"], False),
+    (["--direct_running_mode=multi_processing", "--direct_num_workers=2"], True),
+    (["--direct_num_workers=0"], True),  # one worker per core
+    (["--runner=DataflowRunner", "--project=p", "--region=r"], True),
+    (["--runner", "FlinkRunner"], True),
+])
+def test_beam_keeps_work_that_it_would_distribute(beam_args, distributes) -> None:
+    assert statistics.beam_would_distribute(beam_args) is distributes
+
+
+@pytest.mark.parametrize("exec_properties,reason", [
+    ({}, None),
+    ({"exclude_splits": '["eval"]'}, None),
+    ({"stats_options_json": tfdv.StatsOptions(sample_rate=0.5).to_json()}, "stats_options"),
+    ({"sample_rate_by_split": '{"train": 0.5}'}, "sample_rate_by_split"),
+    ({"sharded_stats_output": True}, "sharded output"),
+])
+def test_options_only_beam_handles_are_named(examples, exec_properties, reason) -> None:
+    inputs = {"examples": [examples]}
+    assert statistics.unsupported_option(exec_properties, inputs) == reason
+    schema = standard_artifacts.Schema()
+    assert (statistics.unsupported_option(exec_properties, {**inputs, "schema": [schema]})
+            == "a schema input")
