@@ -7,6 +7,8 @@ own data needs no change here.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any, Mapping, Optional
 
 import tensorflow as tf
@@ -17,6 +19,8 @@ from tfx_bsl.public import tfxio
 
 from models import features as feature_lib
 from models import preprocessing, signatures
+
+SHUFFLE_BUFFER = 10_000  # examples; as TFX's dataset factory shuffled before
 
 
 def build_keras_model(spec: feature_lib.FeatureSpec, training: Mapping[str, Any],
@@ -114,12 +118,36 @@ def train(model: keras.Model, spec: feature_lib.FeatureSpec, train_data: tf.data
     return results
 
 
-def _dataset(file_pattern, data_accessor, tf_transform_output: tft.TFTransformOutput,
-             label_key: str, batch_size: int) -> tf.data.Dataset:
-    return data_accessor.tf_dataset_factory(
-        file_pattern,
-        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=label_key),
-        tf_transform_output.transformed_metadata.schema).repeat()
+def _transformed_batches(file_pattern, data_accessor,
+                         tf_transform_output: tft.TFTransformOutput, transform_graph,
+                         label_key: str, batch_size: int, shuffle: bool) -> tf.data.Dataset:
+    """One pass over the raw examples as transformed (features, label) batches.
+
+    Transform writes no transformed copy of the data (writing one cost a third of its
+    time): the transform graph runs here, in tf.data's background threads, the same graph
+    the serving signatures apply.
+    """
+    raw = data_accessor.tf_dataset_factory(
+        file_pattern, tfxio.TensorFlowDatasetOptions(
+            batch_size=batch_size, num_epochs=1, shuffle=shuffle),
+        tf_transform_output.raw_metadata.schema)
+
+    @tf.autograph.experimental.do_not_convert  # a plain graph call: nothing to convert
+    def features_and_label(raw_features: dict) -> tuple[dict, tf.Tensor]:
+        transformed = transform_graph.apply_transform_model(raw_features)
+        return transformed, transformed.pop(label_key)
+
+    return raw.map(features_and_label, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def training_batches(transformed: tf.data.Dataset, cache_file: str,
+                     batch_size: int) -> tf.data.Dataset:
+    """Endless batches, reshuffled each epoch, transformed once (cached in `cache_file`).
+
+    The cache is a local file, not memory, so the training data need not fit in RAM.
+    """
+    return (transformed.cache(cache_file).unbatch().shuffle(SHUFFLE_BUFFER)
+            .batch(batch_size).repeat().prefetch(tf.data.AUTOTUNE))
 
 
 def vocabulary_sizes(spec: feature_lib.FeatureSpec,
@@ -129,7 +157,7 @@ def vocabulary_sizes(spec: feature_lib.FeatureSpec,
 
 
 def run_fn(fn_args) -> None:
-    """TFX Trainer entry point: train on Transform's output and export for serving."""
+    """TFX Trainer entry point: train through Transform's graph and export for serving."""
     spec = feature_lib.FeatureSpec.from_custom_config(fn_args.custom_config)
     training = fn_args.custom_config["training"]
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
@@ -142,11 +170,16 @@ def run_fn(fn_args) -> None:
     model = build_keras_model(spec, training, vocabulary_sizes(spec, tf_transform_output),
                               num_classes)
 
-    train_data = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                     spec.label_key, batch_size)
-    eval_data = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-                          spec.label_key, batch_size)
-    train(model, spec, train_data, eval_data, fn_args.train_steps, fn_args.eval_steps,
-          float(training["learning_rate"]))
+    transform_graph = signatures.load_transform_graph(tf_transform_output)
+    train_data, eval_data = (
+        _transformed_batches(files, fn_args.data_accessor, tf_transform_output,
+                             transform_graph, spec.label_key, batch_size, shuffle)
+        for files, shuffle in ((fn_args.train_files, False), (fn_args.eval_files, True)))
+    with tempfile.TemporaryDirectory(prefix="transformed-") as cache_dir:
+        train(model, spec,
+              training_batches(train_data, os.path.join(cache_dir, "train"), batch_size),
+              eval_data.repeat(), fn_args.train_steps, fn_args.eval_steps,
+              float(training["learning_rate"]))
 
-    signatures.export(model, tf_transform_output, spec, fn_args.serving_model_dir)
+    signatures.export(model, tf_transform_output, spec, fn_args.serving_model_dir,
+                      transform_graph)

@@ -49,3 +49,19 @@ def test_training_learns_a_binary_rule():
                           learning_rate=0.01)
     assert results["eval_binary_accuracy"] > 0.9
     assert results["eval_loss"] < 0.3
+
+
+def test_training_batches_cover_every_example_each_epoch_in_a_new_order(tmp_path):
+    ids = np.arange(100, dtype="int64").reshape(-1, 1)
+    transformed = tf.data.Dataset.from_tensor_slices(({"id": ids}, ids % 2)).batch(30)
+    cache_file = str(tmp_path / "train")
+    batches = model.training_batches(transformed, cache_file, batch_size=10)
+    epochs = [[], [], []]
+    for i, (features_batch, labels) in enumerate(batches.take(30)):
+        assert features_batch["id"].shape == (10, 1)
+        assert (labels.numpy() == features_batch["id"].numpy() % 2).all()  # rows stay whole
+        epochs[i // 10].extend(features_batch["id"].numpy().ravel().tolist())
+    for epoch in epochs:
+        assert sorted(epoch) == list(range(100))
+    assert epochs[0] != epochs[1] != epochs[2]
+    assert list(tmp_path.glob("train*"))  # transformed once, then read from the cache file
