@@ -14,19 +14,27 @@ change once written, as the layout implies. Spans missing inside the window are 
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
-from typing import Any
+from typing import Any, Iterator
 
 import apache_beam as beam
 import tensorflow as tf
 from google.protobuf import struct_pb2
+from tfx import types
+from tfx.components.example_gen import base_example_gen_executor as base_executor
+from tfx.components.example_gen import utils as example_gen_utils
+from tfx.components.example_gen import write_split
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
+from tfx.components.util import examples_utils
 from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
-from tfx.types import standard_component_specs
+from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
 from components import csv_columns
+from components.beam_runner import beam_would_distribute
 
 SPAN_PATTERN_KEY = "span_pattern"  # in custom_config: the pattern with {SPAN} unresolved
 TRAIN_SPANS_KEY = "train_spans"
@@ -68,29 +76,52 @@ def window_files(input_base: str, span_pattern: str, newest: int, count: int) ->
     return files
 
 
+def window_csv_files(input_base: str, span_pattern: str, newest: int, count: int,
+                     resolved_pattern: str) -> tuple[list[str], list[str]]:
+    """The window's CSV files and their header, which every file must share."""
+    files = window_files(input_base, span_pattern, newest, count)
+    if not files:
+        raise RuntimeError(f"Split pattern {resolved_pattern} does not match any files.")
+    header = io_utils.load_csv_column_names(files[-1])
+    for path in files:
+        if io_utils.load_csv_column_names(path) != header:
+            raise RuntimeError(f"{path} does not have the columns of {files[-1]}: every "
+                               f"span of a training window needs the same header")
+    return files, header
+
+
+def _window_csv_files(exec_properties: dict[str, Any],
+                      resolved_pattern: str) -> tuple[list[str], list[str]]:
+    span_pattern, count = read_window_config(exec_properties)
+    return window_csv_files(exec_properties[standard_component_specs.INPUT_BASE_KEY],
+                            span_pattern, int(exec_properties[SPAN_PROPERTY]), count,
+                            resolved_pattern)
+
+
+def window_examples(files: list[str], header: list[str]) -> Iterator[tf.train.Example]:
+    """The window's rows as tf.Examples, read twice: column types first, then the rows.
+
+    Two passes over the files keep memory to one batch of rows at a time.
+    """
+    kinds = csv_columns.merge_kinds(csv_columns.batch_kinds(batch) for path in files
+                                    for batch in csv_columns.read_batches(path, header))
+    for path in files:
+        for batch in csv_columns.read_batches(path, header):
+            for record in csv_columns.to_examples(batch, kinds):
+                yield tf.train.Example.FromString(record)
+
+
 class _SpanWindowCsvToExample(beam.PTransform):
     """CSV files of several spans -> tf.Examples, with one type inference over all of them."""
 
     def __init__(self, exec_properties: dict[str, Any], split_pattern: str) -> None:
         super().__init__()
-        self._input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
-        self._span_pattern, self._count = read_window_config(exec_properties)
-        self._newest = int(exec_properties[SPAN_PROPERTY])
-        self._resolved_pattern = split_pattern
+        self._files, self._header = _window_csv_files(exec_properties, split_pattern)
 
     def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
-        files = window_files(self._input_base, self._span_pattern, self._newest, self._count)
-        if not files:
-            raise RuntimeError(f"Split pattern {self._resolved_pattern} does not match any "
-                               "files.")
-        header = io_utils.load_csv_column_names(files[-1])
-        for path in files:
-            if io_utils.load_csv_column_names(path) != header:
-                raise RuntimeError(f"{path} does not have the columns of {files[-1]}: every "
-                                   f"span of a training window needs the same header")
         batches = (pipeline
-                   | "CreateFilenames" >> beam.Create(files)
-                   | "ReadCsvColumns" >> beam.FlatMap(csv_columns.read_batches, header))
+                   | "CreateFilenames" >> beam.Create(self._files)
+                   | "ReadCsvColumns" >> beam.FlatMap(csv_columns.read_batches, self._header))
         kinds = beam.pvalue.AsSingleton(
             batches
             | "BatchColumnKinds" >> beam.Map(csv_columns.batch_kinds)
@@ -103,8 +134,64 @@ class _SpanWindowCsvToExample(beam.PTransform):
                 | "ParseExample" >> beam.Map(tf.train.Example.FromString))
 
 
+def hash_split_buckets(output_config: example_gen_pb2.Output) -> list[int]:
+    """Cumulative hash buckets of the output splits, as TFX's ExampleGen computes them."""
+    return list(itertools.accumulate(
+        split.hash_buckets for split in output_config.split_config.splits))
+
+
 class Executor(BaseExampleGenExecutor):
-    """ExampleGen executor that reads the configured window of spans."""
+    """ExampleGen executor that reads the configured window of spans.
+
+    Where Beam would not distribute the work (`beam_runner`), the rows are split and written
+    in this process, without a Beam pipeline: the same Examples, in the same splits (TFX's
+    own partition function) and files; only their order within a split differs, which TFX's
+    Beam writer shuffles anyway. ExampleGen 5-6 s -> about 1 s on the bundled data.
+    """
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
         return _SpanWindowCsvToExample
+
+    def Do(self, input_dict: dict[str, list[types.Artifact]],
+           output_dict: dict[str, list[types.Artifact]],
+           exec_properties: dict[str, Any]) -> None:
+        input_config = proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.INPUT_CONFIG_KEY], example_gen_pb2.Input())
+        output_config = proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY],
+            example_gen_pb2.Output())
+        payload = exec_properties.get(standard_component_specs.OUTPUT_DATA_FORMAT_KEY)
+        file_format = exec_properties.get(standard_component_specs.OUTPUT_FILE_FORMAT_KEY)
+        if (beam_would_distribute(self._beam_pipeline_args)
+                or not output_config.split_config.splits or len(input_config.splits) != 1
+                or payload not in (None, example_gen_pb2.FORMAT_TF_EXAMPLE)
+                or file_format not in (None, example_gen_pb2.FILE_FORMAT_UNSPECIFIED,
+                                       example_gen_pb2.FORMAT_TFRECORDS_GZIP)):
+            super().Do(input_dict, output_dict, exec_properties)
+            return
+        self._log_startup(input_dict, output_dict, exec_properties)
+        output = output_dict[standard_component_specs.EXAMPLES_KEY]
+        split_names = example_gen_utils.generate_output_split_names(input_config, output_config)
+        for artifact in output:
+            artifact.split_names = artifact_utils.encode_split_names(split_names)
+        buckets = hash_split_buckets(output_config)
+        files, header = _window_csv_files(exec_properties, input_config.splits[0].pattern)
+        with contextlib.ExitStack() as stack:
+            writers = []
+            for name in split_names:
+                folder = artifact_utils.get_split_uri(output, name)
+                fileio.makedirs(folder)
+                writers.append(stack.enter_context(tf.io.TFRecordWriter(
+                    os.path.join(folder, f"{write_split.DEFAULT_TF_RECORD_FILE_NAME}"
+                                         "-00000-of-00001.gz"), options="GZIP")))
+            for example in window_examples(files, header):
+                split = base_executor._PartitionFn(  # pylint: disable=protected-access
+                    example, len(buckets), buckets, output_config.split_config)
+                writers[split].write(example.SerializeToString())
+        # The properties TFX's ExampleGen sets on what it wrote.
+        for artifact in output:
+            if payload is not None:
+                examples_utils.set_payload_format(artifact, payload)
+            if file_format:
+                examples_utils.set_file_format(artifact,
+                                               write_split.to_file_format_str(file_format))

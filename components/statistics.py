@@ -1,9 +1,8 @@
 """StatisticsGen executor that computes statistics in this process when Beam would too.
 
-With Beam's direct runner and one worker (this project's default, locally and in a
-Kubeflow step), the stock executor runs everything in this process anyway: on the bundled
-15,000 rows it spent about 10 s building and running a Beam pipeline around 1 s of
-statistics. TFDV has a Beam-free path (`generate_statistics_in_memory`, behind
+Where Beam would not distribute the work (`beam_runner`), the stock executor runs it all in
+this process anyway: on the bundled 15,000 rows it spent about 10 s building and running a
+Beam pipeline around 1 s of statistics. TFDV has a Beam-free path (`generate_statistics_in_memory`, behind
 `tfdv.generate_statistics_from_dataframe`); here the split's records stream through the
 same generators in batches, so memory stays bounded by the sketches, not the data.
 
@@ -20,7 +19,6 @@ import os
 from typing import Any, Optional
 
 from absl import logging
-from apache_beam.options import pipeline_options
 from tensorflow_data_validation.statistics import stats_impl
 from tensorflow_data_validation.statistics import stats_options as tfdv_options
 from tensorflow_metadata.proto.v0 import statistics_pb2
@@ -34,17 +32,9 @@ from tfx.utils import io_utils
 from tfx.utils import json_utils
 from tfx_bsl.tfxio import dataset_options
 
+from components.beam_runner import beam_would_distribute
+
 BATCH_SIZE = 8192
-_DIRECT_RUNNERS = {None, "DirectRunner", "direct", "SwitchingDirectRunner",
-                   "BundleBasedDirectRunner"}
-
-
-def beam_would_distribute(beam_pipeline_args: list[str]) -> bool:
-    """True when the Beam options name a runner that spreads work beyond this process."""
-    options = pipeline_options.PipelineOptions(beam_pipeline_args)
-    runner = options.view_as(pipeline_options.StandardOptions).runner
-    workers = options.view_as(pipeline_options.DirectOptions).direct_num_workers
-    return runner not in _DIRECT_RUNNERS or workers != 1
 
 
 def unsupported_option(exec_properties: dict[str, Any],

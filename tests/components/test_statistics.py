@@ -133,19 +133,6 @@ def test_statistics_options_go_through_beam_and_are_honoured(examples, tmp_path)
     assert len(company.string_stats.top_values) == 2
 
 
-@pytest.mark.parametrize("beam_args,distributes", [
-    ([], False),
-    (["--direct_running_mode=in_memory", "--direct_num_workers=1"], False),
-    (["--runner=DirectRunner"], False),
-    (["--direct_running_mode=multi_processing", "--direct_num_workers=2"], True),
-    (["--direct_num_workers=0"], True),  # one worker per core
-    (["--runner=DataflowRunner", "--project=p", "--region=r"], True),
-    (["--runner", "FlinkRunner"], True),
-])
-def test_beam_keeps_work_that_it_would_distribute(beam_args, distributes) -> None:
-    assert statistics.beam_would_distribute(beam_args) is distributes
-
-
 @pytest.mark.parametrize("exec_properties,reason", [
     ({}, None),
     ({"exclude_splits": '["eval"]'}, None),
