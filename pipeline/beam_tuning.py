@@ -1,9 +1,9 @@
 """Fixed costs of Apache Beam's in-process runner, removed for local runs.
 
-A local run executes three Beam pipelines (ExampleGen, Transform, Evaluator) in this
-process on small data, so Beam's per-pipeline bookkeeping, not the data, dominated their
-time. Each change below was measured on a cold run of the bundled data and keeps Beam's
-behaviour; they touch only this process, never workers of a distributed runner.
+A local run executes Beam pipelines (Transform's, the Evaluator's) in this process on
+small data, so Beam's per-pipeline bookkeeping, not the data, dominated their time. Each
+change below was measured on a cold run of the bundled data and keeps Beam's behaviour;
+they touch only this process, never workers of a distributed runner.
 """
 from __future__ import annotations
 
