@@ -20,6 +20,16 @@ from tests.serving.conftest import MODEL_NAME, add_version
 MLOPS = str(Path(sys.executable).parent / "mlops")
 
 
+def terminal_signals() -> None:
+    """In the server's process: Ctrl-C acts as in a terminal, however the suite started.
+
+    A shell without job control starts background jobs with SIGINT ignored (`make test &`
+    in a script), children inherit that, and Python then never raises KeyboardInterrupt:
+    the Ctrl-C tests would wait for a server that cannot hear them.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -57,6 +67,7 @@ def test_mlops_serve_predict_versions_rollback(workspace: Path, pipeline_model: 
     for version in (1, 2):
         add_version(base, pipeline_model, version)
     server = subprocess.Popen([MLOPS, "serve", "--embedded", "--config", str(config_file)],
+                              preexec_fn=terminal_signals,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               cwd=REPO)
     try:
@@ -121,7 +132,7 @@ def test_ctrl_c_after_an_unloaded_model_is_collected_exits_cleanly(
         [sys.executable, "-m", "serving", f"--port={free_port()}",
          f"--rest_api_port={free_port()}", f"--model_name={MODEL_NAME}",
          f"--model_base_path={base}", "--file_system_poll_wait_seconds=1"],
-        cwd=REPO, stderr=subprocess.PIPE, text=True)
+        cwd=REPO, stderr=subprocess.PIPE, text=True, preexec_fn=terminal_signals)
     try:
         for awaited in ("Serving gRPC", "Unloaded servable"):
             if awaited == "Unloaded servable":
