@@ -146,7 +146,7 @@ class Executor(BaseExampleGenExecutor):
     Where Beam would not distribute the work (`beam_runner`), the rows are split and written
     in this process, without a Beam pipeline: the same Examples, in the same splits (TFX's
     own partition function) and files; only their order within a split differs, which TFX's
-    Beam writer shuffles anyway. ExampleGen 5-6 s -> about 1 s on the bundled data.
+    Beam writer shuffles anyway. ExampleGen 5-6 s -> 2.4 s on the bundled data.
     """
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
@@ -162,11 +162,15 @@ class Executor(BaseExampleGenExecutor):
             example_gen_pb2.Output())
         payload = exec_properties.get(standard_component_specs.OUTPUT_DATA_FORMAT_KEY)
         file_format = exec_properties.get(standard_component_specs.OUTPUT_FILE_FORMAT_KEY)
-        if (beam_would_distribute(self._beam_pipeline_args)
-                or not output_config.split_config.splits or len(input_config.splits) != 1
-                or payload not in (None, example_gen_pb2.FORMAT_TF_EXAMPLE)
-                or file_format not in (None, example_gen_pb2.FILE_FORMAT_UNSPECIFIED,
-                                       example_gen_pb2.FORMAT_TFRECORDS_GZIP)):
+        in_process = (not beam_would_distribute(self._beam_pipeline_args)
+                      # One input split hash-split into gzipped tf.Examples, as configured
+                      # by the builder; anything else is TFX's to write.
+                      and bool(output_config.split_config.splits)
+                      and len(input_config.splits) == 1
+                      and payload in (None, example_gen_pb2.FORMAT_TF_EXAMPLE)
+                      and file_format in (None, example_gen_pb2.FILE_FORMAT_UNSPECIFIED,
+                                          example_gen_pb2.FORMAT_TFRECORDS_GZIP))
+        if not in_process:
             super().Do(input_dict, output_dict, exec_properties)
             return
         self._log_startup(input_dict, output_dict, exec_properties)
