@@ -12,7 +12,7 @@
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -160,12 +160,9 @@ def build_signatures(model, tf_transform_output: tft.TFTransformOutput,
 
 
 def export(model, tf_transform_output: tft.TFTransformOutput, spec: feature_lib.FeatureSpec,
-           export_dir: str,
-           transform_graph: Optional[saved_transform_io_v2.SavedModelLoader] = None) -> None:
+           export_dir: str, transform_graph: saved_transform_io_v2.SavedModelLoader) -> None:
     """Writes the serving SavedModel to `export_dir`."""
-    module, functions = build_signatures(
-        model, tf_transform_output, spec,
-        transform_graph or load_transform_graph(tf_transform_output))
+    module, functions = build_signatures(model, tf_transform_output, spec, transform_graph)
     tf.saved_model.save(module, export_dir, signatures=functions)
     set_method_names(export_dir, spec)
     write_warmup_requests(export_dir, spec)

@@ -7,7 +7,6 @@ they touch only this process, never workers of a distributed runner.
 """
 from __future__ import annotations
 
-import logging
 import types
 from typing import Any, Callable
 

@@ -10,6 +10,7 @@ import json
 from typing import Optional
 
 import tensorflow_model_analysis as tfma
+from apache_beam.options.pipeline_options import PipelineOptions
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 from tfx.components.example_gen.component import FileBasedExampleGen  # not in tfx.v1
@@ -29,10 +30,9 @@ PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.model.run_fn"
 RESOLVER_ID = "latest_blessed_model_resolver"
 EXAMPLE_GEN_ID = "CsvExampleGen"
-# Beam options that tell TFX which package carries the pipeline's code.
-_BEAM_DEPENDENCY_FLAGS = ("--setup_file", "--extra_package", "--extra_packages",
-                          "--requirements_file", "--sdk_container_image",
-                          "--worker_harness_container_image")
+# Beam options that tell TFX which package carries the pipeline's code (those TFX checks).
+_BEAM_DEPENDENCY_OPTIONS = ("setup_file", "extra_packages", "requirements_file",
+                            "sdk_container_image", "worker_harness_container_image")
 # Changes of the numerical tolerance aside, "no worse than the baseline" must admit equal.
 _EPSILON = 1e-10
 
@@ -57,7 +57,8 @@ def beam_pipeline_args(config: PipelineConfig) -> list[str]:
     """
     args = list(config.pipeline.beam_args)
     setup_file = fingerprints.package_dir("models").parent / "setup.py"
-    declared = any(arg.split("=")[0] in _BEAM_DEPENDENCY_FLAGS for arg in args)
+    options = PipelineOptions(flags=args).get_all_options()
+    declared = any(options.get(name) for name in _BEAM_DEPENDENCY_OPTIONS)
     if not declared and setup_file.is_file():
         args.append(f"--setup_file={setup_file}")
     return args

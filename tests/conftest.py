@@ -73,6 +73,12 @@ def copy_taxi_span(span: int, destination: Path, rows: Optional[int] = None,
     return folder
 
 
+def executor_beam_args(*options: str) -> list[str]:
+    """Beam options for calling an executor directly, with the code dependency the builder
+    adds (without one, TFX builds an sdist of itself in every executor)."""
+    return [*options, f"--setup_file={REPO / 'setup.py'}"]
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     (tmp_path / "data").mkdir()

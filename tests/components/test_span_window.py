@@ -8,7 +8,7 @@ import pytest
 from google.protobuf import json_format
 
 from components import span_window
-from tests.conftest import REPO, copy_taxi_span
+from tests.conftest import copy_taxi_span, executor_beam_args
 
 PATTERN = "span-{SPAN}/*.csv"
 
@@ -64,7 +64,7 @@ def run_example_gen(data: Path, out: Path, beam_args: list[str]):
     examples = standard_artifacts.Examples()
     examples.uri = str(out)
     executor = span_window.Executor(base_beam_executor.BaseBeamExecutor.Context(
-        beam_pipeline_args=[*beam_args, f"--setup_file={REPO / 'setup.py'}"],
+        beam_pipeline_args=executor_beam_args(*beam_args),
         tmp_dir=str(out / "tmp")))
     executor.Do({}, {"examples": [examples]}, {
         "input_base": str(data), "span": 2,

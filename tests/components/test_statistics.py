@@ -14,12 +14,11 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
 from components import csv_columns, statistics
-from tests.conftest import REPO, copy_taxi_span
+from tests.conftest import copy_taxi_span, executor_beam_args
 
 SPLITS = ("train", "eval")
 # The project's Beam options (see builder.beam_pipeline_args).
-BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1",
-             f"--setup_file={REPO / 'setup.py'}"]
+BEAM_ARGS = executor_beam_args("--direct_running_mode=in_memory", "--direct_num_workers=1")
 
 
 def taxi_examples(folder: Path, rows: int) -> standard_artifacts.Examples:
