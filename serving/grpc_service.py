@@ -28,31 +28,37 @@ SIGNATURE_DEF_FIELD = "signature_def"
 
 
 def _rpc(api: str) -> Callable:
-    """Translates errors to gRPC statuses and counts the call, in one place for all RPCs."""
+    """Translates errors to gRPC statuses and counts the call, in one place for all RPCs.
+
+    The call is counted before its answer leaves, as TF Serving does: a client that has its
+    answer (or its error) and then reads the metrics sees its own call in them.
+    """
 
     def decorate(method):
         @functools.wraps(method)
         async def wrapper(self, request, context):
-            started, code = time.perf_counter(), "OK"
+            started = time.perf_counter()
             try:
-                return await method(self, request, context)
+                response = await method(self, request, context)
             except ServingError as err:
-                code = err.code.value
-                await context.abort(err.grpc_status, err.message)
-            except grpc.aio.AbortError:
-                raise
+                status, message, code = err.grpc_status, err.message, err.code.value
             except Exception:
-                code = "INTERNAL"
                 log.exception("gRPC %s failed", api)
-                await context.abort(grpc.StatusCode.INTERNAL, "Internal error")
-            finally:
-                name = request.model_spec.name if request.HasField("model_spec") else ""
-                if self.metrics is not None and name:
-                    self.metrics.observe(name, api, "GRPC", code,
-                                         time.perf_counter() - started)
+                status, message, code = grpc.StatusCode.INTERNAL, "Internal error", "INTERNAL"
+            else:
+                _observe(self.metrics, request, api, "OK", started)
+                return response
+            _observe(self.metrics, request, api, code, started)
+            await context.abort(status, message)
         return wrapper
 
     return decorate
+
+
+def _observe(metrics: Optional[Metrics], request, api: str, code: str, started: float) -> None:
+    name = request.model_spec.name if request.HasField("model_spec") else ""
+    if metrics is not None and name:
+        metrics.observe(name, api, "GRPC", code, time.perf_counter() - started)
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
