@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -59,6 +60,17 @@ def pipeline_model(tmp_path_factory) -> Path:
     report = local.run_pipeline(config)
     assert report.succeeded and report.pushed_version == "1", report.error
     return Path(config.serving_model_dir) / "1"
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    """Polls ``condition`` until it holds; fails naming ``what`` was awaited if it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    if not condition():
+        raise AssertionError(f"timed out waiting for {what}")
 
 
 def add_version(base_path: Path, model: Path, version: int) -> Path:

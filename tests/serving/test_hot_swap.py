@@ -12,7 +12,6 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Callable
 
 import grpc
 import httpx
@@ -21,7 +20,7 @@ import pytest
 from pipeline.config import load_config
 from serving import operations, server_files
 from tests.conftest import write_config
-from tests.serving.conftest import MODEL_NAME, add_version
+from tests.serving.conftest import MODEL_NAME, add_version, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -81,15 +80,6 @@ class Load:
                     self.count += 1
                 except grpc.RpcError as err:
                     self.failures.append(f"gRPC {err.code()} {err.details()}")
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def status(rest_url: str) -> dict[int, tuple[str, str]]:

@@ -5,20 +5,10 @@ from __future__ import annotations
 import time
 import weakref
 from pathlib import Path
-from typing import Callable
 
-from tests.serving.conftest import MODEL_NAME, RunningServer, add_version
+from tests.serving.conftest import MODEL_NAME, RunningServer, add_version, wait_for
 
 LONG_INTERVAL_S = 600  # no regular poll happens within a test
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 60) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def states(server: RunningServer) -> dict[int, str]:
@@ -32,7 +22,7 @@ def test_a_push_is_loaded_without_waiting_for_the_poll_interval(
     assert states(server) == {1: "AVAILABLE"}
     add_version(base_path, pipeline_model, 2)
     # well before the interval: only the listing check between polls can have seen it
-    assert wait_for(lambda: states(server) == {2: "AVAILABLE", 1: "END"}), states(server)
+    wait_for(lambda: states(server) == {2: "AVAILABLE", 1: "END"}, "version 2 to take over")
 
 
 def test_polling_off_loads_nothing_after_start(start_server, base_path: Path,
@@ -52,6 +42,6 @@ def test_an_unloaded_version_is_freed(start_server, base_path: Path,
     # collector frees, and what a frozen heap would keep for ever
     first = weakref.ref(server.server.repository.resolve(MODEL_NAME, 1)._graph)
     add_version(base_path, pipeline_model, 2)
-    assert wait_for(lambda: states(server).get(1) == "END")
+    wait_for(lambda: states(server).get(1) == "END", "version 1 to unload")
     # the server unfreezes and collects a second after the unload
-    assert wait_for(lambda: first() is None, timeout=30), "version 1's graph was never freed"
+    wait_for(lambda: first() is None, "version 1's graph to be freed", timeout=30)
