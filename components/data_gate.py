@@ -61,7 +61,8 @@ def contract_problems(stats: statistics_pb2.DatasetFeatureStatistics,
 def anomaly_problems(anomalies: anomalies_pb2.Anomalies) -> "list[str]":
     problems = []
     for name, info in sorted(anomalies.anomaly_info.items()):
-        reasons = "; ".join(r.description or r.short_description for r in info.reason)
+        reasons = "; ".join((r.description or r.short_description).strip()
+                            for r in info.reason)
         problems.append(f"feature '{name}': {info.short_description or 'anomaly'}"
                         + (f" ({reasons})" if reasons else ""))
     for reason in anomalies.dataset_anomaly_info.reason:

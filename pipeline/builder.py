@@ -16,6 +16,7 @@ from tfx import v1 as tfx
 from tfx.components.example_gen.component import FileBasedExampleGen  # not in tfx.v1
 from tfx.dsl.components.base import executor_spec
 
+from components import curated_schema
 from components import evaluator as evaluator_executor
 from components import span_window
 from components import statistics
@@ -62,17 +63,6 @@ def beam_pipeline_args(config: PipelineConfig) -> list[str]:
     if not declared and setup_file.is_file():
         args.append(f"--setup_file={setup_file}")
     return args
-
-
-def data_contract(config: PipelineConfig) -> dict[str, str]:
-    """Each declared column and what the data must hold for it (checked before training)."""
-    contract = {name: "numeric" for name in config.features.numeric}
-    contract.update({name: "bucketized" for name in config.features.bucketized})
-    contract.update({name: "categorical" for name in config.features.categorical})
-    numeric_label = (config.label.task == feature_lib.REGRESSION
-                     or config.label.positive_above is not None)
-    contract[config.label.column] = "numeric_label" if numeric_label else "label"
-    return contract
 
 
 def _metric_config(threshold: Threshold) -> tfma.MetricConfig:
@@ -157,7 +147,7 @@ def create_pipeline(
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     statistics_gen.executor_spec = executor_spec.BeamExecutorSpec(statistics.Executor)
     if config.data.schema_path:
-        schema_gen = tfx.components.ImportSchemaGen(schema_file=config.data.schema_path)
+        schema_gen = curated_schema.CuratedSchemaGen(schema_file=config.data.schema_path)
     else:
         schema_gen = tfx.components.SchemaGen(
             statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False)
@@ -166,7 +156,7 @@ def create_pipeline(
     data_gate = DataValidationGate(
         statistics=statistics_gen.outputs["statistics"],
         anomalies=example_validator.outputs["anomalies"],
-        contract=json.dumps(data_contract(config), sort_keys=True))
+        contract=json.dumps(config.data_contract(), sort_keys=True))
 
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],

@@ -60,7 +60,9 @@ def check_config(config_file: Optional[str] = ConfigOption,
                   f"{len(config.features.all_names())} features, label "
                   f"'{config.label.column}' ({config.label.task}), "
                   f"span {config.data.span} of {config.data.input_base}, "
-                  f"{config.training.train_steps} training steps, pushes to "
+                  + (f"curated schema {config.data.schema_path}, " if config.data.schema_path
+                     else "")
+                  + f"{config.training.train_steps} training steps, pushes to "
                   f"{config.serving_model_dir}", highlight=False)
 
 

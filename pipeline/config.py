@@ -20,6 +20,8 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat,
                       PositiveInt, ValidationError, field_validator, model_validator)
 
+from pipeline import schema_file
+
 DEFAULT_CONFIG_FILE = "pipeline_config.yaml"
 CONFIG_ENV_VAR = "MLOPS_CONFIG"
 OVERRIDE_ENV_PREFIX = "MLOPS__"
@@ -277,6 +279,18 @@ class PipelineConfig(_Section):
     def serving_model_dir(self) -> str:
         return _join(self.serving.base_directory, self.serving.model_name)
 
+    def data_contract(self) -> dict[str, str]:
+        """Each declared column and what the data must hold for it: its kind ("numeric",
+        "bucketized", "categorical") or, for the label, "numeric_label" (regression, or a
+        positive_above threshold) or "label". Checked before training, and against a
+        curated schema on load."""
+        contract = {name: "numeric" for name in self.features.numeric}
+        contract.update({name: "bucketized" for name in self.features.bucketized})
+        contract.update({name: "categorical" for name in self.features.categorical})
+        numeric_label = self.label.task == "regression" or self.label.positive_above is not None
+        contract[self.label.column] = "numeric_label" if numeric_label else "label"
+        return contract
+
     def model_custom_config(self) -> dict[str, Any]:
         """What Transform and Trainer need, as plain JSON: `models/` never reads the file."""
         return {
@@ -420,7 +434,7 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Iterable[str
 
     _resolve_paths(config, config_path.parent)
     if check_files:
-        problems = _missing_files(config)
+        problems = _file_problems(config)
         if problems:
             raise ConfigError(source, problems)
     return config
@@ -440,7 +454,7 @@ def _resolve_paths(config: PipelineConfig, base: Path) -> None:
     config.kubeflow.output_file = absolute(config.kubeflow.output_file)
 
 
-def _missing_files(config: PipelineConfig) -> list[str]:
+def _file_problems(config: PipelineConfig) -> list[str]:
     problems = []
     data = config.data
     if not _is_remote(data.input_base):
@@ -452,7 +466,10 @@ def _missing_files(config: PipelineConfig) -> list[str]:
             if not glob.glob(pattern):
                 which = "any span" if data.span == "latest" else f"span {data.span}"
                 problems.append(f"data.span_pattern: no file for {which} matches {pattern}")
-    if data.schema_path and not _is_remote(data.schema_path) and not os.path.isfile(
-            data.schema_path):
-        problems.append(f"data.schema_path: file not found: {data.schema_path}")
+    if data.schema_path and not _is_remote(data.schema_path):
+        if os.path.isfile(data.schema_path):
+            problems.extend(f"data.schema_path: {problem}" for problem in
+                            schema_file.problems(data.schema_path, config.data_contract()))
+        else:
+            problems.append(f"data.schema_path: file not found: {data.schema_path}")
     return problems

@@ -41,6 +41,8 @@ def inputs_fingerprint(config: PipelineConfig) -> dict[str, str]:
     return {
         "config": config.model_dump_json(),
         "data": fingerprints.files_fingerprint(_span_pattern(config)),
+        # a curated schema edited in place keeps its path, so the config alone misses it
+        "schema": fingerprints.files_fingerprint(config.data.schema_path or ""),
         "code": fingerprints.source_fingerprint(
             [fingerprints.package_dir(name) for name in fingerprints.REPO_PACKAGES]),
         "tfx": metadata.version("tfx"),

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from pipeline import process
+from pipeline.config import load_config
 
 process.prepare(verbose=False)
 
@@ -79,6 +80,17 @@ def executor_beam_args(*options: str) -> list[str]:
     return [*options, f"--setup_file={REPO / 'setup.py'}"]
 
 
+def write_curated_schema(config_file: Path, leave_out: str = "", text_typed: str = "") -> str:
+    """A schema.pbtxt beside the config with every declared column (bar `leave_out`; text
+    typed for categorical ones, the label and `text_typed`); returns the override naming it."""
+    contract = load_config(config_file).data_contract()
+    lines = [f'feature {{ name: "{name}" type: '
+             f'{"BYTES" if kind in ("categorical", "label") or name == text_typed else "FLOAT"} }}'
+             for name, kind in contract.items() if name != leave_out]
+    (config_file.parent / "schema.pbtxt").write_text("\n".join(lines) + "\n")
+    return "data.schema_path=schema.pbtxt"
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     (tmp_path / "data").mkdir()
@@ -114,3 +126,4 @@ def pytest_unconfigure(config) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(_exit_status)
+

@@ -42,10 +42,11 @@ def test_categorical_columns_accept_numbers_and_text():
 
 
 def test_anomalies_are_listed_with_feature_and_reason():
+    # TFDV's descriptions end in a space, as here
     anomalies = anomalies_pb2.Anomalies()
     info = anomalies.anomaly_info["payment_type"]
     info.short_description = "Unexpected string values"
-    info.reason.add(description="Examples contain values missing from the schema: Bitcoin.")
+    info.reason.add(description="Examples contain values missing from the schema: Bitcoin. ")
     assert anomaly_problems(anomalies) == [
         "feature 'payment_type': Unexpected string values (Examples contain values missing "
         "from the schema: Bitcoin.)"]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import tensorflow_model_analysis as tfma
 
+from components import curated_schema
 from pipeline import builder
 from pipeline.config import load_config
 from tests.conftest import copy_taxi_span, write_config
@@ -61,7 +62,7 @@ def test_pusher_uses_the_versioned_executor_and_configured_directory(config):
 
 
 def test_data_contract_covers_features_and_label(config):
-    contract = builder.data_contract(config)
+    contract = config.data_contract()
     assert contract["fare"] == "numeric"
     assert contract["pickup_latitude"] == "bucketized"
     assert contract["payment_type"] == "categorical"
@@ -105,11 +106,15 @@ def test_code_fingerprint_reaches_transform_and_trainer(config):
 
 def test_the_same_pipeline_compiles_for_kubeflow_v2(config, tmp_path: Path):
     """Design check for the Kubeflow runner (its own issue): the pipeline this function
-    builds compiles to a KFP v2 spec, with the data gate still ahead of training. Only the
-    spec is checked; no cluster runs here."""
+    builds compiles to a KFP v2 spec, with the data gate still ahead of training and a
+    curated schema keyed by its content (KFP caches on parameters too). Only the spec is
+    checked; no cluster runs here."""
     import yaml
     from tfx import v1 as tfx
 
+    schema = tmp_path / "schema.pbtxt"
+    schema.write_text('feature { name: "fare" type: FLOAT }\n')
+    config.data.schema_path = str(schema)
     output = tmp_path / "pipeline.yaml"
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
@@ -122,6 +127,9 @@ def test_the_same_pipeline_compiles_for_kubeflow_v2(config, tmp_path: Path):
     assert {"CsvExampleGen", "DataValidationGate", "Transform", "Trainer", "Evaluator",
             "Pusher"} <= set(tasks)
     assert "DataValidationGate" in tasks["Transform"]["dependentTasks"]
+    parameters = tasks["ImportSchemaGen"]["inputs"]["parameters"]
+    assert parameters["content_fingerprint"]["runtimeValue"]["constantValue"]["stringValue"] \
+        == curated_schema.content_fingerprint(str(schema))
 
 
 def test_beam_gets_this_project_as_its_code_dependency(config):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ConfigError, env_overrides, load_config
-from tests.conftest import copy_taxi_span, write_config
+from tests.conftest import copy_taxi_span, write_config, write_curated_schema
 
 
 @pytest.fixture
@@ -85,6 +85,35 @@ def test_span_pattern_needs_a_span_placeholder(config_file: Path):
 def test_missing_schema_file(config_file: Path):
     message = one_problem(config_file, "data.schema_path=schema.pbtxt")
     assert message.startswith("data.schema_path: file not found: ")
+
+
+def test_a_curated_schema_with_every_declared_column_loads(config_file: Path):
+    config = load_config(config_file, [write_curated_schema(config_file)])
+    assert config.data.schema_path == str(config_file.parent / "schema.pbtxt")
+
+
+def test_curated_schema_that_is_not_a_schema(config_file: Path):
+    (config_file.parent / "schema.pbtxt").write_text('feature { name: "fare" kind: FLOAT }\n')
+    message = one_problem(config_file, "data.schema_path=schema.pbtxt")
+    assert message.startswith("data.schema_path: ")
+    assert "schema.pbtxt is not a schema in text format: line 1:" in message
+    assert '"kind"' in message
+
+
+def test_curated_schema_without_a_declared_column(config_file: Path):
+    message = one_problem(config_file, write_curated_schema(config_file, leave_out="trip_miles"))
+    assert message.endswith("schema.pbtxt has no feature 'trip_miles' (declared numeric)")
+
+
+def test_curated_schema_without_the_label(config_file: Path):
+    message = one_problem(config_file, write_curated_schema(config_file, leave_out="tips"))
+    assert message.endswith("schema.pbtxt has no feature 'tips' (the label)")
+
+
+def test_curated_schema_typing_a_numeric_column_as_text(config_file: Path):
+    message = one_problem(config_file, write_curated_schema(config_file, text_typed="fare"))
+    assert message.endswith("types 'fare' as BYTES, but it is declared numeric: "
+                            "INT or FLOAT needed")
 
 
 def test_lower_bound_above_upper_bound(config_file: Path):

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline import rerun_guard
 from pipeline.config import load_config
-from tests.conftest import copy_taxi_span, write_config
+from tests.conftest import copy_taxi_span, write_config, write_curated_schema
 
 
 @pytest.fixture
@@ -37,6 +37,14 @@ def test_a_changed_data_file_does_not_match(config_file: Path, workspace: Path):
     data_file = workspace / "data" / "span-1" / "trips.csv"
     data_file.write_text(data_file.read_text() + "\n")
     assert rerun_guard.matching_run(load_config(config_file)) is None
+
+
+def test_a_curated_schema_edited_in_place_does_not_match(config_file: Path, workspace: Path):
+    with_schema = write_curated_schema(config_file)
+    rerun_guard.remember(load_config(config_file, [with_schema]), "run-1", "")
+    schema = workspace / "schema.pbtxt"
+    schema.write_text(schema.read_text() + 'feature { name: "extra" type: INT }\n')
+    assert rerun_guard.matching_run(load_config(config_file, [with_schema])) is None
 
 
 def test_a_config_override_does_not_match(config_file: Path):
