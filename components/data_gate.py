@@ -70,6 +70,15 @@ def anomaly_problems(anomalies: anomalies_pb2.Anomalies) -> "list[str]":
     return problems
 
 
+def split_problems(stats: statistics_pb2.DatasetFeatureStatistics,
+                   anomalies: anomalies_pb2.Anomalies, contract: dict[str, str]) -> "list[str]":
+    """Everything wrong with one split; a split without rows is that one problem, not a
+    missing column per declared feature."""
+    if stats.num_examples == 0:
+        return ["no rows: the span's files hold no data rows for this split"]
+    return contract_problems(stats, contract) + anomaly_problems(anomalies)
+
+
 def _load_anomalies(artifact, split: str) -> anomalies_pb2.Anomalies:
     path = os.path.join(artifact_utils.get_split_uri([artifact], split), ANOMALIES_FILE)
     anomalies = anomalies_pb2.Anomalies()
@@ -92,8 +101,7 @@ def DataValidationGate(
     problems = []
     for split in artifact_utils.decode_split_names(statistics.split_names):
         stats = stats_artifact_utils.load_statistics(statistics, split).proto().datasets[0]
-        problems += [f"split {split}: {p}" for p in contract_problems(stats, expected)]
-        problems += [f"split {split}: {p}" for p in anomaly_problems(
-            _load_anomalies(anomalies, split))]
+        problems += [f"split {split}: {p}" for p in split_problems(
+            stats, _load_anomalies(anomalies, split), expected)]
     if problems:
         raise DataValidationError("data validation failed:\n  - " + "\n  - ".join(problems))

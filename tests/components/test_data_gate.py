@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 
-from components.data_gate import anomaly_problems, contract_problems
+from components.data_gate import anomaly_problems, contract_problems, split_problems
 
 Stats = statistics_pb2.FeatureNameStatistics
 
@@ -65,3 +65,23 @@ def test_missing_feature_values_are_allowed():
     stats.features[0].num_stats.common_stats.num_missing = 40
     stats.features[1].string_stats.common_stats.num_missing = 40
     assert contract_problems(stats, {"fare": "numeric", "company": "categorical"}) == []
+
+
+def test_a_split_without_rows_is_one_problem_not_one_per_feature():
+    empty = statistics_pb2.DatasetFeatureStatistics(num_examples=0)
+    anomalies = anomalies_pb2.Anomalies()
+    anomalies.dataset_anomaly_info.reason.add(description="no examples")
+    assert split_problems(empty, anomalies, {"fare": "numeric", "tips": "numeric_label"}) == [
+        "no rows: the span's files hold no data rows for this split"]
+
+
+def test_a_split_with_rows_gets_contract_and_anomaly_problems():
+    stats = stats_with(fare=Stats.STRING)
+    stats.num_examples = 10
+    anomalies = anomalies_pb2.Anomalies()
+    anomalies.anomaly_info["fare"].short_description = "Unexpected data type"
+    assert split_problems(stats, anomalies, {"fare": "numeric", "tips": "label"}) == [
+        "feature 'fare': declared numeric but holds STRING values (a number column with "
+        "text in it?)",
+        "feature 'tips': column is missing (declared label)",
+        "feature 'fare': Unexpected data type"]
