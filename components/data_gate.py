@@ -31,15 +31,17 @@ def _feature_types(stats: statistics_pb2.DatasetFeatureStatistics) -> dict[str, 
             statistics_pb2.FeatureNameStatistics.Type.Name(f.type) for f in stats.features}
 
 
-def _rows_without_value(feature: statistics_pb2.FeatureNameStatistics) -> int:
+def _common_stats(feature: statistics_pb2.FeatureNameStatistics
+                  ) -> statistics_pb2.CommonStatistics:
     kind = feature.WhichOneof("stats")  # num_stats, string_stats, bytes_stats, ...
-    return int(getattr(feature, kind).common_stats.num_missing) if kind else 0
+    return getattr(feature, kind).common_stats if kind else statistics_pb2.CommonStatistics()
 
 
 def contract_problems(stats: statistics_pb2.DatasetFeatureStatistics,
                       contract: dict[str, str]) -> "list[str]":
-    """Declared features that are missing, or whose values cannot be what was declared;
-    and labels left empty (a row without a label cannot be learned from)."""
+    """Declared features that are missing, empty in every row, or whose values cannot be
+    what was declared; and labels left empty (a row without a label cannot be learned
+    from). `stats` describes a split with rows (`split_problems` checks that first)."""
     types = _feature_types(stats)
     by_name = {(f.path.step[0] if f.path.step else f.name): f for f in stats.features}
     problems = []
@@ -47,11 +49,17 @@ def contract_problems(stats: statistics_pb2.DatasetFeatureStatistics,
         if name not in types:
             problems.append(f"feature '{name}': column is missing (declared {kind})")
             continue
+        common = _common_stats(by_name[name])
+        if common.num_non_missing == 0:  # an empty column is typed STRING: say empty
+            what = "label" if kind in ("label", "numeric_label") else "feature"
+            problems.append(f"{what} '{name}': no value in any of the {stats.num_examples} "
+                            f"rows (declared {kind})")
+            continue
         if kind in NUMERIC_KINDS and types[name] not in ("INT", "FLOAT"):
             problems.append(f"feature '{name}': declared {kind} but holds {types[name]} "
                             "values (a number column with text in it?)")
         if kind in ("label", "numeric_label"):
-            empty = _rows_without_value(by_name[name])
+            empty = int(common.num_missing)
             if empty:
                 problems.append(f"label '{name}': no value in {empty} of "
                                 f"{stats.num_examples} rows")

@@ -9,11 +9,18 @@ Stats = statistics_pb2.FeatureNameStatistics
 
 
 def stats_with(**types: int) -> statistics_pb2.DatasetFeatureStatistics:
-    stats = statistics_pb2.DatasetFeatureStatistics()
+    """Statistics of 100 rows, each column of the given type with a value in every row."""
+    stats = statistics_pb2.DatasetFeatureStatistics(num_examples=100)
     for name, kind in types.items():
         feature = stats.features.add(type=kind)
         feature.path.step.append(name)
+        common(feature).num_non_missing = 100
     return stats
+
+
+def common(feature: statistics_pb2.FeatureNameStatistics) -> statistics_pb2.CommonStatistics:
+    numeric = feature.type in (Stats.INT, Stats.FLOAT)
+    return (feature.num_stats if numeric else feature.string_stats).common_stats
 
 
 def test_clean_data_has_no_problems():
@@ -54,8 +61,8 @@ def test_anomalies_are_listed_with_feature_and_reason():
 
 def test_rows_without_a_label_are_reported():
     stats = stats_with(fare=Stats.FLOAT, tips=Stats.FLOAT)
-    stats.num_examples = 100
-    stats.features[1].num_stats.common_stats.num_missing = 3
+    common(stats.features[1]).num_non_missing = 97
+    common(stats.features[1]).num_missing = 3
     assert contract_problems(stats, {"fare": "numeric", "tips": "numeric_label"}) == [
         "label 'tips': no value in 3 of 100 rows"]
 
@@ -65,6 +72,19 @@ def test_missing_feature_values_are_allowed():
     stats.features[0].num_stats.common_stats.num_missing = 40
     stats.features[1].string_stats.common_stats.num_missing = 40
     assert contract_problems(stats, {"fare": "numeric", "company": "categorical"}) == []
+
+
+def test_a_column_empty_in_every_row_is_called_empty_not_text():
+    # TFDV types a column without any value STRING; "holds STRING values" would mislead
+    stats = stats_with(fare=Stats.STRING, company=Stats.STRING, tips=Stats.STRING)
+    for feature in stats.features:
+        common(feature).num_non_missing = 0
+        common(feature).num_missing = 100
+    assert contract_problems(stats, {"fare": "numeric", "company": "categorical",
+                                     "tips": "numeric_label"}) == [
+        "feature 'fare': no value in any of the 100 rows (declared numeric)",
+        "feature 'company': no value in any of the 100 rows (declared categorical)",
+        "label 'tips': no value in any of the 100 rows (declared numeric_label)"]
 
 
 def test_a_split_without_rows_is_one_problem_not_one_per_feature():
@@ -77,7 +97,6 @@ def test_a_split_without_rows_is_one_problem_not_one_per_feature():
 
 def test_a_split_with_rows_gets_contract_and_anomaly_problems():
     stats = stats_with(fare=Stats.STRING)
-    stats.num_examples = 10
     anomalies = anomalies_pb2.Anomalies()
     anomalies.anomaly_info["fare"].short_description = "Unexpected data type"
     assert split_problems(stats, anomalies, {"fare": "numeric", "tips": "label"}) == [
