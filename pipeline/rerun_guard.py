@@ -4,10 +4,12 @@ With unchanged data, config and code, every TFX component would be a cache hit a
 nothing would be pushed; but reaching that verdict through TFX costs half a minute of
 importing TensorFlow, Beam and TFX on a 2-core machine. This guard reaches the same
 verdict from the same facts TFX's cache keys on (the resolved config, the span files'
-names, sizes and times, the pipeline's code and the TFX version) in milliseconds, and
-shows the summary of the run it matches. `mlops run --force` goes through TFX anyway.
+names, sizes and times, the pipeline's code and the TFX version) and from what the
+serving directory holds, in milliseconds, and shows the summary of the run it matches.
+`mlops run --force` goes through TFX anyway.
 
-Only local pipeline roots are guarded; the record lives beside the artifacts.
+Only local pipeline roots and serving directories are guarded; the record lives beside
+the artifacts.
 """
 from __future__ import annotations
 
@@ -23,8 +25,10 @@ RECORD_NAME = "last_completed_run.json"
 
 
 def _record_path(config: PipelineConfig) -> Optional[str]:
+    """Where the record lives; None where the guard cannot see the facts cheaply (a
+    pipeline root or serving directory in a bucket)."""
     root = config.pipeline.root
-    if "://" in root:
+    if "://" in root or "://" in config.serving_model_dir:
         return None
     return os.path.join(root, ".mlops", RECORD_NAME)
 
@@ -43,6 +47,8 @@ def inputs_fingerprint(config: PipelineConfig) -> dict[str, str]:
         "data": fingerprints.files_fingerprint(_span_pattern(config)),
         # a curated schema edited in place keeps its path, so the config alone misses it
         "schema": fingerprints.files_fingerprint(config.data.schema_path or ""),
+        # its replayed summary names served versions: they must still be there
+        "served": fingerprints.files_fingerprint(os.path.join(config.serving_model_dir, "*")),
         "code": fingerprints.source_fingerprint(
             [fingerprints.package_dir(name) for name in fingerprints.REPO_PACKAGES]),
         "tfx": metadata.version("tfx"),

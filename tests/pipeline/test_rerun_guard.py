@@ -47,6 +47,25 @@ def test_a_curated_schema_edited_in_place_does_not_match(config_file: Path, work
     assert rerun_guard.matching_run(load_config(config_file, [with_schema])) is None
 
 
+def test_a_removed_served_version_does_not_match(config_file: Path):
+    """Else the replayed summary would name a version that is gone ("Pushed version 1")."""
+    config = load_config(config_file)
+    version = Path(config.serving_model_dir, "1")
+    version.mkdir(parents=True)
+    (version / "saved_model.pb").write_bytes(b"model")
+    rerun_guard.remember(config, "run-1", "Pushed version 1")
+    assert rerun_guard.matching_run(load_config(config_file)) is not None
+    (version / "saved_model.pb").unlink()
+    version.rmdir()
+    assert rerun_guard.matching_run(load_config(config_file)) is None
+
+
+def test_a_serving_directory_in_a_bucket_is_not_guarded(config_file: Path):
+    config = load_config(config_file, ["serving.base_directory=gs://bucket/models"])
+    rerun_guard.remember(config, "run-1", "")
+    assert rerun_guard.matching_run(config) is None
+
+
 def test_a_config_override_does_not_match(config_file: Path):
     rerun_guard.remember(load_config(config_file), "run-1", "")
     assert rerun_guard.matching_run(
