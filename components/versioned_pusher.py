@@ -9,7 +9,10 @@ executor keeps TFX's blessing check and its metadata, and changes how the copy l
 - the model is written to a hidden staging folder beside the versions, then renamed into
   place: TF Serving ignores names that are not integers, and a rename is atomic on a
   local or POSIX file system, so a version appears complete or not at all;
-- a model that is already the newest version is not pushed again (an unchanged re-run).
+- a model that is already the newest version is not pushed again (an unchanged re-run);
+- two pushes at once (a scheduled run overlapping a manual one) both land: a push whose
+  version number was taken meanwhile takes the next one, and a push removes only staging
+  folders old enough to have been abandoned (their name carries their start time).
 
 Each version carries `assets.extra/push_manifest.json` (source model, time, run): TF
 Serving ignores extra assets, and operators can tell what a version is.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import time
 import uuid
 from typing import Any, Optional
 
@@ -34,6 +38,8 @@ MANIFEST_PATH = os.path.join("assets.extra", "push_manifest.json")
 STAGING_PREFIX = ".staging-"
 VERSION_RECORD = ".last_version"
 SKIPPED_REASON_KEY = "skipped_reason"
+ABANDONED_STAGING_S = 6 * 3600  # no copy of a model takes this long; a killed push's does
+PUBLISH_ATTEMPTS = 20
 
 
 def existing_versions(base_directory: str) -> list[int]:
@@ -66,23 +72,69 @@ def publish_model(model_path: str, base_directory: str, manifest: dict[str, Any]
     On any failure the staging folder is removed and no version folder is created.
     """
     fileio.makedirs(base_directory)
-    for name in fileio.listdir(base_directory):
-        if name.rstrip("/").startswith(STAGING_PREFIX):  # left by a process that was killed
-            io_utils.delete_dir(os.path.join(base_directory, name.rstrip("/")))
-    version = next_version(base_directory)
-    staging = os.path.join(base_directory, f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
-    final = os.path.join(base_directory, str(version))
+    remove_abandoned_staging(base_directory)
+    staging = os.path.join(base_directory,
+                           f"{STAGING_PREFIX}{int(time.time())}-{uuid.uuid4().hex[:8]}")
     try:
         io_utils.copy_dir(model_path, staging)
-        io_utils.write_string_file(os.path.join(staging, MANIFEST_PATH),
-                                   json.dumps({**manifest, "version": version}, indent=2))
-        fileio.rename(staging, final)
+        version, final = _rename_into_next_version(staging, base_directory, manifest)
     except BaseException:
         if fileio.exists(staging):
             io_utils.delete_dir(staging)
         raise
-    io_utils.write_string_file(os.path.join(base_directory, VERSION_RECORD), str(version))
+    _record_version(base_directory, version)
     return version, final
+
+
+def _rename_into_next_version(staging: str, base_directory: str,
+                              manifest: dict[str, Any]) -> tuple[int, str]:
+    """Renames `staging` to the next free version; a number taken meanwhile is skipped.
+
+    The rename does not replace an existing version (TFX's file systems refuse to, and
+    POSIX cannot rename onto a non-empty folder), so the loser of a race tries again.
+    """
+    for _ in range(PUBLISH_ATTEMPTS):
+        version = next_version(base_directory)
+        final = os.path.join(base_directory, str(version))
+        io_utils.write_string_file(os.path.join(staging, MANIFEST_PATH),
+                                   json.dumps({**manifest, "version": version}, indent=2))
+        try:
+            fileio.rename(staging, final)
+            return version, final
+        except Exception:  # pylint: disable=broad-except  # each file system its own error
+            if not fileio.exists(final):
+                raise
+            logging.info("Version %s was pushed meanwhile by another run; trying the next.",
+                         version)
+    raise RuntimeError(f"no free version number in {base_directory} after "
+                       f"{PUBLISH_ATTEMPTS} attempts")
+
+
+def _record_version(base_directory: str, version: int) -> None:
+    """Records `version` unless a concurrent push already recorded a higher one."""
+    record = os.path.join(base_directory, VERSION_RECORD)
+    recorded = int(io_utils.read_string_file(record).strip() or 0) if fileio.exists(record) else 0
+    if version > recorded:
+        io_utils.write_string_file(record, str(version))
+
+
+def remove_abandoned_staging(base_directory: str, now: Optional[float] = None) -> list[str]:
+    """Removes staging folders left by killed pushes; a push in progress elsewhere is kept.
+
+    A staging name is `.staging-<start time>-<random>`; a name without a readable time
+    (written by an older version of this pusher) counts as abandoned.
+    """
+    now = time.time() if now is None else now
+    removed = []
+    for name in (entry.rstrip("/") for entry in fileio.listdir(base_directory)):
+        if not name.startswith(STAGING_PREFIX):
+            continue
+        started = name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if started.isdigit() and now - int(started) < ABANDONED_STAGING_S:
+            continue
+        io_utils.delete_dir(os.path.join(base_directory, name))
+        removed.append(name)
+    return removed
 
 
 class Executor(pusher_executor.Executor):

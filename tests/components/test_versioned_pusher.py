@@ -1,8 +1,10 @@
 """The versioned pusher: whole versions, always increasing, nothing partial after a crash."""
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -90,11 +92,65 @@ def _copy_dir_with(copy_file):
 
 def test_staging_left_by_a_killed_push_is_cleaned_up(saved_model: Path, tmp_path: Path):
     base = tmp_path / "serving"
-    (base / ".staging-1-deadbeef" / "variables").mkdir(parents=True)
+    long_ago = int(time.time()) - versioned_pusher.ABANDONED_STAGING_S - 60
+    for name in (f".staging-{long_ago}-deadbeef", ".staging-1-abc", ".staging-old"):
+        (base / name / "variables").mkdir(parents=True)
     version, _ = versioned_pusher.publish_model(str(saved_model / "Format-Serving"),
                                                 str(base), {})
     assert version == 1
     assert children(base) == [".last_version", "1"]
+
+
+def test_the_staging_of_a_push_in_progress_elsewhere_is_kept(saved_model: Path,
+                                                            tmp_path: Path):
+    base = tmp_path / "serving"
+    in_progress = base / f".staging-{int(time.time()) - 60}-cafe0123"
+    (in_progress / "variables").mkdir(parents=True)
+    versioned_pusher.publish_model(str(saved_model / "Format-Serving"), str(base), {})
+    assert in_progress.is_dir()
+    assert children(base) == [".last_version", in_progress.name, "1"]
+
+
+def test_a_version_number_taken_meanwhile_is_skipped(saved_model: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch):
+    """Another run renamed its model to the number this push chose: this push must not
+    replace it, and lands as the next version."""
+    base = tmp_path / "serving"
+    versioned_pusher.publish_model(str(saved_model / "Format-Serving"), str(base),
+                                   {"run": "other"})
+    real_next_version = versioned_pusher.next_version
+    answers = iter([1])  # stale: chosen before the other run's rename
+
+    monkeypatch.setattr(versioned_pusher, "next_version",
+                        lambda folder: next(answers, None) or real_next_version(folder))
+    version, path = versioned_pusher.publish_model(str(saved_model / "Format-Serving"),
+                                                   str(base), {"run": "this"})
+    assert (version, path) == (2, str(base / "2"))
+    assert versioned_pusher.read_manifest(str(base / "1"))["run"] == "other"
+    assert versioned_pusher.read_manifest(str(base / "2")) == {"run": "this", "version": 2}
+    assert children(base) == [".last_version", "1", "2"]
+    assert (base / ".last_version").read_text() == "2"
+
+
+def test_concurrent_pushes_all_land_as_distinct_whole_versions(saved_model: Path,
+                                                              tmp_path: Path):
+    base = tmp_path / "serving"
+
+    def push_three(run: str) -> list[int]:
+        return [versioned_pusher.publish_model(str(saved_model / "Format-Serving"), str(base),
+                                               {"run": run})[0] for _ in range(3)]
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        pushed = list(pool.map(push_three, ["a", "b", "c"]))
+    versions = sorted(v for run in pushed for v in run)
+    assert versions == list(range(1, 10))
+    assert versioned_pusher.existing_versions(str(base)) == versions
+    for run, run_versions in zip("abc", pushed):
+        for version in run_versions:
+            manifest = versioned_pusher.read_manifest(str(base / str(version)))
+            assert manifest == {"run": run, "version": version}
+            assert (base / str(version) / "saved_model.pb").exists()
+    assert not [name for name in children(base) if name.startswith(".staging-")]
 
 
 def _executor_inputs(saved_model: Path, tmp_path: Path, blessed: bool):
