@@ -173,7 +173,7 @@ class Executor(pusher_executor.Executor):
             "model_uri": model.uri,
             "model_id": model.id,
             "pushed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "pipeline_run": exec_properties.get("pipeline_run_id", ""),
+            "pipeline_run": (self._context and self._context.pipeline_run_id) or "",
         }
         version, path = publish_model(self.GetModelPath(input_dict), base_directory, manifest)
         self._MarkPushed(model_push, pushed_destination=path, pushed_version=str(version))

@@ -5,13 +5,14 @@ so both take the same config and produce the same report.
 """
 from __future__ import annotations
 
+import datetime
 import gc
 import os
-import time
 from typing import Optional
 
 from pipeline import process, quiet
 from pipeline.config import PipelineConfig, load_config
+
 
 def metadata_connection_config(config: PipelineConfig):
     from tfx import v1 as tfx
@@ -47,20 +48,36 @@ def run_pipeline(config: PipelineConfig, verbose: bool = False,
     runner moves on, for progress displays.
     """
     from pipeline import beam_tuning, builder, run_report
-    from tfx import v1 as tfx
 
     beam_tuning.apply()
     connection = metadata_connection_config(config)
     pipeline = builder.create_pipeline(
         config, metadata_connection_config=connection)
-    started = time.time()
+    run_id = datetime.datetime.now().isoformat()  # the form LocalDagRunner gives run ids
     error: Optional[BaseException] = None
     with quiet.node_events(_freezing_heap(on_node)):
         try:
-            tfx.orchestration.LocalDagRunner().run(pipeline)
+            _runner_with_run_id(run_id).run(pipeline)
         except Exception as exc:  # the report says which component failed and why
             error = exc
-    return run_report.collect(config, connection, since=started, error=error)
+    return run_report.collect(config, connection, run_id=run_id, error=error)
+
+
+def _runner_with_run_id(run_id: str):
+    """A LocalDagRunner whose run takes `run_id`, so the report reads this run and not,
+    when two runs share the metadata store, whichever started last."""
+    from tfx import v1 as tfx
+    from tfx.dsl.compiler import constants
+    from tfx.orchestration.portable import runtime_parameter_utils
+
+    class RunnerWithRunId(tfx.orchestration.LocalDagRunner):
+        def run_with_ir(self, pipeline, run_options=None):
+            # LocalDagRunner binds its own id only where the parameter is still unbound
+            runtime_parameter_utils.substitute_runtime_parameter(
+                pipeline, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
+            return super().run_with_ir(pipeline, run_options)
+
+    return RunnerWithRunId()
 
 
 def main_for_tfx_cli() -> int:

@@ -73,12 +73,6 @@ class RunReport:
         return 0 if self.succeeded else 1
 
 
-def _newest_run_context(store: metadata_store.MetadataStore, since_ms: int):
-    runs = [c for c in store.get_contexts_by_type("pipeline_run")
-            if c.create_time_since_epoch >= since_ms]
-    return max(runs, key=lambda c: c.create_time_since_epoch) if runs else None
-
-
 def _node_name(store, execution, pipeline_name: str) -> str:
     for context in store.get_contexts_by_execution(execution.id):
         if context.name.startswith(pipeline_name + "."):
@@ -158,11 +152,11 @@ def _tfma_metric_name(class_name: str, values: dict[str, float]) -> str:
     return snake
 
 
-def collect(config: PipelineConfig, connection_config, since: float,
+def collect(config: PipelineConfig, connection_config, run_id: str,
             error: Optional[BaseException] = None) -> RunReport:
-    """Reads the newest run started after `since` (a Unix time) from the metadata store."""
+    """Reads the run `run_id` from the metadata store (None: it recorded nothing)."""
     store = metadata_store.MetadataStore(connection_config)
-    run = _newest_run_context(store, int(since * 1000) - 1000)
+    run = store.get_context_by_type_and_name("pipeline_run", run_id)
     report = RunReport(config.pipeline.name, run.name if run else None, [],
                        train_spans=config.data.train_spans, error=_describe_error(error))
     if run is None:

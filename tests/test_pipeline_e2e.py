@@ -58,6 +58,7 @@ def test_first_run_pushes_version_1(site: Path):
     assert {c.name: c.state for c in report.components}["Pusher"] == "done"
     manifest = versioned_pusher.read_manifest(os.path.join(config.serving_model_dir, "1"))
     assert manifest["version"] == 1 and manifest["model_uri"].startswith(config.pipeline.root)
+    assert manifest["pipeline_run"] == report.run_id  # the run the report read, by its id
     assert all(check.passed and check.value is not None for check in report.metrics)
 
 
