@@ -240,7 +240,8 @@ def _threshold_text(check: MetricCheck) -> str:
     if t.upper_bound is not None:
         parts.append(f"<= {t.upper_bound:g}")
     if t.max_regression is not None:
-        parts.append(f"change {'>= -' if t.higher_is_better else '<= +'}{t.max_regression:g}")
+        sign = "" if t.max_regression == 0 else "-" if t.higher_is_better else "+"
+        parts.append(f"change {'>=' if t.higher_is_better else '<='} {sign}{t.max_regression:g}")
     return "; ".join(parts)
 
 
