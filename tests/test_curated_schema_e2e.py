@@ -18,8 +18,11 @@ from tests.conftest import copy_taxi_span, write_config
 pytestmark = pytest.mark.slow
 
 ROWS = 600
+# No comparison with the served model: the third run retrains, and whether that model
+# beats the first is not what this test is about.
 SETTINGS = {"training.train_steps": 100, "training.eval_steps": 5, "training.batch_size": 64,
-            "evaluation.thresholds": [{"metric": "AUC", "lower_bound": 0.5}]}
+            "evaluation.thresholds": [{"metric": "AUC", "lower_bound": 0.5,
+                                       "max_regression": None}]}
 
 
 def newest_inferred_schema(pipeline_root: str) -> schema_pb2.Schema:
@@ -62,4 +65,4 @@ def test_a_curated_schema_judges_the_data_and_its_edits_take_effect(tmp_path: Pa
     assert accepted.succeeded, accepted.error
     states = {c.name: c.state for c in accepted.components}
     assert states["ImportSchemaGen"] == "done" and states["Trainer"] == "done", states
-    assert accepted.pushed_version == "2"
+    assert accepted.pushed_version == "2", accepted.not_pushed_reason
