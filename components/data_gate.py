@@ -16,19 +16,15 @@ from tfx import v1 as tfx
 from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.types import artifact_utils
 
+from models import features as feature_lib
+
 ANOMALIES_FILE = "SchemaDiff.pb"
 NUMERIC_TYPES = {statistics_pb2.FeatureNameStatistics.INT,
                  statistics_pb2.FeatureNameStatistics.FLOAT}
-NUMERIC_KINDS = {"numeric", "bucketized", "numeric_label"}
 
 
 class DataValidationError(RuntimeError):
     """The data of this run cannot be trained on; the message lists every problem."""
-
-
-def _feature_types(stats: statistics_pb2.DatasetFeatureStatistics) -> dict[str, str]:
-    return {(f.path.step[0] if f.path.step else f.name):
-            statistics_pb2.FeatureNameStatistics.Type.Name(f.type) for f in stats.features}
 
 
 def _common_stats(feature: statistics_pb2.FeatureNameStatistics
@@ -42,23 +38,24 @@ def contract_problems(stats: statistics_pb2.DatasetFeatureStatistics,
     """Declared features that are missing, empty in every row, or whose values cannot be
     what was declared; and labels left empty (a row without a label cannot be learned
     from). `stats` describes a split with rows (`split_problems` checks that first)."""
-    types = _feature_types(stats)
     by_name = {(f.path.step[0] if f.path.step else f.name): f for f in stats.features}
     problems = []
     for name, kind in contract.items():
-        if name not in types:
+        if name not in by_name:
             problems.append(f"feature '{name}': column is missing (declared {kind})")
             continue
-        common = _common_stats(by_name[name])
+        feature = by_name[name]
+        common = _common_stats(feature)
         if common.num_non_missing == 0:  # an empty column is typed STRING: say empty
-            what = "label" if kind in ("label", "numeric_label") else "feature"
+            what = "label" if kind in feature_lib.LABEL_KINDS else "feature"
             problems.append(f"{what} '{name}': no value in any of the {stats.num_examples} "
                             f"rows (declared {kind})")
             continue
-        if kind in NUMERIC_KINDS and types[name] not in ("INT", "FLOAT"):
-            problems.append(f"feature '{name}': declared {kind} but holds {types[name]} "
+        if kind in feature_lib.NUMERIC_KINDS and feature.type not in NUMERIC_TYPES:
+            type_name = statistics_pb2.FeatureNameStatistics.Type.Name(feature.type)
+            problems.append(f"feature '{name}': declared {kind} but holds {type_name} "
                             "values (a number column with text in it?)")
-        if kind in ("label", "numeric_label"):
+        if kind in feature_lib.LABEL_KINDS:
             empty = int(common.num_missing)
             if empty:
                 problems.append(f"label '{name}': no value in {empty} of "

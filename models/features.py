@@ -18,6 +18,14 @@ MULTICLASS = "multiclass_classification"
 REGRESSION = "regression"
 
 LABEL_VOCABULARY = "label"
+
+# What the data must hold for each declared column (`PipelineConfig.data_contract`): a
+# feature's kind above, or for the label one of these. Checked before training
+# (`components/data_gate.py`) and against a curated schema (`pipeline/schema_file.py`).
+LABEL = "label"
+NUMERIC_LABEL = "numeric_label"
+LABEL_KINDS = frozenset({LABEL, NUMERIC_LABEL})
+NUMERIC_KINDS = frozenset({NUMERIC, BUCKETIZED, NUMERIC_LABEL})
 DEFAULT_BINARY_CLASS_NAMES = ("0", "1")
 
 

@@ -171,10 +171,15 @@ def run_fn(fn_args) -> None:
                               num_classes)
 
     transform_graph = signatures.load_transform_graph(tf_transform_output)
-    train_data, eval_data = (
-        _transformed_batches(files, fn_args.data_accessor, tf_transform_output,
-                             transform_graph, spec.label_key, batch_size, shuffle)
-        for files, shuffle in ((fn_args.train_files, False), (fn_args.eval_files, True)))
+
+    def batches(files, shuffle: bool) -> tf.data.Dataset:
+        return _transformed_batches(files, fn_args.data_accessor, tf_transform_output,
+                                    transform_graph, spec.label_key, batch_size, shuffle)
+
+    # Training data is shuffled after its cache, anew each epoch (`training_batches`);
+    # the eval steps take a shuffled sample of the eval split, as TFX's reader did.
+    train_data = batches(fn_args.train_files, shuffle=False)
+    eval_data = batches(fn_args.eval_files, shuffle=True)
     with tempfile.TemporaryDirectory(prefix="transformed-") as cache_dir:
         train(model, spec,
               training_batches(train_data, os.path.join(cache_dir, "train"), batch_size),

@@ -20,6 +20,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat,
                       PositiveInt, ValidationError, field_validator, model_validator)
 
+from models import features as feature_lib
 from pipeline import schema_file
 
 DEFAULT_CONFIG_FILE = "pipeline_config.yaml"
@@ -280,15 +281,16 @@ class PipelineConfig(_Section):
         return _join(self.serving.base_directory, self.serving.model_name)
 
     def data_contract(self) -> dict[str, str]:
-        """Each declared column and what the data must hold for it: its kind ("numeric",
-        "bucketized", "categorical") or, for the label, "numeric_label" (regression, or a
-        positive_above threshold) or "label". Checked before training, and against a
-        curated schema on load."""
-        contract = {name: "numeric" for name in self.features.numeric}
-        contract.update({name: "bucketized" for name in self.features.bucketized})
-        contract.update({name: "categorical" for name in self.features.categorical})
-        numeric_label = self.label.task == "regression" or self.label.positive_above is not None
-        contract[self.label.column] = "numeric_label" if numeric_label else "label"
+        """Each declared column and what the data must hold for it: its kind, or for the
+        label NUMERIC_LABEL (regression, or a positive_above threshold) or LABEL (kinds in
+        `models/features.py`). Checked before training, and against a curated schema."""
+        contract = {name: feature_lib.NUMERIC for name in self.features.numeric}
+        contract.update({name: feature_lib.BUCKETIZED for name in self.features.bucketized})
+        contract.update({name: feature_lib.CATEGORICAL for name in self.features.categorical})
+        numeric_label = (self.label.task == feature_lib.REGRESSION
+                         or self.label.positive_above is not None)
+        contract[self.label.column] = (feature_lib.NUMERIC_LABEL if numeric_label
+                                       else feature_lib.LABEL)
         return contract
 
     def model_custom_config(self) -> dict[str, Any]:
@@ -305,7 +307,8 @@ def _join(base: str, *parts: str) -> str:
         Path(base, *parts))
 
 
-def _is_remote(path: str) -> bool:
+def is_remote(path: str) -> bool:
+    """A URI (gs://, s3://...), which local file checks and paths leave alone."""
     return bool(_URI_SCHEME.match(path))
 
 
@@ -442,7 +445,7 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Iterable[str
 
 def _resolve_paths(config: PipelineConfig, base: Path) -> None:
     def absolute(value: Optional[str]) -> Optional[str]:
-        if value is None or _is_remote(value):
+        if value is None or is_remote(value):
             return value
         return str((base / value).resolve())
 
@@ -457,7 +460,7 @@ def _resolve_paths(config: PipelineConfig, base: Path) -> None:
 def _file_problems(config: PipelineConfig) -> list[str]:
     problems = []
     data = config.data
-    if not _is_remote(data.input_base):
+    if not is_remote(data.input_base):
         if not os.path.isdir(data.input_base):
             problems.append(f"data.input_base: folder not found: {data.input_base}")
         else:
@@ -466,7 +469,7 @@ def _file_problems(config: PipelineConfig) -> list[str]:
             if not glob.glob(pattern):
                 which = "any span" if data.span == "latest" else f"span {data.span}"
                 problems.append(f"data.span_pattern: no file for {which} matches {pattern}")
-    if data.schema_path and not _is_remote(data.schema_path):
+    if data.schema_path and not is_remote(data.schema_path):
         if os.path.isfile(data.schema_path):
             problems.extend(f"data.schema_path: {problem}" for problem in
                             schema_file.problems(data.schema_path, config.data_contract()))

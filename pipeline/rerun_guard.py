@@ -19,7 +19,7 @@ from importlib import metadata
 from typing import Optional
 
 from pipeline import fingerprints
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, is_remote
 
 RECORD_NAME = "last_completed_run.json"
 
@@ -27,10 +27,9 @@ RECORD_NAME = "last_completed_run.json"
 def _record_path(config: PipelineConfig) -> Optional[str]:
     """Where the record lives; None where the guard cannot see the facts cheaply (a
     pipeline root or serving directory in a bucket)."""
-    root = config.pipeline.root
-    if "://" in root or "://" in config.serving_model_dir:
+    if is_remote(config.pipeline.root) or is_remote(config.serving_model_dir):
         return None
-    return os.path.join(root, ".mlops", RECORD_NAME)
+    return os.path.join(config.pipeline.root, ".mlops", RECORD_NAME)
 
 
 def _span_pattern(config: PipelineConfig) -> str:

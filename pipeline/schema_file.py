@@ -11,7 +11,8 @@ from __future__ import annotations
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-NUMERIC_KINDS = {"numeric", "bucketized", "numeric_label"}
+from models import features as feature_lib
+
 NUMERIC_TYPES = {schema_pb2.INT, schema_pb2.FLOAT}
 
 
@@ -34,10 +35,10 @@ def problems(path: str, contract: dict[str, str]) -> list[str]:
     types = {feature.name: feature.type for feature in schema.feature}
     found = []
     for name, kind in contract.items():
-        what = "the label" if kind in ("label", "numeric_label") else f"declared {kind}"
+        what = "the label" if kind in feature_lib.LABEL_KINDS else f"declared {kind}"
         if name not in types:
             found.append(f"{path} has no feature '{name}' ({what})")
-        elif kind in NUMERIC_KINDS and types[name] not in NUMERIC_TYPES:
+        elif kind in feature_lib.NUMERIC_KINDS and types[name] not in NUMERIC_TYPES:
             found.append(f"{path} types '{name}' as {schema_pb2.FeatureType.Name(types[name])}, "
                          f"but it is {what}: INT or FLOAT needed")
     return found
