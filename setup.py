@@ -15,6 +15,7 @@ setup(
     include_package_data=True,
     install_requires=[
         "tfx[kfp]==1.16.0",
+        "kfp-kubernetes==1.0.0",  # PVC mounts in the Kubeflow package
         "apache-beam[gcp]==2.59.0",
         "tensorflow==2.16.2",
         "tensorflow-model-analysis==0.47.1",

@@ -11,6 +11,10 @@ Files are read a column at a time (`csv_columns`), into the Examples CsvExampleG
 
 Only the newest span's files are in TFX's cache key: older spans are expected not to
 change once written, as the layout implies. Spans missing inside the window are skipped.
+
+Where no driver ran (Kubeflow Pipelines never runs TFX's `preCacheCheck` driver), the
+executor resolves the span itself, with the driver's own input processor, at run time:
+a scheduled run reads the newest span present when it starts, not when it was compiled.
 """
 from __future__ import annotations
 
@@ -24,12 +28,14 @@ import tensorflow as tf
 from google.protobuf import struct_pb2
 from tfx import types
 from tfx.components.example_gen import base_example_gen_executor as base_executor
+from tfx.components.example_gen import driver as example_gen_driver
+from tfx.components.example_gen import input_processor
 from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.example_gen import write_split
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.components.util import examples_utils
 from tfx.dsl.io import fileio
-from tfx.proto import example_gen_pb2
+from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
@@ -111,6 +117,34 @@ def window_examples(files: list[str], header: list[str]) -> Iterator[tf.train.Ex
                 yield tf.train.Example.FromString(record)
 
 
+def resolve_span(exec_properties: dict[str, Any]) -> dict[str, Any]:
+    """The exec properties as TFX's ExampleGen driver leaves them: span, version and input
+    fingerprint set, the split pattern's `{SPAN}` replaced. Unchanged if a driver ran."""
+    if exec_properties.get(SPAN_PROPERTY) is not None:
+        return exec_properties
+    resolved = dict(exec_properties)
+    input_config = proto_utils.json_to_proto(
+        exec_properties[standard_component_specs.INPUT_CONFIG_KEY], example_gen_pb2.Input())
+    range_config = None
+    if exec_properties.get(standard_component_specs.RANGE_CONFIG_KEY):
+        range_config = proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.RANGE_CONFIG_KEY],
+            range_config_pb2.RangeConfig())
+    processor = input_processor.FileBasedInputProcessor(
+        exec_properties[standard_component_specs.INPUT_BASE_KEY], input_config.splits,
+        range_config)
+    span, version = processor.resolve_span_and_version()
+    for split in input_config.splits:
+        split.pattern = processor.get_pattern_for_span_version(split.pattern, span, version)
+    resolved[standard_component_specs.INPUT_CONFIG_KEY] = proto_utils.proto_to_json(
+        input_config)
+    resolved[SPAN_PROPERTY] = span
+    resolved[example_gen_utils.VERSION_PROPERTY_NAME] = version
+    resolved[example_gen_utils.FINGERPRINT_PROPERTY_NAME] = processor.get_input_fingerprint(
+        span, version)
+    return resolved
+
+
 class _SpanWindowCsvToExample(beam.PTransform):
     """CSV files of several spans -> tf.Examples, with one type inference over all of them."""
 
@@ -155,6 +189,17 @@ class Executor(BaseExampleGenExecutor):
     def Do(self, input_dict: dict[str, list[types.Artifact]],
            output_dict: dict[str, list[types.Artifact]],
            exec_properties: dict[str, Any]) -> None:
+        driver_ran = exec_properties.get(SPAN_PROPERTY) is not None
+        exec_properties = resolve_span(exec_properties)
+        self._write(input_dict, output_dict, exec_properties)
+        if not driver_ran:  # the span, version and fingerprint the driver would record
+            for artifact in output_dict[standard_component_specs.EXAMPLES_KEY]:
+                example_gen_driver.update_output_artifact(exec_properties,
+                                                          artifact.mlmd_artifact)
+
+    def _write(self, input_dict: dict[str, list[types.Artifact]],
+               output_dict: dict[str, list[types.Artifact]],
+               exec_properties: dict[str, Any]) -> None:
         input_config = proto_utils.json_to_proto(
             exec_properties[standard_component_specs.INPUT_CONFIG_KEY], example_gen_pb2.Input())
         output_config = proto_utils.json_to_proto(

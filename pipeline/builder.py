@@ -7,6 +7,7 @@ the config, so nothing here assumes a local disk.
 from __future__ import annotations
 
 import json
+import posixpath
 from typing import Optional
 
 import tensorflow_model_analysis as tfma
@@ -18,6 +19,7 @@ from tfx.dsl.components.base import executor_spec
 
 from components import curated_schema
 from components import evaluator as evaluator_executor
+from components import serving_baseline
 from components import span_window
 from components import statistics
 from components import versioned_pusher
@@ -25,11 +27,11 @@ from components.data_gate import DataValidationGate
 from models import features as feature_lib
 from models import signatures
 from pipeline import fingerprints
-from pipeline.config import PipelineConfig, Threshold
+from pipeline.config import LOCAL, PipelineConfig, Threshold, join_path
+from serving import server_files
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.model.run_fn"
-RESOLVER_ID = "latest_blessed_model_resolver"
 EXAMPLE_GEN_ID = "CsvExampleGen"
 # Beam options that tell TFX which package carries the pipeline's code (those TFX checks).
 _BEAM_DEPENDENCY_OPTIONS = ("setup_file", "extra_packages", "requirements_file",
@@ -61,7 +63,10 @@ def beam_pipeline_args(config: PipelineConfig) -> list[str]:
     options = PipelineOptions(flags=args).get_all_options()
     declared = any(options.get(name) for name in _BEAM_DEPENDENCY_OPTIONS)
     if not declared and setup_file.is_file():
-        args.append(f"--setup_file={setup_file}")
+        # the project's copy where the tasks run: this checkout, or the pipeline image
+        where = (str(setup_file) if config.profile == LOCAL
+                 else posixpath.join(config.kubeflow.project_dir, "setup.py"))
+        args.append(f"--setup_file={where}")
     return args
 
 
@@ -132,6 +137,21 @@ def _example_gen(config: PipelineConfig):
     ).with_id(EXAMPLE_GEN_ID)
 
 
+def _serving_baseline(config: PipelineConfig) -> serving_baseline.ServingBaseline:
+    """The version being served, as the Evaluator's baseline ("no worse than production").
+
+    `models.config` (kept beside the versions by `mlops serve`) says which version a
+    rollback pins. Where the serving directory is not readable here (a volume only the
+    pods mount), the state is left out: that task is never cached on Kubeflow.
+    """
+    models_config = join_path(config.serving.base_directory, server_files.MODELS_CONFIG)
+    state = (serving_baseline.serving_state(config.serving_model_dir, models_config)
+             if config.profile == LOCAL else "")
+    return serving_baseline.ServingBaseline(
+        serving_model_dir=config.serving_model_dir, model_name=config.serving.model_name,
+        models_config=models_config, serving_state=state)
+
+
 def create_pipeline(
         config: PipelineConfig,
         metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
@@ -182,15 +202,11 @@ def create_pipeline(
         eval_args=tfx.proto.EvalArgs(num_steps=config.training.eval_steps),
         custom_config=custom_config)
 
-    baseline_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id(RESOLVER_ID)
+    baseline = _serving_baseline(config)
 
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
-        baseline_model=baseline_resolver.outputs["model"], eval_config=eval_config(config))
+        baseline_model=baseline.outputs["model"], eval_config=eval_config(config))
     evaluator.executor_spec = executor_spec.BeamExecutorSpec(evaluator_executor.Executor)
 
     pusher = tfx.components.Pusher(
@@ -204,7 +220,7 @@ def create_pipeline(
         pipeline_name=config.pipeline.name,
         pipeline_root=pipeline_root or config.pipeline.root,
         components=[example_gen, statistics_gen, schema_gen, example_validator, data_gate,
-                    transform, trainer, baseline_resolver, evaluator, pusher],
+                    transform, trainer, baseline, evaluator, pusher],
         enable_cache=config.pipeline.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args(config))

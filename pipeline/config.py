@@ -12,13 +12,15 @@ from __future__ import annotations
 import difflib
 import glob
 import os
+import posixpath
 import re
 from pathlib import Path
 from typing import Any, Iterable, Literal, Optional, Union
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat,
-                      PositiveInt, ValidationError, field_validator, model_validator)
+                      PositiveInt, PrivateAttr, ValidationError, field_validator,
+                      model_validator)
 
 from models import features as feature_lib
 from pipeline import schema_file
@@ -46,6 +48,12 @@ BOUNDED_0_1 = {"BinaryAccuracy", "AUC", "Precision", "Recall",
                "SparseCategoricalAccuracy", "SparseTopKCategoricalAccuracy"}
 
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
+
+# Profiles: what differs between runners (pipeline root, serving base, Beam args, caching)
+# is stated under `profiles.<name>` and laid over the rest of the file, which is stated once.
+LOCAL = "local"
+KUBEFLOW = "kubeflow"
+PROFILES = (LOCAL, KUBEFLOW)
 _URI_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
 
 
@@ -229,7 +237,13 @@ class ServingSection(_Section):
 
 
 class ScheduleSection(_Section):
+    """A recurring run on Kubeflow: KFP's cron (six fields, seconds first) and its limits."""
+
     cron: str = "0 0 2 * * *"
+    max_concurrency: PositiveInt = Field(
+        1, description="runs of the schedule at once; 1 = a slow run delays the next")
+    catchup: bool = Field(False, description="after a pause, run every missed slot (true) "
+                                             "or only the next one (false)")
 
     @field_validator("cron")
     @classmethod
@@ -242,10 +256,41 @@ class ScheduleSection(_Section):
         return value
 
 
+class VolumeMount(_Section):
+    """A PersistentVolumeClaim mounted into the pipeline's pods on Kubeflow."""
+
+    claim: str = Field(pattern=_NAME_PATTERN)
+    mount_path: str = Field(pattern=r"^/")
+    components: Optional[list[str]] = Field(
+        None, description="component ids that mount it (e.g. [ServingBaseline, Pusher]); "
+                          "null = every component")
+
+
 class KubeflowSection(_Section):
+    """How the pipeline is packaged for Kubeflow Pipelines and which server runs it."""
+
     image: str = "mlops-tfx-pipeline:latest"
-    pipeline_root: Optional[str] = None
+    project_dir: str = Field(
+        "/pipeline", pattern=r"^/",
+        description="where the image holds this project; the kubeflow profile's relative "
+                    "paths resolve against it")
     output_file: str = "build/kubeflow/pipeline.yaml"
+    host: Optional[str] = Field(None, description="KFP API endpoint, e.g. "
+                                                  "http://localhost:8080 (or --host)")
+    namespace: Optional[str] = Field(None, description="multi-user KFP: the user's profile "
+                                                       "namespace")
+    experiment: Optional[str] = Field(None, description="default: the pipeline name")
+    token_env: str = Field("KFP_TOKEN", description="environment variable holding a bearer "
+                                                    "token, when the endpoint needs one")
+    volumes: list[VolumeMount] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _distinct_mounts(self) -> "KubeflowSection":
+        paths = [volume.mount_path.rstrip("/") for volume in self.volumes]
+        twice = sorted({p for p in paths if paths.count(p) > 1})
+        if twice:
+            raise ValueError(f"volumes mount more than one claim at {', '.join(twice)}")
+        return self
 
 
 class PipelineConfig(_Section):
@@ -258,6 +303,12 @@ class PipelineConfig(_Section):
     serving: ServingSection
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     kubeflow: KubeflowSection = Field(default_factory=KubeflowSection)
+    _profile: str = PrivateAttr(LOCAL)
+
+    @property
+    def profile(self) -> str:
+        """The profile this config was loaded with: `local` or `kubeflow`."""
+        return self._profile
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "PipelineConfig":
@@ -278,7 +329,7 @@ class PipelineConfig(_Section):
     # -- derived values: computed, never stored, so they cannot drift ------------------
     @property
     def serving_model_dir(self) -> str:
-        return _join(self.serving.base_directory, self.serving.model_name)
+        return join_path(self.serving.base_directory, self.serving.model_name)
 
     def data_contract(self) -> dict[str, str]:
         """Each declared column and what the data must hold for it: its kind, or for the
@@ -302,7 +353,8 @@ class PipelineConfig(_Section):
         }
 
 
-def _join(base: str, *parts: str) -> str:
+def join_path(base: str, *parts: str) -> str:
+    """`base`/`parts`, for a local folder or a URI (gs://...) alike."""
     return "/".join([base.rstrip("/"), *parts]) if _URI_SCHEME.match(base) else str(
         Path(base, *parts))
 
@@ -402,11 +454,16 @@ def resolve_config_path(path: Optional[str] = None) -> Path:
 
 
 def load_config(path: Optional[Union[str, Path]] = None, overrides: Iterable[str] = (),
-                use_env: bool = True, check_files: bool = True) -> PipelineConfig:
+                use_env: bool = True, check_files: bool = True,
+                profile: str = LOCAL) -> PipelineConfig:
     """Reads, overrides, validates and resolves the configuration, or raises ConfigError.
 
-    Relative paths in the file are made absolute against the file's folder, so a run does
-    not depend on the directory it was started from; URIs (gs://...) are kept as they are.
+    `profile` (`local` or `kubeflow`) picks which `profiles:` section is laid over the
+    file; overrides (`--set`, `MLOPS__...`) apply on top of it. Relative paths are made
+    absolute against the file's folder for the local profile, and against
+    `kubeflow.project_dir` (the project's folder inside the pipeline image) for the kubeflow
+    profile, whose paths are the pods' and are not checked here; URIs (gs://...) are kept
+    as they are. `kubeflow.output_file` is always on this machine.
     """
     config_path = resolve_config_path(str(path) if path else None).resolve()
     source = str(config_path)
@@ -418,8 +475,16 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Iterable[str
         raise ConfigError(source, [f"not valid YAML: {err}"]) from None
     if not isinstance(raw, dict):
         raise ConfigError(source, ["the top level must be a mapping of sections"])
+    if profile not in PROFILES:
+        raise ConfigError(source, [f"unknown profile {profile!r}: choose {' or '.join(PROFILES)}"])
+    profiles = raw.pop("profiles", None) or {}
+    problems = _profile_problems(profiles)
+    if problems:
+        raise ConfigError(source, problems)
+    if profile != LOCAL:
+        source += f" (profile {profile})"
+    raw = _merged(raw, profiles.get(profile) or {})
 
-    problems = []
     all_overrides = [*(env_overrides() if use_env else []), *overrides]
     for assignment in all_overrides:
         try:
@@ -435,26 +500,56 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Iterable[str
     except ValidationError as err:
         raise ConfigError(source, _merge_alternatives(_describe(e) for e in err.errors())) from None
 
+    config._profile = profile  # pylint: disable=protected-access
     _resolve_paths(config, config_path.parent)
-    if check_files:
+    if check_files and profile == LOCAL:
         problems = _file_problems(config)
         if problems:
             raise ConfigError(source, problems)
     return config
 
 
-def _resolve_paths(config: PipelineConfig, base: Path) -> None:
-    def absolute(value: Optional[str]) -> Optional[str]:
-        if value is None or is_remote(value):
-            return value
-        return str((base / value).resolve())
+def _profile_problems(profiles: Any) -> list[str]:
+    if not isinstance(profiles, dict):
+        return ["profiles: must map a profile name (local, kubeflow) to config sections"]
+    problems = []
+    for name, overlay in profiles.items():
+        if name not in PROFILES:
+            problems.append(f"profiles.{name}: unknown profile; choose {' or '.join(PROFILES)}")
+        elif overlay is not None and not isinstance(overlay, dict):
+            problems.append(f"profiles.{name}: must be a mapping of config sections")
+    return problems
+
+
+def _merged(base: dict, overlay: dict) -> dict:
+    """`overlay` laid over `base`: mappings merge key by key, anything else is replaced."""
+    result = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = _merged(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def _resolve_paths(config: PipelineConfig, config_dir: Path) -> None:
+    if config.profile == LOCAL:
+        def absolute(value: Optional[str]) -> Optional[str]:
+            if value is None or is_remote(value):
+                return value
+            return str((config_dir / value).resolve())
+    else:  # the pods' paths: inside the image, or on a mounted volume
+        def absolute(value: Optional[str]) -> Optional[str]:
+            if value is None or is_remote(value):
+                return value
+            return posixpath.normpath(posixpath.join(config.kubeflow.project_dir, value))
 
     config.pipeline.root = absolute(config.pipeline.root)
     config.pipeline.metadata_path = absolute(config.pipeline.metadata_path)
     config.data.input_base = absolute(config.data.input_base)
     config.data.schema_path = absolute(config.data.schema_path)
     config.serving.base_directory = absolute(config.serving.base_directory)
-    config.kubeflow.output_file = absolute(config.kubeflow.output_file)
+    config.kubeflow.output_file = str((config_dir / config.kubeflow.output_file).resolve())
 
 
 def _file_problems(config: PipelineConfig) -> list[str]:

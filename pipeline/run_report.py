@@ -23,7 +23,7 @@ _STATE_NAMES = {_STATE.COMPLETE: "done", _STATE.CACHED: "cached", _STATE.FAILED:
                 _STATE.RUNNING: "running", _STATE.NEW: "started", _STATE.CANCELED: "canceled"}
 COMPONENT_ORDER = ("CsvExampleGen", "StatisticsGen", "SchemaGen", "ImportSchemaGen",
                    "ExampleValidator", "DataValidationGate", "Transform", "Trainer",
-                   "latest_blessed_model_resolver", "Evaluator", "Pusher")
+                   "ServingBaseline", "Evaluator", "Pusher")
 
 
 @dataclasses.dataclass

@@ -151,9 +151,10 @@ def test_new_span_pushes_a_higher_version(site: Path):
 
 
 def test_unchanged_rerun_trains_nothing_and_pushes_nothing(site: Path):
-    """TFX's resolver now offers the served model as baseline, so only the Evaluator (which
-    then judges on absolute thresholds) and the Pusher (which sees the model is served)
-    run again; data processing and training are cache hits."""
+    """A push changed what is served, so ServingBaseline copies the new version, and the
+    Evaluator (which finds the baseline is the candidate itself and judges on absolute
+    thresholds) and the Pusher (which sees the model is served) run again; data
+    processing and training are cache hits."""
     config, report = run(site)
     assert report.succeeded, report.error
     states = {c.name: c.state for c in report.components}

@@ -50,14 +50,19 @@ def test_missing_window_config_is_a_clear_error() -> None:
         span_window.read_window_config({"custom_config": json.dumps({})})
 
 
-def run_example_gen(data: Path, out: Path, beam_args: list[str]):
-    """The span window executor on spans 1-2 of `data`, as the pipeline configures it."""
+def run_example_gen(data: Path, out: Path, beam_args: list[str], driver_ran: bool = True):
+    """The span window executor on spans 1-2 of `data`, as the pipeline configures it.
+
+    With `driver_ran`, the exec properties are what TFX's ExampleGen driver leaves (span 2
+    resolved, pattern filled in); without, what Kubeflow hands over (no driver runs there).
+    """
     from tfx.dsl.components.base import base_beam_executor
     from tfx.proto import example_gen_pb2
     from tfx.types import standard_artifacts
 
     input_config = example_gen_pb2.Input(splits=[
-        example_gen_pb2.Input.Split(name="single_split", pattern="span-2/*.csv")])
+        example_gen_pb2.Input.Split(name="single_split",
+                                    pattern="span-2/*.csv" if driver_ran else PATTERN)])
     output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
         example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=4),
         example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1)]))
@@ -66,8 +71,9 @@ def run_example_gen(data: Path, out: Path, beam_args: list[str]):
     executor = span_window.Executor(base_beam_executor.BaseBeamExecutor.Context(
         beam_pipeline_args=executor_beam_args(*beam_args),
         tmp_dir=str(out / "tmp")))
+    resolved = {"span": 2} if driver_ran else {}
     executor.Do({}, {"examples": [examples]}, {
-        "input_base": str(data), "span": 2,
+        "input_base": str(data), **resolved,
         "input_config": json_format.MessageToJson(input_config),
         "output_config": json_format.MessageToJson(output_config),
         "custom_config": json_format.MessageToJson(span_window.window_config(PATTERN, 2)),
@@ -103,3 +109,57 @@ def test_in_process_ingestion_writes_what_the_beam_path_writes(tmp_path: Path) -
     for name in ("payload_format", "file_format"):
         assert (in_process.get_string_custom_property(name)
                 == beam.get_string_custom_property(name) != "")
+
+
+def kubeflow_exec_properties(data: Path, **extra) -> dict:
+    """ExampleGen's exec properties as a Kubeflow task gets them: no driver ran."""
+    from tfx.proto import example_gen_pb2
+
+    input_config = example_gen_pb2.Input(splits=[
+        example_gen_pb2.Input.Split(name="single_split", pattern=PATTERN)])
+    return {"input_base": str(data), "input_config": json_format.MessageToJson(input_config),
+            **extra}
+
+
+def test_without_a_driver_the_newest_span_is_resolved_at_run_time(tmp_path: Path) -> None:
+    """Kubeflow never runs TFX's ExampleGen driver (`lifecycle.preCacheCheck`): the executor
+    resolves `{SPAN}` itself, with the driver's own input processor, when it runs."""
+    make_spans(tmp_path, 1, 2)
+    first = span_window.resolve_span(kubeflow_exec_properties(tmp_path))
+    make_spans(tmp_path, 3)  # a new span lands before the next scheduled run
+    second = span_window.resolve_span(kubeflow_exec_properties(tmp_path))
+    assert (first["span"], second["span"]) == (2, 3)
+    assert json.loads(second["input_config"])["splits"][0]["pattern"] == "span-3/*.csv"
+    assert second["input_fingerprint"].startswith("split:single_split,num_files:2")
+
+
+def test_without_a_driver_a_configured_span_is_honoured(tmp_path: Path) -> None:
+    from tfx.proto import range_config_pb2
+
+    make_spans(tmp_path, 1, 2, 3)
+    pinned = range_config_pb2.RangeConfig(static_range=range_config_pb2.StaticRange(
+        start_span_number=1, end_span_number=1))
+    resolved = span_window.resolve_span(kubeflow_exec_properties(
+        tmp_path, range_config=json_format.MessageToJson(pinned)))
+    assert resolved["span"] == 1
+
+
+def test_a_driver_s_resolution_is_kept(tmp_path: Path) -> None:
+    properties = {**kubeflow_exec_properties(tmp_path), "span": 7}
+    assert span_window.resolve_span(properties) is properties
+
+
+def test_without_a_driver_the_examples_record_span_and_fingerprint(tmp_path: Path) -> None:
+    """What the driver would have recorded on the Examples (downstream components and the
+    run summary read the span from there) is recorded by the executor itself."""
+    for span in (1, 2):
+        copy_taxi_span(span, tmp_path / "data", rows=100)
+    with_driver = run_example_gen(tmp_path / "data", tmp_path / "local",
+                                  ["--direct_running_mode=in_memory"])
+    without = run_example_gen(tmp_path / "data", tmp_path / "kfp",
+                              ["--direct_running_mode=in_memory"], driver_ran=False)
+    assert without.get_int_custom_property("span") == 2  # where the driver records it
+    assert without.get_string_custom_property("input_fingerprint").startswith(
+        "split:single_split,num_files:1,")
+    for split in ("train", "eval"):
+        assert split_records(without, split) == split_records(with_driver, split)

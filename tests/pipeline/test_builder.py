@@ -33,7 +33,7 @@ def test_all_components_in_a_valid_order(config):
     order = node_ids(pipeline)
     assert sorted(order) == sorted([
         "CsvExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
-        "DataValidationGate", "Transform", "Trainer", "latest_blessed_model_resolver",
+        "DataValidationGate", "Transform", "Trainer", "ServingBaseline",
         "Evaluator", "Pusher"])
     chain = ["CsvExampleGen", "StatisticsGen", "ExampleValidator", "DataValidationGate",
              "Transform", "Trainer", "Evaluator", "Pusher"]

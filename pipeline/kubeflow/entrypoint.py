@@ -1,0 +1,90 @@
+"""The pipeline image's container entrypoint: TFX's, with what open-source KFP hands it repaired.
+
+Every task of the compiled package runs `python -m pipeline.kubeflow.entrypoint` with
+TFX's own arguments (`--executor_class_path`, `--json_serialized_invocation_args {{$}}`,
+`--json_serialized_inputs_spec_args`, Beam args). TFX 1.16's entrypoint
+(`tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor`) was written for
+Vertex AI, and fails on what open-source KFP 2.x's driver and launcher give it:
+
+- upstream artifacts arrive untyped, `type: {instanceSchema: ""}`: KFP's metadata client
+  builds them without a schema (`backend/src/v2/metadata/client.go`,
+  `GetOutputArtifactsByExecutionId`: `Schema: "" // TODO`, unchanged up to 2.17), and
+  TFX's `_retrieve_class_path` then fails with `'NoneType' object has no attribute 'get'`
+  (tensorflow/tfx#7768). The compiled component declares each input's type in the inputs
+  spec it passes as an argument; the type is taken from there.
+- backend 2.5's driver, with its default `--publish_logs=true`, adds an output
+  `executor-logs` of type `system.Artifact` to every task (`driver.go`,
+  `provisionOutputs`); TFX cannot import KFP's `system.*` types. Such outputs are KFP's
+  own: the launcher uploads the logs itself, so they are left out of what TFX sees.
+
+Everything else (artifact names, which the Evaluator turns into model ids; URIs;
+metadata; exec properties) is handed over unchanged, and TFX's entrypoint does the rest.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from absl import logging
+
+KFP_TYPE_PREFIX = "system."
+
+
+class ExecutorInputError(ValueError):
+    """The ExecutorInput cannot be repaired: an input the component does not declare."""
+
+
+def _declared_type(inputs_spec: dict[str, Any], key: str) -> dict[str, str]:
+    """The type the component declares for input `key` (TFX writes it as an
+    `instanceSchema` whose title is the TFX type, e.g. `title: tfx.Examples`)."""
+    declared = inputs_spec.get("artifacts", {}).get(key, {}).get("artifactType") or {}
+    if _is_untyped({"type": declared}):
+        raise ExecutorInputError(
+            f"input artifact {key!r} is untyped and the component's inputs spec declares "
+            f"no type for it (declared: {sorted(inputs_spec.get('artifacts', {}))})")
+    return dict(declared)
+
+
+def _is_untyped(artifact: dict[str, Any]) -> bool:
+    kind = artifact.get("type") or {}
+    return not kind.get("schemaTitle") and not (kind.get("instanceSchema") or "").strip()
+
+
+def repair(executor_input: dict[str, Any],
+           inputs_spec: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """ExecutorInput (protojson, as a dict) as TFX's entrypoint needs it.
+
+    Returns the repaired copy and the names of the outputs left out (KFP's own).
+    """
+    repaired = json.loads(json.dumps(executor_input))
+    for key, artifact_list in repaired.get("inputs", {}).get("artifacts", {}).items():
+        for artifact in artifact_list.get("artifacts", []):
+            if _is_untyped(artifact):
+                artifact["type"] = _declared_type(inputs_spec, key)
+    outputs = repaired.get("outputs", {}).get("artifacts", {})
+    dropped = [key for key, artifact_list in outputs.items()
+               if any(a.get("type", {}).get("schemaTitle", "").startswith(KFP_TYPE_PREFIX)
+                      for a in artifact_list.get("artifacts", []))]
+    for key in dropped:
+        del outputs[key]
+    return repaired, dropped
+
+
+def main(argv: list[str]) -> None:
+    from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor as tfx_entry
+
+    args, beam_args = tfx_entry._parse_flags(argv)  # pylint: disable=protected-access
+    inputs_spec = json.loads(args.json_serialized_inputs_spec_args or "{}")
+    repaired, dropped = repair(json.loads(args.json_serialized_invocation_args), inputs_spec)
+    if dropped:
+        logging.info("Outputs left to Kubeflow (not TFX artifacts): %s", ", ".join(dropped))
+    args.json_serialized_invocation_args = json.dumps(repaired)
+    tfx_entry._run_executor(args, beam_args)  # pylint: disable=protected-access
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    # absl sets up logging; the arguments are TFX's, parsed by its own parser in main()
+    app.run(lambda _: main(sys.argv[1:]), flags_parser=lambda argv: argv)
