@@ -24,7 +24,7 @@ import typer
 from rich.console import Console
 
 from pipeline import process
-from pipeline.config import ConfigError, PipelineConfig, load_config
+from pipeline.config import KUBEFLOW, LOCAL, ConfigError, PipelineConfig, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Operate the TFX pipeline and its model server.")
@@ -40,12 +40,13 @@ ForceOption = typer.Option(False, "--force", "-f",
                            help="Run through TFX even when nothing changed since the last run.")
 
 
-def _load(config_file: Optional[str], overrides: Optional[list[str]],
-          check_files: bool = True) -> PipelineConfig:
-    """The validated config; serving commands skip the training-data checks (a serving host
-    need not hold the data)."""
+def load_or_exit(config_file: Optional[str], overrides: Optional[list[str]],
+                 check_files: bool = True, profile: str = LOCAL) -> PipelineConfig:
+    """The validated config, or exit 2 with one line per problem. Serving commands skip the
+    training-data checks (a serving host need not hold the data)."""
     try:
-        return load_config(config_file, overrides or (), check_files=check_files)
+        return load_config(config_file, overrides or (), check_files=check_files,
+                           profile=profile)
     except ConfigError as err:
         typer.echo(f"error: {err}", err=True)  # unwrapped: one problem per line
         raise typer.Exit(2)
@@ -54,8 +55,19 @@ def _load(config_file: Optional[str], overrides: Optional[list[str]],
 @app.command("check-config")
 def check_config(config_file: Optional[str] = ConfigOption,
                  overrides: Optional[list[str]] = SetOption) -> None:
-    """Validate the configuration and say what a run would do."""
-    config = _load(config_file, overrides)
+    """Validate the configuration, both profiles, and say what a run would do."""
+    from pipeline import beam_options
+
+    config = load_or_exit(config_file, overrides)
+    kubeflow = load_or_exit(config_file, overrides, check_files=False, profile=KUBEFLOW)
+    process.prepare(verbose=False)  # Beam's import prints Google client warnings
+    problems = [f"pipeline.beam_args{'' if c.profile == LOCAL else ' (profile kubeflow)'}: "
+                f"{problem}" for c in (config, kubeflow)
+                for problem in beam_options.problems(c.pipeline.beam_args)]
+    if problems:
+        typer.echo("error: Beam refuses pipeline.beam_args:\n" +
+                   "\n".join(f"  - {p}" for p in problems), err=True)
+        raise typer.Exit(2)
     console.print(f"[green]ok[/]: pipeline [bold]{config.pipeline.name}[/], "
                   f"{len(config.features.all_names())} features, label "
                   f"'{config.label.column}' ({config.label.task}), "
@@ -63,7 +75,12 @@ def check_config(config_file: Optional[str] = ConfigOption,
                   + (f"curated schema {config.data.schema_path}, " if config.data.schema_path
                      else "")
                   + f"{config.training.train_steps} training steps, pushes to "
-                  f"{config.serving_model_dir}", highlight=False)
+                  f"{config.serving_model_dir}", highlight=False, soft_wrap=True)
+    console.print(f"[green]ok[/]: kubeflow profile: image {kubeflow.kubeflow.image}, root "
+                  f"{kubeflow.pipeline.root}, data {kubeflow.data.input_base}, pushes to "
+                  f"{kubeflow.serving_model_dir}, caching "
+                  f"{'on' if kubeflow.pipeline.enable_cache else 'off'}, schedule "
+                  f"'{kubeflow.schedule.cron}'", highlight=False, soft_wrap=True)
 
 
 class _Progress:
@@ -95,7 +112,7 @@ def run(config_file: Optional[str] = ConfigOption,
     """Run the pipeline locally: validate data, train, evaluate, push if blessed."""
     from pipeline import rerun_guard
 
-    config = _load(config_file, overrides)
+    config = load_or_exit(config_file, overrides)
     previous = None if force else rerun_guard.matching_run(config)
     if previous:
         console.print(f"Nothing changed since run {previous['run_id']} (data, config and "
@@ -139,7 +156,7 @@ def serve(config_file: Optional[str] = ConfigOption,
 
     from serving import deployment, server_files
 
-    config = _load(config_file, overrides, check_files=False)
+    config = load_or_exit(config_file, overrides, check_files=False)
     files = server_files.write_server_files(config)
     if docker:
         if not shutil.which("docker"):
@@ -191,7 +208,7 @@ def versions(config_file: Optional[str] = ConfigOption,
 
     from serving import operations
 
-    config = _load(config_file, overrides, check_files=False)
+    config = load_or_exit(config_file, overrides, check_files=False)
     listing = _operation(lambda: operations.list_versions(config))
     table = Table(title=f"{listing.model_name} (policy: {listing.policy})", title_justify="left")
     for column in ("version", "served by policy", "server state", "labels", "pushed at",
@@ -232,7 +249,7 @@ def rollback(to: Optional[int] = typer.Option(None, "--to", help="Version to ser
     """Serve an older version instead of the newest; nothing is deleted."""
     from serving import operations
 
-    config = _load(config_file, overrides, check_files=False)
+    config = load_or_exit(config_file, overrides, check_files=False)
     _report_served(config, _operation(lambda: operations.rollback(config, to)))
 
 
@@ -242,7 +259,7 @@ def restore(config_file: Optional[str] = ConfigOption,
     """Serve the newest version again (undo a rollback)."""
     from serving import operations
 
-    config = _load(config_file, overrides, check_files=False)
+    config = load_or_exit(config_file, overrides, check_files=False)
     _report_served(config, _operation(lambda: operations.restore(config)))
 
 
@@ -255,7 +272,7 @@ def label(name: str = typer.Argument(..., help="Label, e.g. stable or canary."),
     """Point a version label (e.g. stable, canary) at a version, or remove it."""
     from serving import operations, server_files
 
-    config = _load(config_file, overrides, check_files=False)
+    config = load_or_exit(config_file, overrides, check_files=False)
     if remove == (version is not None):
         typer.echo("error: give a VERSION, or --remove", err=True)
         raise typer.Exit(2)
@@ -286,7 +303,7 @@ def predict(json_file: Optional[Path] = typer.Option(None, "--json", help="A TF 
 
     from serving import client, server_files
 
-    config = _load(config_file, overrides, check_files=False)
+    config = load_or_exit(config_file, overrides, check_files=False)
     if (json_file is None) == (csv_file is None):
         typer.echo("error: give exactly one of --json FILE or --csv FILE", err=True)
         raise typer.Exit(2)

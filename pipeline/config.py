@@ -477,23 +477,29 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Iterable[str
         raise ConfigError(source, ["the top level must be a mapping of sections"])
     if profile not in PROFILES:
         raise ConfigError(source, [f"unknown profile {profile!r}: choose {' or '.join(PROFILES)}"])
+
+    # Overrides of a profile's keys (`profiles.kubeflow.pipeline.root=...`) edit the
+    # profile; the others apply after it, so an explicit override always wins.
+    problems: list[str] = []
+    parsed = []
+    for assignment in [*(env_overrides() if use_env else []), *overrides]:
+        try:
+            parsed.append(parse_override(assignment))
+        except ValueError as err:
+            problems.append(str(err))
+    for parts, value in parsed:
+        if parts[0] == "profiles":
+            _apply(raw, parts, value)
     profiles = raw.pop("profiles", None) or {}
-    problems = _profile_problems(profiles)
+    problems += _profile_problems(profiles)
     if problems:
         raise ConfigError(source, problems)
     if profile != LOCAL:
         source += f" (profile {profile})"
     raw = _merged(raw, profiles.get(profile) or {})
-
-    all_overrides = [*(env_overrides() if use_env else []), *overrides]
-    for assignment in all_overrides:
-        try:
-            parts, value = parse_override(assignment)
+    for parts, value in parsed:
+        if parts[0] != "profiles":
             _apply(raw, parts, value)
-        except ValueError as err:
-            problems.append(str(err))
-    if problems:
-        raise ConfigError(source, problems)
 
     try:
         config = PipelineConfig.model_validate(raw)

@@ -38,6 +38,26 @@ def test_check_config_lists_problems_without_a_traceback(config_file: Path):
     assert "serving.modle_name: unknown key (did you mean 'model_name'?)" in result.stderr
 
 
+def test_check_config_checks_the_kubeflow_profile_and_beam_args(config_file: Path):
+    """Beam's own parser judges pipeline.beam_args in both profiles, offline, before a run
+    would fail inside its first Beam component."""
+    ok = mlops("check-config", "--config", str(config_file))
+    assert "ok: kubeflow profile: image mlops-tfx-pipeline:latest, root gs://" in ok.stdout
+    dataflow = mlops("check-config", "--config", str(config_file), "--set",
+                     'profiles.kubeflow.pipeline.beam_args=["--runner=DataflowRunner",'
+                     ' "--project=my-project", "--temp_location=gs://my-bucket/tmp"]')
+    assert dataflow.returncode == 2, dataflow.stdout
+    assert "Traceback" not in dataflow.stderr
+    assert dataflow.stderr.splitlines() == [
+        "error: Beam refuses pipeline.beam_args:",
+        "  - pipeline.beam_args (profile kubeflow): Missing required option: region."]
+    bad_value = mlops("check-config", "--config", str(config_file),
+                      "--set", 'pipeline.beam_args=["--direct_running_mode=fast"]')
+    assert bad_value.returncode == 2
+    assert "  - pipeline.beam_args: argument --direct_running_mode: invalid choice: 'fast'" \
+        in bad_value.stderr
+
+
 def test_run_refuses_a_bad_config_before_importing_tfx(config_file: Path):
     result = mlops("run", "--config", str(config_file), "--set", "data.span=99")
     assert result.returncode == 2

@@ -228,3 +228,60 @@ def test_training_window_must_hold_at_least_one_span(config_file: Path):
     message = one_problem(config_file, "data.train_spans=0")
     assert message.startswith("data.train_spans:") and "greater than 0" in message
     assert load_config(config_file, ["data.train_spans=3"]).data.train_spans == 3
+
+
+# --- profiles: what differs per runner -------------------------------------------------
+
+def test_the_kubeflow_profile_is_laid_over_the_file_with_the_pods_paths(config_file: Path):
+    local = load_config(config_file)
+    kubeflow = load_config(config_file, profile="kubeflow")
+    assert (local.profile, kubeflow.profile) == ("local", "kubeflow")
+    assert kubeflow.pipeline.root == "gs://mlops-example/chicago-taxi/pipeline_root"
+    assert kubeflow.serving_model_dir == "/mnt/serving/chicago-taxi"
+    assert kubeflow.pipeline.enable_cache is False and local.pipeline.enable_cache is True
+    # stated once, the same under both
+    assert kubeflow.training == local.training and kubeflow.features == local.features
+    # the package is written on this machine, whatever the profile
+    assert kubeflow.kubeflow.output_file == local.kubeflow.output_file
+    assert kubeflow.kubeflow.output_file.startswith(str(config_file.parent))
+
+
+def test_relative_paths_of_the_kubeflow_profile_are_inside_the_image(config_file: Path):
+    config = load_config(config_file, ["profiles.kubeflow.data.input_base=data/taxi",
+                                       "kubeflow.project_dir=/srv/project"],
+                         profile="kubeflow")
+    assert config.data.input_base == "/srv/project/data/taxi"
+
+
+def test_an_explicit_override_wins_over_the_profile(config_file: Path):
+    config = load_config(config_file, ["pipeline.enable_cache=true"], profile="kubeflow")
+    assert config.pipeline.enable_cache is True
+
+
+def test_the_kubeflow_profile_does_not_check_local_files(config_file: Path):
+    """Its data is in a bucket or on a volume only the pods see."""
+    config = load_config(config_file, ["profiles.kubeflow.data.input_base=/mnt/data/taxi"],
+                         profile="kubeflow")
+    assert config.data.input_base == "/mnt/data/taxi"
+
+
+def test_a_mistake_in_a_profile_names_the_key_and_the_profile(config_file: Path):
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_file, ["profiles.kubeflow.pipeline.enable_cahe=false"],
+                    profile="kubeflow")
+    assert caught.value.problems == [
+        "pipeline.enable_cahe: unknown key (did you mean 'enable_cache'?)"]
+    assert caught.value.source.endswith("(profile kubeflow)")
+
+
+def test_an_unknown_profile_is_refused(config_file: Path):
+    assert one_problem(config_file, "profiles.vertex={pipeline: {root: x}}") == (
+        "profiles.vertex: unknown profile; choose local or kubeflow")
+
+
+def test_volume_mounts_need_absolute_distinct_paths(config_file: Path):
+    relative = one_problem(config_file, "kubeflow.volumes=[{claim: a, mount_path: mnt/a}]")
+    assert relative.startswith("kubeflow.volumes[0].mount_path: ")
+    twice = one_problem(config_file, "kubeflow.volumes=[{claim: a, mount_path: /mnt/a}, "
+                                     "{claim: b, mount_path: /mnt/a/}]")
+    assert twice == "kubeflow: volumes mount more than one claim at /mnt/a"

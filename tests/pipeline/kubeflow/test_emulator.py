@@ -1,0 +1,356 @@
+"""The KFP v2 backend emulation: what KFP refuses, what a task receives and what it publishes.
+
+Most tests run small hand-written KFP v2 specs whose tasks are `python -c` scripts (a few
+tens of milliseconds each); the last ones run packages compiled by TFX's
+`KubeflowV2DagRunner` and its stock container entrypoint (a few seconds per task).
+Each test names the KFP source (kubeflow/pipelines, tags 2.0.5 / 2.5.0) it checks.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+import yaml
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2 as mlmd
+
+from pipeline.kubeflow import emulator
+from pipeline.kubeflow.emulator import NotEmulated, PipelineRejected, run_package
+
+REPO = Path(__file__).resolve().parents[3]
+# Every script gets the ExecutorInput as sys.argv[1] (`{{$}}`), then its extra arguments.
+PRELUDE = "import json, os, sys\nei = json.loads(sys.argv[1])\n"
+WRITE_OUTPUT = ("os.makedirs(os.path.dirname(ei['outputs']['outputFile']), exist_ok=True)\n"
+                "json.dump({out}, open(ei['outputs']['outputFile'], 'w'))\n")
+
+
+@dataclass
+class Step:
+    """One container task of a hand-written spec."""
+
+    name: str
+    script: str = "pass"
+    args: tuple[str, ...] = ()
+    inputs: dict[str, str] = field(default_factory=dict)  # artifact -> "producer.output"
+    parameters: dict[str, tuple[str, dict]] = field(default_factory=dict)  # name -> (type, spec)
+    outputs: tuple[str, ...] = ()  # system.Dataset artifacts
+    output_parameters: dict[str, str] = field(default_factory=dict)  # name -> type
+    cache: bool = False
+
+
+def write_package(folder: Path, steps: list[Step], *, schema: str = "2.1.0",
+                  kubernetes: Optional[dict[str, Any]] = None,
+                  root_parameters: Optional[dict[str, dict]] = None) -> Path:
+    """A KFP v2 package as the KFP SDK lays it out; `kubernetes`: executor label -> config."""
+    dataset = {"artifactType": {"schemaTitle": "system.Dataset", "schemaVersion": "0.0.1"}}
+    spec: dict[str, Any] = {"pipelineInfo": {"name": "emu-test"}, "schemaVersion": schema,
+                            "sdkVersion": "test", "root": {"dag": {"tasks": {}}},
+                            "components": {}, "deploymentSpec": {"executors": {}}}
+    if root_parameters:
+        spec["root"]["inputDefinitions"] = {"parameters": root_parameters}
+    for step in steps:
+        inputs: dict[str, Any] = {"parameters": {n: s for n, (_, s) in step.parameters.items()},
+                                  "artifacts": {}}
+        for name, source in step.inputs.items():
+            producer, output = source.split(".")
+            inputs["artifacts"][name] = {"taskOutputArtifact": {"producerTask": producer,
+                                                                "outputArtifactKey": output}}
+        task: dict[str, Any] = {"taskInfo": {"name": step.name},
+                                "componentRef": {"name": f"comp-{step.name}"}, "inputs": inputs,
+                                "dependentTasks": sorted({s.split(".")[0]
+                                                          for s in step.inputs.values()})}
+        if step.cache:
+            task["cachingOptions"] = {"enableCache": True}
+        spec["root"]["dag"]["tasks"][step.name] = task
+        spec["components"][f"comp-{step.name}"] = {
+            "executorLabel": f"exec-{step.name}",
+            "inputDefinitions": {
+                "artifacts": {name: dataset for name in step.inputs},
+                "parameters": {n: {"parameterType": t} for n, (t, _) in step.parameters.items()}},
+            "outputDefinitions": {
+                "artifacts": {name: dataset for name in step.outputs},
+                "parameters": {n: {"parameterType": t}
+                               for n, t in step.output_parameters.items()}}}
+        spec["deploymentSpec"]["executors"][f"exec-{step.name}"] = {"container": {
+            "image": "python:3.10", "command": ["python", "-c", PRELUDE + step.script],
+            "args": ["{{$}}", *step.args]}}
+    documents = [spec]
+    if kubernetes:
+        documents.append({"platforms": {"kubernetes": {"deploymentSpec": {
+            "executors": kubernetes}}}})
+    path = folder / "package.yaml"
+    path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+    return path
+
+
+def run(tmp_path: Path, package: Path, **options: Any) -> emulator.EmulatedRun:
+    options.setdefault("metadata_path", tmp_path / "metadata.sqlite")
+    return run_package(package, str(tmp_path / "root"), **options)
+
+
+def store(tmp_path: Path) -> metadata_store.MetadataStore:
+    config = mlmd.ConnectionConfig()
+    config.sqlite.filename_uri = str(tmp_path / "metadata.sqlite")
+    return metadata_store.MetadataStore(config)
+
+
+PRODUCER = Step(
+    "produce", outputs=("data",), output_parameters={"size": "NUMBER_INTEGER"},
+    parameters={"text": ("STRING", {"runtimeValue": {"constant": "hi"}})},
+    args=("{{$.outputs.artifacts['data'].uri}}", "{{$.inputs.parameters['text']}}",
+          "{{$.outputs.parameters['size'].output_file}}"),
+    script=("os.makedirs(sys.argv[2], exist_ok=True)\n"
+            "open(os.path.join(sys.argv[2], 'x.txt'), 'w').write(sys.argv[3])\n"
+            "open(sys.argv[4], 'w').write('42')\n"
+            + WRITE_OUTPUT.format(out="{'artifacts': {'data': {'artifacts': "
+                                      "[{'metadata': {'rows': 7, 'ok': True}}]}}}")))
+CONSUMER = Step(
+    "consume", inputs={"data": "produce.data"},
+    parameters={"size": ("NUMBER_INTEGER", {"taskOutputParameter": {
+        "producerTask": "produce", "outputParameterKey": "size"}})},
+    script=("assert not os.path.exists(ei['outputs']['outputFile']), 'pod file leaked'\n"
+            "uri = ei['inputs']['artifacts']['data']['artifacts'][0]['uri']\n"
+            "print(open(os.path.join(uri, 'x.txt')).read())\n"
+            "open(os.environ['RECEIVED'], 'w').write(sys.argv[1])\n"))
+
+
+# --- run creation ------------------------------------------------------------------------
+
+
+def test_schema_version_other_than_2_1_0_is_refused(tmp_path):
+    """apiserver/template/v2_template.go `NewV2SpecTemplate`: KFP only runs schema 2.1.0."""
+    package = write_package(tmp_path, [Step("a")], schema="2.0.0")
+    with pytest.raises(PipelineRejected, match="KFP only supports schema version 2.1.0, but "
+                                               "the pipeline spec has version 2.0.0"):
+        run(tmp_path, package)
+
+
+def test_parameters_are_checked_at_run_creation(tmp_path):
+    """v2_template.go `validatePipelineJobInputs`: unknown, missing and mistyped parameters
+    are refused; argocompiler/argo.go `Compile` fills the defaults."""
+    step = Step("a", parameters={"n": ("NUMBER_INTEGER", {"componentInputParameter": "n"})})
+    package = write_package(tmp_path, [step], root_parameters={
+        "n": {"parameterType": "NUMBER_INTEGER", "defaultValue": 5}})
+    with pytest.raises(PipelineRejected, match="not required by pipeline: extra"):
+        run(tmp_path, package, parameters={"extra": 1})
+    with pytest.raises(PipelineRejected, match="input parameter n requires type double or "
+                                               "integer"):
+        run(tmp_path, package, parameters={"n": "five"})
+    assert run(tmp_path, package).task("a").executor_input["inputs"]["parameterValues"] == {"n": 5}
+
+
+# --- what a task receives ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", emulator.BACKENDS)
+def test_inputs_are_untyped_artifacts_named_by_their_mlmd_id(tmp_path, backend, monkeypatch):
+    """driver.go `resolveUpstreamArtifacts`/`resolveInputs` take the producer's outputs from
+    metadata/client.go `GetOutputArtifactsByExecutionId` (`Schema: "" // TODO`), converted by
+    metadata/converter.go `toRuntimeArtifact`: name = MLMD id, `type: {instanceSchema: ""}`,
+    custom properties as metadata (numbers as doubles, bools as ints, `display_name` added by
+    `RecordArtifact`). The task gets exactly that through `{{$}}` (launcher_v2.go
+    `getPlaceholders`), compact camelCase JSON."""
+    received = tmp_path / "received.json"
+    package = write_package(tmp_path, [PRODUCER, CONSUMER])
+    result = run(tmp_path, package, backend=backend, env={**os.environ, "RECEIVED": str(received)})
+
+    assert result.state == "SUCCEEDED", result.task("consume").error
+    consumer = result.task("consume")
+    assert json.loads(received.read_text()) == consumer.executor_input
+    assert '": ' not in received.read_text()  # compact, as Go's protojson.Marshal
+    [artifact] = consumer.executor_input["inputs"]["artifacts"]["data"]["artifacts"]
+    [stored] = store(tmp_path).get_artifacts_by_id([int(artifact["name"])])
+    assert artifact["type"] == {"instanceSchema": ""}
+    assert artifact["uri"] == stored.uri == result.task("produce").outputs["data"][0]["uri"]
+    assert stored.custom_properties["rows"].double_value == 7.0
+    assert {k: artifact["metadata"][k] for k in ("rows", "ok", "display_name")} == {
+        "rows": 7, "ok": 1, "display_name": "data"}
+    assert ("store_session_info" in artifact["metadata"]) == (backend == "2.5.0")
+    assert consumer.executor_input["inputs"]["parameterValues"] == {"size": 42}
+
+
+@pytest.mark.parametrize("backend, publish_logs", [("2.0.5", None), ("2.5.0", None),
+                                                   ("2.5.0", False)])
+def test_output_uris_and_executor_logs_per_backend(tmp_path, backend, publish_logs):
+    """driver.go `provisionOutputs`: 2.0.5 lays outputs out as
+    `<root>/<pipeline>/<run>/<task>/<output>`, 2.5.0 puts a uuid folder before `<output>` and,
+    with `--publish_logs` true by default (cmd/driver/main.go; PUBLISH_LOGS=true in the API
+    server's manifests), adds an `executor-logs` output typed `system.Artifact`, where the
+    launcher writes the task's log (launcher_v2.go `getLogWriter`)."""
+    result = run(tmp_path, write_package(tmp_path, [PRODUCER]), backend=backend, run_id="r1",
+                 publish_logs=publish_logs)
+
+    outputs = result.task("produce").executor_input["outputs"]
+    task_root = f"{tmp_path}/root/emu-test/r1/produce"
+    uri = outputs["artifacts"]["data"]["artifacts"][0]["uri"]
+    assert outputs["outputFile"] == "/tmp/kfp_outputs/output_metadata.json"
+    assert outputs["parameters"] == {"size": {"outputFile": "/tmp/kfp/outputs/size"}}
+    if backend == "2.0.5":
+        assert uri == f"{task_root}/data"
+        assert set(outputs["artifacts"]) == {"data"}
+    else:
+        salt = uri[len(task_root) + 1:-len("/data")]
+        assert uri == f"{task_root}/{salt}/data" and len(salt) == 36
+        assert ("executor-logs" in outputs["artifacts"]) == (publish_logs is None)
+    if "executor-logs" in outputs["artifacts"]:
+        logs = outputs["artifacts"]["executor-logs"]["artifacts"][0]
+        assert logs["type"] == {"schemaTitle": "system.Artifact"}
+        assert logs["uri"] == f"{task_root}/{salt}/executor-logs"
+        assert Path(logs["uri"]).read_text() == Path(result.task("produce").log).read_text()
+
+
+def test_output_missing_from_executor_output_is_still_published(tmp_path):
+    """launcher_v2.go `uploadOutputArtifacts`: every provisioned output is recorded in MLMD
+    (state LIVE, `display_name` only) even when the task writes no ExecutorOutput
+    (`getExecutorOutputFile`: a missing file is an empty ExecutorOutput)."""
+    step = Step("quiet", outputs=("data",))
+    result = run(tmp_path, write_package(tmp_path, [step]), backend="2.0.5")
+
+    [artifact] = result.task("quiet").outputs["data"]
+    assert artifact["metadata"] == {"display_name": "data"}
+    assert artifact["uri"].endswith("/quiet/data")
+    [stored] = store(tmp_path).get_artifacts_by_id([int(artifact["name"])])
+    assert stored.state == mlmd.Artifact.LIVE
+
+
+def test_cache_reuses_outputs_only_when_enabled(tmp_path):
+    """driver.go `getFingerPrintsAndID`/`reuseCachedOutputs`: a task with
+    `cachingOptions.enableCache` and the same cache key is not run again and publishes the
+    earlier artifacts as CACHED; without it the task always runs."""
+    package = write_package(tmp_path, [Step("cached", outputs=("data",), cache=True),
+                                       Step("fresh", outputs=("data",))])
+    first, second = run(tmp_path, package), run(tmp_path, package)
+
+    assert [t.state for t in second.tasks] == ["CACHED", "SUCCEEDED"]
+    assert second.task("cached").outputs == first.task("cached").outputs
+    assert second.task("fresh").outputs["data"] != first.task("fresh").outputs["data"]
+    [execution] = store(tmp_path).get_executions_by_id([second.task("cached").execution_id])
+    assert execution.last_known_state == mlmd.Execution.CACHED
+
+
+# --- volumes -----------------------------------------------------------------------------
+
+
+def test_pvc_is_bind_mounted_for_its_task_only(tmp_path):
+    """driver.go `extendPodSpecPatch`/`makeVolumeMountPatch` and kubernetes_executor_config.proto
+    `PvcMount` (claim by `constant`, `mountPath`): the claim is mounted in that task's pod
+    only; here its local folder is bind-mounted in the task's private mount namespace."""
+    volume, mount_path = tmp_path / "volume", tmp_path / "mnt"
+    writer = Step("writer", script=f"open('{mount_path}/hello.txt', 'w').write('from pod')")
+    package = write_package(tmp_path, [writer], kubernetes={
+        "exec-writer": {"pvcMount": [{"constant": "shared", "mountPath": str(mount_path)}]}})
+
+    result = run(tmp_path, package, volumes={"shared": str(volume)})
+
+    assert result.state == "SUCCEEDED", result.task("writer").error
+    assert (volume / "hello.txt").read_text() == "from pod"
+    assert not (mount_path / "hello.txt").exists()
+
+
+def test_claim_without_a_local_folder_fails_the_task_naming_it(tmp_path):
+    """makeVolumeMountPatch resolves the claim name; a claim with no local stand-in cannot
+    be mounted, and the task fails saying which."""
+    package = write_package(tmp_path, [Step("a")], kubernetes={
+        "exec-a": {"pvcMount": [{"constant": "data-claim", "mountPath": "/data"}]}})
+    result = run(tmp_path, package)
+    assert result.state == "FAILED"
+    assert "'data-claim'" in result.task("a").error
+
+
+# --- failures ----------------------------------------------------------------------------
+
+
+def test_failing_task_stops_the_run_with_its_log_tail(tmp_path):
+    """launcher_v2.go `Execute` publishes the execution FAILED (no outputs) when the command
+    exits non-zero; Argo's DAG (`failFast` true by default) starts nothing after it."""
+    steps = [Step("first", outputs=("data",)),
+             Step("boom", inputs={"data": "first.data"}, outputs=("data",),
+                  script="print('the reason it broke')\nraise SystemExit(3)"),
+             Step("after", inputs={"data": "boom.data"})]
+    events: list[tuple[str, str]] = []
+    result = run(tmp_path, write_package(tmp_path, steps),
+                 on_task=lambda task, event: events.append((task, event)))
+
+    assert result.state == "FAILED"
+    assert events == [("first", "running"), ("first", "finished"),
+                      ("boom", "running"), ("boom", "failed")]
+    assert [t.state for t in result.tasks] == ["SUCCEEDED", "FAILED", "SKIPPED"]
+    boom = result.task("boom")
+    assert "exit status 3" in boom.error and "the reason it broke" in boom.error
+    [execution] = store(tmp_path).get_executions_by_id([boom.execution_id])
+    assert execution.last_known_state == mlmd.Execution.FAILED
+    assert boom.outputs == {}
+
+
+# --- TFX-compiled packages ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tfx_packages(tmp_path_factory) -> dict[str, Path]:
+    """Tiny TFX pipelines compiled by KubeflowV2DagRunner (imports TFX once, ~10 s)."""
+    from tests.pipeline.kubeflow import tfx_tiny
+
+    folder = tmp_path_factory.mktemp("tfx")
+    return {"plain": tfx_tiny.compile_package(folder),
+            "resolver": tfx_tiny.compile_package(folder, with_resolver=True),
+            "underscore": tfx_tiny.compile_package(folder, producer_id="my_producer")}
+
+
+@pytest.mark.parametrize("backend", emulator.BACKENDS)
+def test_tfx_resolver_is_refused_by_the_compiler(tmp_path, tfx_packages, backend):
+    """compiler/visitor.go `pipelineDFS.dfs` accepts only container and importer executors and
+    runs before argocompiler/dag.go's "resolver executors not implemented"; the API server
+    wraps it as "Failed to compile job" (v2_template.go `RunWorkflow`)."""
+    with pytest.raises(PipelineRejected, match='Failed to compile job: error processing '
+                       'component name="latest-examples": .*non-container and non-importer '
+                       'executor not implemented'):
+        run(tmp_path, tfx_packages["resolver"], backend=backend)
+
+
+def test_tfx_task_name_with_underscore_is_refused_by_argo(tmp_path, tfx_packages):
+    """argocompiler/dag.go names the Argo DAG tasks `<task>-driver` and `<task>` after the KFP
+    task (TFX: the component id); Argo's `validateDAG` requires `^[a-zA-Z0-9][-a-zA-Z0-9]*$`
+    when the API server validates the workflow (resource_manager.go `CreateRun`)."""
+    with pytest.raises(PipelineRejected, match="'my_producer-driver' is invalid: name must "
+                                               "consist of alpha-numeric characters or '-'"):
+        run(tmp_path, tfx_packages["underscore"])
+
+
+def test_tfx_stock_entrypoint_fails_on_untyped_inputs_on_2_0_5(tmp_path, tfx_packages):
+    """With the driver's untyped inputs (`instanceSchema: ""`, metadata/client.go), TFX 1.16's
+    `kubeflow_v2_entrypoint_utils._retrieve_class_path` fails in the consumer with
+    "'NoneType' object has no attribute 'get'", as tensorflow/tfx#7768 reports."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = run(tmp_path, tfx_packages["plain"], backend="2.0.5", env=env)
+
+    producer, consumer = result.task("Producer"), result.task("Consumer")
+    assert producer.state == "SUCCEEDED", producer.error
+    assert producer.outputs["examples"][0]["metadata"]["tfx_version"]
+    assert consumer.state == "FAILED"
+    assert "'NoneType' object has no attribute 'get'" in consumer.error
+
+
+def test_tfx_stock_entrypoint_fails_on_executor_logs_on_2_5_0(tmp_path, tfx_packages):
+    """On 2.5.0 every task also gets the `executor-logs` output typed `system.Artifact`
+    (driver.go `provisionOutputs`); TFX maps only `tfx.*` titles to classes and fails to
+    import it, so the first task fails."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = run(tmp_path, tfx_packages["plain"], env=env)
+    assert result.task("Producer").state == "FAILED"
+    assert "Could not import system.Artifact" in result.task("Producer").error
+    assert result.task("Consumer").state == "SKIPPED"
+
+
+def test_constructs_kfp_does_not_share_with_tfx_here_are_not_guessed(tmp_path):
+    """Importers, CEL conditions, loops and nested DAGs exist in KFP (argocompiler/dag.go,
+    driver.go) but are not modelled: the emulation refuses them instead of guessing."""
+    package = write_package(tmp_path, [Step("a")])
+    spec = yaml.safe_load(package.read_text())
+    spec["root"]["dag"]["tasks"]["a"]["triggerPolicy"] = {"condition": "1 == 1"}
+    package.write_text(yaml.safe_dump(spec))
+    with pytest.raises(NotEmulated, match="triggerPolicy.condition"):
+        run(tmp_path, package)
