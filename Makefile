@@ -3,7 +3,7 @@ PY := .venv/bin/python
 MLOPS := .venv/bin/mlops
 ARGS ?=
 
-.PHONY: setup run serve test test-fast bench bench-serving check-config deploy-files lock clean
+.PHONY: setup run serve test test-fast bench bench-serving check-config deploy-files kfp-compile image lock clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -31,6 +31,12 @@ check-config: setup
 
 deploy-files: setup  ## Regenerate serving/deploy/ (docker compose, Kubernetes) from the config
 	@$(MLOPS) deploy-files $(ARGS)
+
+kfp-compile: setup  ## Compile the pipeline for Kubeflow Pipelines (kubeflow profile)
+	@$(MLOPS) kfp compile $(ARGS)
+
+image: setup  ## Build the pipeline image (Dockerfile) tagged kubeflow.image; ARGS=--push pushes it
+	@$(MLOPS) kfp image $(ARGS)
 
 lock:  ## Re-resolve requirements.in into requirements.lock (needs uv and Python 3.10)
 	uv pip compile requirements.in --python-version 3.10 --python-platform x86_64-manylinux_2_31 -o requirements.lock

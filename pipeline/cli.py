@@ -8,6 +8,7 @@
     mlops label NAME VERSION [--remove]          pin a version label
     mlops predict (--json FILE | --csv FILE [--row N]) [--version N | --label L]
     mlops deploy-files [--check]                 docker compose + Kubernetes for the real server
+    mlops kfp compile | image | upload | run | schedule | unschedule | list   Kubeflow
 
 Exit codes: 0 success (whether or not a model was pushed), 1 the run failed (data
 validation, a component error), 2 the configuration or the command line is wrong.
@@ -24,32 +25,20 @@ import typer
 from rich.console import Console
 
 from pipeline import process
+from pipeline.cli_options import ConfigOption, SetOption
+from pipeline.cli_options import load as load_or_exit
 from pipeline.config import KUBEFLOW, LOCAL, ConfigError, PipelineConfig, load_config
+from pipeline.kubeflow.commands import kfp_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Operate the TFX pipeline and its model server.")
+app.add_typer(kfp_app, name="kfp")  # compile, image, upload, run, schedule, list
 console = Console()
 
-ConfigOption = typer.Option(None, "--config", "-c", metavar="FILE",
-                            help="Config file (default: $MLOPS_CONFIG or ./pipeline_config.yaml).")
-SetOption = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
-                         help="Override one config key for this run, e.g. training.train_steps=200.")
 VerboseOption = typer.Option(False, "--verbose", "-v",
                              help="Show TensorFlow, Beam and TFX logs.")
 ForceOption = typer.Option(False, "--force", "-f",
                            help="Run through TFX even when nothing changed since the last run.")
-
-
-def load_or_exit(config_file: Optional[str], overrides: Optional[list[str]],
-                 check_files: bool = True, profile: str = LOCAL) -> PipelineConfig:
-    """The validated config, or exit 2 with one line per problem. Serving commands skip the
-    training-data checks (a serving host need not hold the data)."""
-    try:
-        return load_config(config_file, overrides or (), check_files=check_files,
-                           profile=profile)
-    except ConfigError as err:
-        typer.echo(f"error: {err}", err=True)  # unwrapped: one problem per line
-        raise typer.Exit(2)
 
 
 @app.command("check-config")

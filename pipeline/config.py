@@ -240,20 +240,23 @@ class ScheduleSection(_Section):
     """A recurring run on Kubeflow: KFP's cron (six fields, seconds first) and its limits."""
 
     cron: str = "0 0 2 * * *"
-    max_concurrency: PositiveInt = Field(
-        1, description="runs of the schedule at once; 1 = a slow run delays the next")
+    max_concurrency: int = Field(
+        1, ge=1, le=10,  # the API server's range (api_converter.go)
+        description="runs of the schedule at once; 1 = a slow run delays the next")
     catchup: bool = Field(False, description="after a pause, run every missed slot (true) "
                                              "or only the next one (false)")
 
     @field_validator("cron")
     @classmethod
-    def _six_fields(cls, value: str) -> str:
-        fields = value.split()
-        if len(fields) != 6:
-            raise ValueError(
-                f"'{value}' has {len(fields)} fields; Kubeflow cron has six, seconds first "
-                "(e.g. '0 0 2 * * *' = every day at 02:00)")
-        return value
+    def _kubeflow_cron(cls, value: str) -> str:
+        from pipeline.kubeflow import cron  # the server's grammar (robfig/cron v1.2.0)
+
+        try:
+            return cron.validate(value)  # a CronError is a ValueError: one line for the key
+        except cron.CrontabLineError as err:
+            if err.converted is None:
+                raise
+            raise ValueError(f"{err}; as six fields: '{err.converted}'") from None
 
 
 class VolumeMount(_Section):

@@ -23,7 +23,6 @@ metadata; exec properties) is handed over unchanged, and TFX's entrypoint does t
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 from absl import logging
@@ -71,10 +70,11 @@ def repair(executor_input: dict[str, Any],
     return repaired, dropped
 
 
-def main(argv: list[str]) -> None:
+def run(parsed: tuple[Any, list[str]]) -> None:
+    """Runs the executor TFX's entrypoint would, on the repaired ExecutorInput."""
     from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor as tfx_entry
 
-    args, beam_args = tfx_entry._parse_flags(argv)  # pylint: disable=protected-access
+    args, beam_args = parsed
     inputs_spec = json.loads(args.json_serialized_inputs_spec_args or "{}")
     repaired, dropped = repair(json.loads(args.json_serialized_invocation_args), inputs_spec)
     if dropped:
@@ -83,8 +83,15 @@ def main(argv: list[str]) -> None:
     tfx_entry._run_executor(args, beam_args)  # pylint: disable=protected-access
 
 
-if __name__ == "__main__":
+def main() -> None:
     from absl import app
+    from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor as tfx_entry
 
-    # absl sets up logging; the arguments are TFX's, parsed by its own parser in main()
-    app.run(lambda _: main(sys.argv[1:]), flags_parser=lambda argv: argv)
+    # TFX's own argument parser (it also parses absl's flags); the program name is not
+    # an argument, so it must not reach the Beam arguments
+    app.run(run, flags_parser=lambda argv: tfx_entry._parse_flags(  # pylint: disable=protected-access
+        argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

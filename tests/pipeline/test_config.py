@@ -170,7 +170,19 @@ def test_slice_on_an_undeclared_feature(config_file: Path):
 
 def test_five_field_cron_is_refused_with_the_kubeflow_format(config_file: Path):
     message = one_problem(config_file, "schedule.cron=0 2 * * *")
-    assert "has 5 fields; Kubeflow cron has six, seconds first" in message
+    assert "has five fields, like a crontab line, but Kubeflow's cron has six fields, " \
+        "seconds first" in message
+    assert "as six fields: '0 0 2 * * *'" in message
+
+
+def test_a_cron_value_out_of_range_is_refused_at_load(config_file: Path):
+    """The same grammar as the server's parser: caught by check-config, not by the
+    API server when the schedule is created."""
+    assert one_problem(config_file, "schedule.cron=0 0 25 * * *").startswith(
+        "schedule.cron: invalid cron '0 0 25 * * *': hour field '25': 25 is above the "
+        "maximum 23")
+    assert one_problem(config_file, "schedule.max_concurrency=11").startswith(
+        "schedule.max_concurrency: ")
 
 
 def test_several_problems_are_reported_together(config_file: Path):

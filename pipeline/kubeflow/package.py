@@ -1,0 +1,122 @@
+"""The compiled package as the KFP API server takes it, and run parameters typed by it.
+
+The server accepts a YAML bare PipelineSpec with `schemaVersion: 2.1.0` (backend
+`apiserver/template/v2_template.go` `NewV2SpecTemplate`, `template.go` `isPipelineSpec`);
+`KubeflowV2DagRunner` writes that only to a `.yaml` file and a Vertex `PipelineJob`
+(`displayName`, `pipelineSpec`, `runtimeConfig`) to a `.json` one. Checking here turns a
+server's 500 (2.0.x) into a line that says what to do, before anything is sent.
+
+`--param name=value` arrives as text; the spec's `root.inputDefinitions.parameters`
+says each parameter's type (`parameterType`), so values are sent as the JSON the run
+expects (KFP's `runtime_config.parameters` is a map of `google.protobuf.Value`) and a
+misspelt name is caught here rather than as a failed run.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+SCHEMA_VERSION = "2.1.0"
+_YAML_SUFFIXES = (".yaml", ".yml")
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+class PackageError(Exception):
+    """The package file is missing or is not what the KFP API server accepts."""
+
+
+class ParameterError(ValueError):
+    """A `--param` the pipeline does not declare, or a value its type cannot hold."""
+
+
+def read_spec(path: Path) -> dict[str, Any]:
+    """The PipelineSpec in `path` (the first YAML document; a second one, the platform
+    spec, is left alone), or PackageError naming the fix."""
+    if not path.is_file():
+        raise PackageError(f"no compiled pipeline at {path}: run `mlops kfp compile` first "
+                           "(it writes kubeflow.output_file)")
+    if path.suffix not in _YAML_SUFFIXES:
+        raise PackageError(f"{path}: KFP takes the pipeline as a .yaml file (a bare "
+                           "PipelineSpec); compile to a kubeflow.output_file ending in .yaml")
+    try:
+        spec = next(iter(yaml.safe_load_all(path.read_text())), None)
+    except yaml.YAMLError as err:
+        raise PackageError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(spec, dict):
+        raise PackageError(f"{path} holds no pipeline spec")
+    if "pipelineSpec" in spec:
+        raise PackageError(f"{path} is a Vertex PipelineJob (pipelineSpec inside), not the "
+                           "bare PipelineSpec KFP accepts: compile it again with "
+                           "`mlops kfp compile`")
+    version = spec.get("schemaVersion")
+    if version != SCHEMA_VERSION:
+        raise PackageError(f"{path} has schemaVersion {version!r}; the KFP API server "
+                           f"accepts {SCHEMA_VERSION} only")
+    if not (spec.get("pipelineInfo") or {}).get("name") or not spec.get("root"):
+        raise PackageError(f"{path} is not a pipeline spec (no pipelineInfo.name or root)")
+    return spec
+
+
+def bare_spec(stored: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The PipelineSpec of a pipeline version as the server returns it: the spec itself,
+    or `{pipeline_spec, platform_spec}` when the package had a platform document."""
+    inner = stored.get("pipeline_spec")
+    return inner if isinstance(inner, Mapping) and "root" not in stored else stored
+
+
+def declared_parameters(spec: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The pipeline's own inputs: name -> {parameterType, defaultValue, isOptional}."""
+    root = spec.get("root") or {}
+    return dict(((root.get("inputDefinitions") or {}).get("parameters") or {}))
+
+
+def typed_parameters(spec: Mapping[str, Any], assignments: Iterable[str]) -> dict[str, Any]:
+    """`["times=3", "message=hi"]` -> `{"times": 3, "message": "hi"}` as the spec types
+    them; ParameterError for an unknown name, a value of the wrong type, or a required
+    parameter left out."""
+    declared = declared_parameters(spec)
+    values: dict[str, Any] = {}
+    for assignment in assignments:
+        name, sep, text = assignment.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ParameterError(f"--param '{assignment}' is not NAME=VALUE")
+        if name not in declared:
+            known = ", ".join(sorted(declared)) or "none"
+            raise ParameterError(f"the pipeline has no parameter '{name}' (its parameters: "
+                                 f"{known})")
+        values[name] = _typed(name, text, declared[name].get("parameterType"))
+    missing = [name for name, decl in sorted(declared.items())
+               if name not in values and not decl.get("isOptional")
+               and "defaultValue" not in decl]
+    if missing:
+        raise ParameterError("the pipeline needs a value for " + ", ".join(missing)
+                             + ": pass --param NAME=VALUE")
+    return values
+
+
+def _typed(name: str, text: str, kind: Any) -> Any:
+    try:
+        if kind == "NUMBER_INTEGER":
+            return int(text)
+        if kind == "NUMBER_DOUBLE":
+            return float(text)
+        if kind == "BOOLEAN":
+            if text.lower() in _TRUE | _FALSE:
+                return text.lower() in _TRUE
+            raise ValueError(text)
+        if kind in ("LIST", "STRUCT"):
+            value = json.loads(text)
+            if not isinstance(value, list if kind == "LIST" else dict):
+                raise ValueError(text)
+            return value
+    except ValueError:
+        expected = {"NUMBER_INTEGER": "an integer", "NUMBER_DOUBLE": "a number",
+                    "BOOLEAN": "true or false", "LIST": "a JSON list",
+                    "STRUCT": "a JSON object"}[kind]
+        raise ParameterError(f"parameter '{name}' takes {expected}, not {text!r}") from None
+    return text  # STRING, or a type this module does not know: sent as given
