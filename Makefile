@@ -3,7 +3,7 @@ PY := .venv/bin/python
 MLOPS := .venv/bin/mlops
 ARGS ?=
 
-.PHONY: setup run serve test test-fast bench bench-serving check-config deploy-files kfp-compile image lock clean
+.PHONY: setup run serve test test-fast bench bench-serving bench-kubeflow check-config deploy-files kfp-compile image lock clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -25,6 +25,9 @@ bench: setup  ## Pipeline wall times: cold run and cached re-run
 
 bench-serving: setup  ## Serving throughput and latency (REST, gRPC), push-to-answer time
 	@$(PY) bench/serving $(ARGS)
+
+bench-kubeflow: setup  ## The compiled Kubeflow package run as KFP does, beside mlops run
+	@$(PY) bench/kubeflow $(ARGS)
 
 check-config: setup
 	@$(MLOPS) check-config $(ARGS)
