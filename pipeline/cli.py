@@ -22,18 +22,19 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
 from pipeline import process
 from pipeline.cli_options import ConfigOption, SetOption
+from pipeline.console import log_console
 from pipeline.cli_options import load as load_or_exit
-from pipeline.config import KUBEFLOW, LOCAL, ConfigError, PipelineConfig, load_config
+from pipeline.config import (KUBEFLOW, LOCAL, ConfigError, PipelineConfig, load_config,
+                             resolve_config_path)
 from pipeline.kubeflow.commands import kfp_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Operate the TFX pipeline and its model server.")
 app.add_typer(kfp_app, name="kfp")  # compile, image, upload, run, schedule, list
-console = Console()
+console = log_console()
 
 VerboseOption = typer.Option(False, "--verbose", "-v",
                              help="Show TensorFlow, Beam and TFX logs.")
@@ -45,10 +46,17 @@ ForceOption = typer.Option(False, "--force", "-f",
 def check_config(config_file: Optional[str] = ConfigOption,
                  overrides: Optional[list[str]] = SetOption) -> None:
     """Validate the configuration, both profiles, and say what a run would do."""
-    from pipeline import beam_options
+    from pipeline import beam_options, data_files
 
     config = load_or_exit(config_file, overrides)
     kubeflow = load_or_exit(config_file, overrides, check_files=False, profile=KUBEFLOW)
+    files = data_files.span_files(config.data.input_base, config.data.span_pattern,
+                                  config.data.span)
+    missing = data_files.missing_columns(files, config.declared_columns())
+    if missing:
+        source = str(resolve_config_path(config_file).resolve())
+        typer.echo(f"error: {ConfigError(source, missing)}", err=True)
+        raise typer.Exit(2)
     process.prepare(verbose=False)  # Beam's import prints Google client warnings
     problems = [f"pipeline.beam_args{'' if c.profile == LOCAL else ' (profile kubeflow)'}: "
                 f"{problem}" for c in (config, kubeflow)
@@ -324,7 +332,6 @@ def deploy_files(config_file: Optional[str] = ConfigOption,
                                             help="Write nothing; exit 1 listing stale files.")
                  ) -> None:
     """Generate serving/deploy/ (docker compose, Kubernetes) for tensorflow_model_server."""
-    from pipeline.config import resolve_config_path
     from serving import deployment
 
     try:  # no --set / MLOPS__ overrides: the committed files follow the committed config

@@ -10,7 +10,6 @@ This module imports no TensorFlow: `mlops check-config` answers in well under a 
 from __future__ import annotations
 
 import difflib
-import glob
 import os
 import posixpath
 import re
@@ -23,7 +22,7 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFl
                       model_validator)
 
 from models import features as feature_lib
-from pipeline import schema_file
+from pipeline import data_files, schema_file
 
 DEFAULT_CONFIG_FILE = "pipeline_config.yaml"
 CONFIG_ENV_VAR = "MLOPS_CONFIG"
@@ -235,6 +234,13 @@ class ServingSection(_Section):
     image: str = "tensorflow/serving:2.16.1"
     kubernetes: KubernetesSection = Field(default_factory=KubernetesSection)
 
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> "ServingSection":
+        if self.grpc_port and self.grpc_port == self.rest_api_port:
+            raise ValueError(f"grpc_port and rest_api_port are both {self.grpc_port}: the "
+                             "two APIs need a port each")
+        return self
+
 
 class ScheduleSection(_Section):
     """A recurring run on Kubeflow: KFP's cron (six fields, seconds first) and its limits."""
@@ -333,6 +339,12 @@ class PipelineConfig(_Section):
     @property
     def serving_model_dir(self) -> str:
         return join_path(self.serving.base_directory, self.serving.model_name)
+
+    def declared_columns(self) -> dict[str, str]:
+        """Each column the config names in the data, with the key that names it."""
+        keys = {name: f"features.{kind}" for kind in ("numeric", "categorical", "bucketized")
+                for name in getattr(self.features, kind)}
+        return {**keys, self.label.column: "label.column"}
 
     def data_contract(self) -> dict[str, str]:
         """Each declared column and what the data must hold for it: its kind, or for the
@@ -568,11 +580,14 @@ def _file_problems(config: PipelineConfig) -> list[str]:
         if not os.path.isdir(data.input_base):
             problems.append(f"data.input_base: folder not found: {data.input_base}")
         else:
-            wanted = "*" if data.span == "latest" else str(data.span)
-            pattern = os.path.join(data.input_base, data.span_pattern.replace("{SPAN}", wanted))
-            if not glob.glob(pattern):
+            files = data_files.span_files(data.input_base, data.span_pattern, data.span)
+            if not files:
+                wanted = "*" if data.span == "latest" else str(data.span)
+                pattern = os.path.join(data.input_base,
+                                       data.span_pattern.replace("{SPAN}", wanted))
                 which = "any span" if data.span == "latest" else f"span {data.span}"
                 problems.append(f"data.span_pattern: no file for {which} matches {pattern}")
+
     if data.schema_path and not is_remote(data.schema_path):
         if os.path.isfile(data.schema_path):
             problems.extend(f"data.schema_path: {problem}" for problem in

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.config import PipelineConfig, Threshold
+from pipeline.console import log_console
 
 _STATE = metadata_store_pb2.Execution.State
 _STATE_NAMES = {_STATE.COMPLETE: "done", _STATE.CACHED: "cached", _STATE.FAILED: "failed",
@@ -246,7 +247,7 @@ def _threshold_text(check: MetricCheck) -> str:
 
 
 def render(report: RunReport, console: Optional[Console] = None) -> None:
-    console = console or Console()
+    console = console or log_console()
     heading = f"[bold]{report.pipeline_name}[/]"
     if report.span is not None:
         heading += f", span {report.span}"
@@ -295,6 +296,6 @@ def render(report: RunReport, console: Optional[Console] = None) -> None:
 
 def render_text(report: RunReport, width: int = 100) -> str:
     """The summary as plain text (kept with the run, shown again for unchanged re-runs)."""
-    console = Console(width=width, file=io.StringIO(), color_system=None)
+    console = log_console(width=width, file=io.StringIO(), color_system=None)
     render(report, console)
     return console.file.getvalue()

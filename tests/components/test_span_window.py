@@ -163,3 +163,20 @@ def test_without_a_driver_the_examples_record_span_and_fingerprint(tmp_path: Pat
         "split:single_split,num_files:1,")
     for split in ("train", "eval"):
         assert split_records(without, split) == split_records(with_driver, split)
+
+
+@pytest.mark.slow
+def test_beam_s_multi_processing_runner_writes_what_the_in_process_path_writes(
+        tmp_path: Path) -> None:
+    """The scale-out setting of `pipeline.beam_args`: Beam's direct runner with worker
+    processes runs TFX's Beam path of ExampleGen, our DoFns pickled into the workers."""
+    for span in (1, 2):
+        copy_taxi_span(span, tmp_path / "data", rows=600)
+    in_process = run_example_gen(tmp_path / "data", tmp_path / "in_process",
+                                 ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
+    workers = run_example_gen(tmp_path / "data", tmp_path / "workers",
+                              ["--direct_running_mode=multi_processing",
+                               "--direct_num_workers=2"])
+    for split in ("train", "eval"):
+        assert split_records(workers, split) == split_records(in_process, split)
+    assert sum(len(split_records(workers, s)) for s in ("train", "eval")) == 1200

@@ -58,6 +58,27 @@ def test_check_config_checks_the_kubeflow_profile_and_beam_args(config_file: Pat
         in bad_value.stderr
 
 
+def test_check_config_reads_the_header_of_the_span_a_run_would_read(config_file: Path):
+    """A label or feature that is not a column of the newest span is named with its key
+    (a run would only find out after ingestion, in the data gate)."""
+    result = mlops("check-config", "--config", str(config_file),
+                   "--set", "label.column=tip", "--set", "features.numeric=[fare, trip_mile]")
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[1].startswith("  - features.numeric: 'trip_mile' is not a column of ")
+    assert "span-1/trips.csv (did you mean 'trip_miles'?); its columns: " in lines[1]
+    assert lines[2].startswith("  - label.column: 'tip' is not a column of ")
+    assert len(lines) == 3
+
+
+def test_check_config_refuses_one_port_for_both_apis(config_file: Path):
+    result = mlops("check-config", "--config", str(config_file),
+                   "--set", "serving.grpc_port=8501", "--set", "serving.rest_api_port=8501")
+    assert result.returncode == 2
+    assert "  - serving: grpc_port and rest_api_port are both 8501: the two APIs need a " \
+        "port each" in result.stderr.splitlines()
+
+
 def test_run_refuses_a_bad_config_before_importing_tfx(config_file: Path):
     result = mlops("run", "--config", str(config_file), "--set", "data.span=99")
     assert result.returncode == 2

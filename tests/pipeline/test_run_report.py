@@ -47,3 +47,16 @@ def test_without_a_baseline_changes_are_not_shown_and_that_is_said():
     assert rows(text)["AUC"].startswith("0.9100 | - |")
     assert "No serving model to compare with: change thresholds not applied." in text
     assert "Pushed version 1 -> /serving/1" in text
+
+
+def test_sentences_stay_whole_in_a_log(capsys):
+    """Piped to a file (CI logs), rich would wrap at 80 columns mid-sentence; error and
+    summary lines must stay whole and greppable."""
+    from pipeline.run_report import render
+
+    error = ("data validation failed: split train: feature 'trip_miles': declared numeric "
+             "but holds STRING values (text in it?) in 150 of 1500 rows")
+    render(report_with(error=error, not_pushed_reason="the run stopped before the Pusher"))
+    lines = capsys.readouterr().out.splitlines()
+    assert f"Run failed: {error}" in lines
+    assert "Nothing pushed: the run stopped before the Pusher" in lines
