@@ -11,6 +11,9 @@ The result is the Examples CsvExampleGen writes (checked against it on the bundl
   int64 makes it STRING too), using Python's `int`/`float` like tfx_bsl's inference;
 - an empty cell is an empty value list of the column's type; a column with no value at all
   gives a feature without a kind;
+- a cell whose whole text is one of the configured missing-value markers (`NA`, `N/A`...:
+  `data.missing_values`) is read as an empty cell, so it neither makes a number column
+  text nor becomes a category;
 - STRING values are the raw bytes (no UTF-8 requirement).
 """
 from __future__ import annotations
@@ -57,8 +60,11 @@ class CsvFormatError(ValueError):
     """A CSV file that cannot be read as a table with the expected header."""
 
 
-def read_batches(path: str, header: Sequence[str]) -> Iterator[pa.RecordBatch]:
-    """The rows of one CSV file after its header line, every column as raw bytes."""
+def read_batches(path: str, header: Sequence[str],
+                 missing_values: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
+    """The rows of one CSV file after its header line, every column as raw bytes, cells
+    holding a missing-value marker emptied."""
+    markers = pa.array([value.encode() for value in missing_values if value], pa.binary())
     options = dict(
         read_options=pa_csv.ReadOptions(column_names=list(header), skip_rows=1,
                                         block_size=_BLOCK_BYTES),
@@ -71,9 +77,16 @@ def read_batches(path: str, header: Sequence[str]) -> Iterator[pa.RecordBatch]:
         with FileSystems.open(path) as stream:
             reader = pa_csv.open_csv(stream, **options)
             for batch in reader:
-                yield batch
+                yield _without_markers(batch, markers) if len(markers) else batch
     except pa.ArrowInvalid as error:
         raise CsvFormatError(f"{path}: {error}") from None
+
+
+def _without_markers(batch: pa.RecordBatch, markers: pa.Array) -> pa.RecordBatch:
+    empty = pa.scalar(b"", pa.binary())
+    columns = [pc.if_else(pc.is_in(column, value_set=markers), empty, column)
+               for column in batch.columns]
+    return pa.RecordBatch.from_arrays(columns, batch.schema.names)
 
 
 def batch_kinds(batch: pa.RecordBatch) -> dict[str, Kind]:

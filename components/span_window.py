@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import apache_beam as beam
 import tensorflow as tf
@@ -44,28 +44,42 @@ from components.beam_runner import beam_would_distribute
 
 SPAN_PATTERN_KEY = "span_pattern"  # in custom_config: the pattern with {SPAN} unresolved
 TRAIN_SPANS_KEY = "train_spans"
+MISSING_VALUES_KEY = "missing_values"
 SPAN_TOKEN = "{SPAN}"
 SPAN_PROPERTY = "span"  # the execution property the stock driver sets to the resolved span
 
 
-def window_config(span_pattern: str, train_spans: int) -> example_gen_pb2.CustomConfig:
-    """ExampleGen's `custom_config` (an `Any`, here a Struct) telling the executor the window."""
+class Window(NamedTuple):
+    """What the executor reads: the span pattern, how many spans, which cells are missing."""
+
+    span_pattern: str
+    train_spans: int
+    missing_values: tuple[str, ...] = ()
+
+
+def window_config(span_pattern: str, train_spans: int,
+                  missing_values: Sequence[str] = ()) -> example_gen_pb2.CustomConfig:
+    """ExampleGen's `custom_config` (an `Any`, here a Struct) telling the executor the window
+    and the cell texts that mean "missing" (`data.missing_values`)."""
     options = struct_pb2.Struct()
-    options.update({SPAN_PATTERN_KEY: span_pattern, TRAIN_SPANS_KEY: train_spans})
+    options.update({SPAN_PATTERN_KEY: span_pattern, TRAIN_SPANS_KEY: train_spans,
+                    MISSING_VALUES_KEY: list(missing_values)})
     config = example_gen_pb2.CustomConfig()
     config.custom_config.Pack(options)
     return config
 
 
-def read_window_config(exec_properties: dict[str, Any]) -> tuple[str, int]:
-    """(span pattern, number of spans) from the executor's `custom_config` property."""
+def read_window_config(exec_properties: dict[str, Any]) -> Window:
+    """The window from the executor's `custom_config` property."""
     raw = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
     config = proto_utils.json_to_proto(raw, example_gen_pb2.CustomConfig()) \
         if isinstance(raw, str) else raw
     options = struct_pb2.Struct()
     if config is None or not config.custom_config.Unpack(options):
         raise ValueError("the span window executor needs window_config() as custom_config")
-    return options[SPAN_PATTERN_KEY], int(options[TRAIN_SPANS_KEY])
+    missing = options[MISSING_VALUES_KEY] if MISSING_VALUES_KEY in options else []
+    return Window(options[SPAN_PATTERN_KEY], int(options[TRAIN_SPANS_KEY]),
+                  tuple(str(value) for value in missing))
 
 
 def window_spans(newest: int, count: int) -> range:
@@ -98,23 +112,26 @@ def window_csv_files(input_base: str, span_pattern: str, newest: int, count: int
 
 def _window_csv_files(exec_properties: dict[str, Any],
                       resolved_pattern: str) -> tuple[list[str], list[str]]:
-    span_pattern, count = read_window_config(exec_properties)
+    window = read_window_config(exec_properties)
     return window_csv_files(exec_properties[standard_component_specs.INPUT_BASE_KEY],
-                            span_pattern, int(exec_properties[SPAN_PROPERTY]), count,
-                            resolved_pattern)
+                            window.span_pattern, int(exec_properties[SPAN_PROPERTY]),
+                            window.train_spans, resolved_pattern)
 
 
-def window_examples(files: list[str], header: list[str]) -> Iterator[tf.train.Example]:
+def window_examples(files: list[str], header: list[str],
+                    missing_values: Sequence[str] = ()) -> Iterator[tf.train.Example]:
     """The window's rows as tf.Examples, read twice: column types first, then the rows.
 
     Two passes over the files keep memory to one batch of rows at a time.
     """
-    kinds = csv_columns.merge_kinds(csv_columns.batch_kinds(batch) for path in files
-                                    for batch in csv_columns.read_batches(path, header))
-    for path in files:
-        for batch in csv_columns.read_batches(path, header):
-            for record in csv_columns.to_examples(batch, kinds):
-                yield tf.train.Example.FromString(record)
+    def batches() -> Iterator:
+        for path in files:
+            yield from csv_columns.read_batches(path, header, missing_values)
+
+    kinds = csv_columns.merge_kinds(csv_columns.batch_kinds(batch) for batch in batches())
+    for batch in batches():
+        for record in csv_columns.to_examples(batch, kinds):
+            yield tf.train.Example.FromString(record)
 
 
 def resolve_span(exec_properties: dict[str, Any]) -> dict[str, Any]:
@@ -151,11 +168,13 @@ class _SpanWindowCsvToExample(beam.PTransform):
     def __init__(self, exec_properties: dict[str, Any], split_pattern: str) -> None:
         super().__init__()
         self._files, self._header = _window_csv_files(exec_properties, split_pattern)
+        self._missing_values = read_window_config(exec_properties).missing_values
 
     def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
         batches = (pipeline
                    | "CreateFilenames" >> beam.Create(self._files)
-                   | "ReadCsvColumns" >> beam.FlatMap(csv_columns.read_batches, self._header))
+                   | "ReadCsvColumns" >> beam.FlatMap(csv_columns.read_batches, self._header,
+                                                      self._missing_values))
         kinds = beam.pvalue.AsSingleton(
             batches
             | "BatchColumnKinds" >> beam.Map(csv_columns.batch_kinds)
@@ -233,7 +252,8 @@ class Executor(BaseExampleGenExecutor):
                 writers.append(stack.enter_context(tf.io.TFRecordWriter(
                     os.path.join(folder, f"{write_split.DEFAULT_TF_RECORD_FILE_NAME}"
                                          "-00000-of-00001.gz"), options="GZIP")))
-            for example in window_examples(files, header):
+            missing_values = read_window_config(exec_properties).missing_values
+            for example in window_examples(files, header, missing_values):
                 split = base_executor._PartitionFn(  # pylint: disable=protected-access
                     example, len(buckets), buckets, output_config.split_config)
                 writers[split].write(example.SerializeToString())

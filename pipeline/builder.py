@@ -131,7 +131,8 @@ def _example_gen(config: PipelineConfig):
         output_config=tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=[
             tfx.proto.SplitConfig.Split(name="train", hash_buckets=data.train_buckets),
             tfx.proto.SplitConfig.Split(name="eval", hash_buckets=data.eval_buckets)])),
-        custom_config=span_window.window_config(data.span_pattern, data.train_spans),
+        custom_config=span_window.window_config(data.span_pattern, data.train_spans,
+                                                 data.missing_values),
         range_config=range_config,
         custom_executor_spec=executor_spec.BeamExecutorSpec(span_window.Executor),
     ).with_id(EXAMPLE_GEN_ID)
@@ -174,6 +175,7 @@ def create_pipeline(
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     data_gate = DataValidationGate(
+        examples=example_gen.outputs["examples"],
         statistics=statistics_gen.outputs["statistics"],
         anomalies=example_validator.outputs["anomalies"],
         contract=json.dumps(config.data_contract(), sort_keys=True))

@@ -50,6 +50,9 @@ _NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
 
 # Profiles: what differs between runners (pipeline root, serving base, Beam args, caching)
 # is stated under `profiles.<name>` and laid over the rest of the file, which is stated once.
+# Cell texts read as "missing" by default: R's and pandas' conventions, spreadsheets' #N/A.
+DEFAULT_MISSING_VALUES = ("NA", "N/A", "n/a", "NaN", "nan", "NULL", "null", "#N/A")
+
 LOCAL = "local"
 KUBEFLOW = "kubeflow"
 PROFILES = (LOCAL, KUBEFLOW)
@@ -96,6 +99,9 @@ class DataSection(_Section):
     train_buckets: PositiveInt = 4
     eval_buckets: PositiveInt = 1
     schema_path: Optional[str] = None
+    missing_values: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_MISSING_VALUES),
+        description="cell texts read as missing, besides an empty cell")
 
     @field_validator("span_pattern")
     @classmethod

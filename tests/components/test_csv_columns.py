@@ -41,9 +41,9 @@ def stock_examples(path: Path) -> list[tf.train.Example]:
     return [example for cells in rows for example in to_example.process(cells, column_infos)]
 
 
-def columnar_examples(path: Path) -> list[tf.train.Example]:
+def columnar_examples(path: Path, markers: tuple[str, ...] = ()) -> list[tf.train.Example]:
     header = io_utils.load_csv_column_names(str(path))
-    batches = list(csv_columns.read_batches(str(path), header))
+    batches = list(csv_columns.read_batches(str(path), header, markers))
     kinds = csv_columns.merge_kinds(csv_columns.batch_kinds(b) for b in batches)
     return [tf.train.Example.FromString(record)
             for batch in batches for record in csv_columns.to_examples(batch, kinds)]
@@ -89,3 +89,45 @@ def test_a_short_row_names_the_file(tmp_path: Path) -> None:
     path.write_text("a,b,c\n1,2,3\n4,5\n")
     with pytest.raises(csv_columns.CsvFormatError, match=r"short\.csv.*Expected 3 columns"):
         columnar_examples(path)
+
+
+MARKED_CSV = (
+    "species,bill_length_mm,island,year\n"
+    "Adelie,39.1,Torgersen,2007\n"
+    "Adelie,NA,Torgersen,N/A\n"
+    "Gentoo,,NA,2008\n"
+    "Chinstrap,46.5,Dream,2009\n"
+)
+
+
+def test_missing_value_markers_are_read_as_empty_cells(tmp_path: Path) -> None:
+    """`NA` in a number column is a missing number, not text that makes the column STRING;
+    in a text column it is no category. Empty cells stay missing as before."""
+    path = tmp_path / "penguins.csv"
+    path.write_text(MARKED_CSV)
+    rows = columnar_examples(path, ("NA", "N/A"))
+    length = [list(r.features.feature["bill_length_mm"].float_list.value) for r in rows]
+    assert length == [[pytest.approx(39.1)], [], [], [pytest.approx(46.5)]]
+    assert [list(r.features.feature["year"].int64_list.value) for r in rows] == [
+        [2007], [], [2008], [2009]]
+    assert [list(r.features.feature["island"].bytes_list.value) for r in rows] == [
+        [b"Torgersen"], [b"Torgersen"], [], [b"Dream"]]
+    # the label column (first) keeps its values
+    assert [r.features.feature["species"].bytes_list.value[0] for r in rows] == [
+        b"Adelie", b"Adelie", b"Gentoo", b"Chinstrap"]
+
+
+def test_without_markers_the_text_is_data_as_csv_example_gen_reads_it(tmp_path: Path) -> None:
+    path = tmp_path / "penguins.csv"
+    path.write_text(MARKED_CSV)
+    assert columnar_examples(path, ()) == stock_examples(path)
+    rows = columnar_examples(path, ())
+    assert rows[1].features.feature["bill_length_mm"].bytes_list.value == [b"NA"]
+
+
+def test_only_whole_cells_are_markers(tmp_path: Path) -> None:
+    path = tmp_path / "names.csv"
+    path.write_text("name\nNAOMI\nNA\n")
+    rows = columnar_examples(path, ("NA",))
+    assert [list(r.features.feature["name"].bytes_list.value) for r in rows] == [
+        [b"NAOMI"], []]

@@ -1,9 +1,12 @@
 """The data gate's checks on statistics and anomalies, on real TFDV protos."""
 from __future__ import annotations
 
+from collections import Counter
+
 from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 
-from components.data_gate import anomaly_problems, contract_problems, split_problems
+from components.data_gate import (anomaly_problems, contract_problems, split_problems,
+                                  text_cells)
 
 Stats = statistics_pb2.FeatureNameStatistics
 
@@ -104,3 +107,53 @@ def test_a_split_with_rows_gets_contract_and_anomaly_problems():
         "text in it?)",
         "feature 'tips': column is missing (declared label)",
         "feature 'fare': Unexpected data type"]
+
+
+def example(**values: bytes) -> bytes:
+    import tensorflow as tf
+
+    features = {name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+                for name, value in values.items()}
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+
+def test_the_text_in_a_number_column_is_counted():
+    records = [example(bill=b"39.1", island=b"Dream"), example(bill=b"?"),
+               example(bill=b"?", island=b"NA"), example(bill=b"40,2"), example(island=b"x")]
+    counts = text_cells(records, ["bill"])
+    assert counts == {"bill": Counter({"?": 2, "40,2": 1})}
+
+
+def test_text_that_reads_as_missing_points_to_the_key_that_fixes_it():
+    stats = stats_with(bill=Stats.STRING)
+    problems = contract_problems(stats, {"bill": "numeric"},
+                                 {"bill": Counter({"?": 2, "missing": 1})})
+    assert problems == ["feature 'bill': declared numeric but holds text in 3 of 100 rows: "
+                        "'?' (2), 'missing' (1); if '?', 'missing' means \"missing\", add it "
+                        "to data.missing_values"]
+
+
+def test_other_text_in_a_number_column_is_shown_with_the_other_fix():
+    problems = contract_problems(stats_with(bill=Stats.STRING), {"bill": "numeric"},
+                                 {"bill": Counter({"40,2": 1, "39,1": 1})})
+    assert problems == ["feature 'bill': declared numeric but holds text in 2 of 100 rows: "
+                        "'40,2' (1), '39,1' (1); fix these cells, or declare the column "
+                        "under features.categorical"]
+
+
+def test_the_examples_are_read_only_when_a_number_column_holds_text():
+    asked = []
+
+    def texts(columns):
+        asked.append(columns)
+        return {"bill": Counter({"?": 1})}
+
+    anomalies = anomalies_pb2.Anomalies()
+    clean = stats_with(bill=Stats.FLOAT, island=Stats.STRING)
+    assert split_problems(clean, anomalies, {"bill": "numeric", "island": "categorical"},
+                          texts) == []
+    assert asked == []
+    broken = stats_with(bill=Stats.STRING, island=Stats.STRING)
+    found = split_problems(broken, anomalies, {"bill": "numeric", "island": "categorical"},
+                           texts)
+    assert asked == [["bill"]] and "holds text in 1 of 100 rows: '?' (1)" in found[0]

@@ -38,9 +38,9 @@ def test_window_files_are_oldest_span_first_and_skip_missing_spans(tmp_path: Pat
 
 @pytest.mark.parametrize("as_json", [True, False], ids=["json", "proto"])
 def test_window_config_round_trips_through_the_execution_property(as_json: bool) -> None:
-    config = span_window.window_config(PATTERN, 3)
+    config = span_window.window_config(PATTERN, 3, ["NA", "?"])
     value = json_format.MessageToJson(config) if as_json else config
-    assert span_window.read_window_config({"custom_config": value}) == (PATTERN, 3)
+    assert span_window.read_window_config({"custom_config": value}) == (PATTERN, 3, ("NA", "?"))
 
 
 def test_missing_window_config_is_a_clear_error() -> None:
