@@ -39,9 +39,11 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
-MANIFEST_PATH = os.path.join("assets.extra", "push_manifest.json")
+from serving import versions
+
+MANIFEST_PATH = versions.MANIFEST_PATH
 STAGING_PREFIX = ".staging-"
-VERSION_RECORD = ".last_version"
+VERSION_RECORD = versions.VERSION_RECORD
 SKIPPED_REASON_KEY = "skipped_reason"
 ABANDONED_STAGING_S = 6 * 3600  # no copy of a model takes this long; a killed push's does
 PUBLISH_ATTEMPTS = 20
@@ -57,24 +59,25 @@ def existing_versions(base_directory: str) -> list[int]:
     """Integer version folders under `base_directory`, ascending (others are ignored)."""
     if not fileio.exists(base_directory):
         return []
-    names = (name.rstrip("/") for name in fileio.listdir(base_directory))
-    return sorted(int(name) for name in names if name.isdigit() and int(name) > 0)
+    return versions.version_numbers(fileio.listdir(base_directory))
 
 
 def next_version(base_directory: str) -> int:
+    return max([_recorded_version(base_directory), *existing_versions(base_directory)]) + 1
+
+
+def _recorded_version(base_directory: str) -> int:
     record = os.path.join(base_directory, VERSION_RECORD)
-    recorded = int(io_utils.read_string_file(record).strip() or 0) if fileio.exists(record) else 0
-    return max([recorded, *existing_versions(base_directory)]) + 1
+    if not fileio.exists(record):
+        return 0
+    return versions.parse_version_record(io_utils.read_string_file(record))
 
 
 def read_manifest(version_dir: str) -> Optional[dict[str, Any]]:
     path = os.path.join(version_dir, MANIFEST_PATH)
     if not fileio.exists(path):
         return None
-    try:
-        return json.loads(io_utils.read_string_file(path))
-    except ValueError:
-        return None
+    return versions.parse_manifest(io_utils.read_string_file(path))
 
 
 def publish_model(model_path: str, base_directory: str, manifest: dict[str, Any]) -> tuple[int, str]:
@@ -132,10 +135,8 @@ def _rename_into_next_version(staging: str, base_directory: str,
 
 def _record_version(base_directory: str, version: int) -> None:
     """Records `version` unless a concurrent push already recorded a higher one."""
-    record = os.path.join(base_directory, VERSION_RECORD)
-    recorded = int(io_utils.read_string_file(record).strip() or 0) if fileio.exists(record) else 0
-    if version > recorded:
-        _write_string(record, str(version))
+    if version > _recorded_version(base_directory):
+        _write_string(os.path.join(base_directory, VERSION_RECORD), str(version))
 
 
 def remove_abandoned_staging(base_directory: str, now: Optional[float] = None) -> list[str]:

@@ -12,7 +12,6 @@ No TensorFlow here: these commands answer in well under a second.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Callable, Optional
@@ -20,11 +19,10 @@ from typing import Callable, Optional
 import httpx
 
 from pipeline.config import PipelineConfig
-from serving import config_files, server_files
+from serving import config_files, server_files, versions
 from serving.config_files import ModelConfig, ModelServerConfig
 from serving.repository import aspired_versions, version_directories
 
-MANIFEST = os.path.join("assets.extra", "push_manifest.json")
 
 
 class OperationError(Exception):
@@ -86,9 +84,9 @@ def server_status(url: str, name: str, timeout: float = 1.0) -> Optional[dict[in
 
 def _manifest(version_dir: str) -> dict:
     try:
-        with open(os.path.join(version_dir, MANIFEST)) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
+        with open(os.path.join(version_dir, versions.MANIFEST_PATH)) as handle:
+            return versions.parse_manifest(handle.read()) or {}
+    except OSError:
         return {}
 
 

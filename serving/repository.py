@@ -27,6 +27,7 @@ from typing import Callable, Iterable, Mapping, Optional
 
 from serving.config_files import ModelConfig, ModelServerConfig
 from serving.errors import invalid_argument, not_found
+from serving.versions import version_number
 
 log = logging.getLogger("serving.repository")
 
@@ -72,11 +73,12 @@ def version_directories(base_path: str) -> dict[int, str]:
         entries = list(os.scandir(base_path))
     except OSError:
         return {}
-    versions = {}
+    found = {}
     for entry in entries:
-        if entry.is_dir() and entry.name.isdigit() and int(entry.name) > 0:
-            versions[int(entry.name)] = entry.path
-    return versions
+        number = version_number(entry.name)
+        if number is not None and entry.is_dir():
+            found[number] = entry.path
+    return found
 
 
 def aspired_versions(config: ModelConfig, available_on_disk: Iterable[int]) -> set[int]:
