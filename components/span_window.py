@@ -199,7 +199,7 @@ class Executor(BaseExampleGenExecutor):
     Where Beam would not distribute the work (`beam_runner`), the rows are split and written
     in this process, without a Beam pipeline: the same Examples, in the same splits (TFX's
     own partition function) and files; only their order within a split differs, which TFX's
-    Beam writer shuffles anyway. ExampleGen 5-6 s -> 2.4 s on the bundled data.
+    Beam writer shuffles anyway, without Beam's per-stage costs.
     """
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:

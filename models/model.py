@@ -80,10 +80,9 @@ def train(model: keras.Model, spec: feature_lib.FeatureSpec, train_data: tf.data
     """Trains for `train_steps` batches and returns the eval loss and metric.
 
     A plain loop with graph-compiled steps instead of `Model.fit`: fit's autograph
-    conversion of Keras internals cost half a minute per run, longer than the training.
+    conversion of Keras internals took longer than the training itself.
     The training loop itself runs inside the graph (one call for every step), which saves
-    the per-step Python round trip (`train` with 1,000 steps and 150 eval batches on the
-    bundled data: 10 s -> 4 s).
+    the per-step Python round trip.
     """
     loss_fn, metric = objective(spec)
     optimizer = keras.optimizers.Adam(learning_rate)

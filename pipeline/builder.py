@@ -53,7 +53,7 @@ def beam_pipeline_args(config: PipelineConfig) -> list[str]:
     """The config's Beam options, with this project's `setup.py` as the code dependency.
 
     Without a dependency option TFX packages its own installation as an sdist before each
-    Beam component (2.8 s each, four per run, and a copy of TFX left in the temp folder),
+    Beam component (a subprocess each time, and a copy of TFX left in the temp folder),
     a package that would not even carry `models/`, which Transform and the Evaluator load
     on a distributed runner's workers. This project's package is what a worker needs; the
     direct runner ignores the option. A dependency option in the config is kept as given.
@@ -186,12 +186,12 @@ def create_pipeline(
         # StatisticsGen already describes the data. The analyzer cache pays off only when
         # fed back as `analyzer_cache`, which this pipeline does not do; writing it cost a
         # fifth of Transform's time. TF1 graph mode traces `preprocessing_fn` once as a
-        # graph instead of saving and reloading tf.functions per analysis phase (Transform
-        # 33-35 s -> 23.5 s on the bundled data); the Trainer and the serving signatures
-        # read its output through TFTransformOutput as before.
+        # graph instead of saving and reloading tf.functions per analysis phase (the
+        # README's Performance section has the figures); the Trainer and the serving
+        # signatures read its output through TFTransformOutput as before.
         disable_statistics=True, disable_analyzer_cache=True, force_tf_compat_v1=True,
         # The Trainer applies the transform graph as it reads (models/model.py), so no
-        # transformed copy of the data is written: Transform 23.5 s -> 16 s alone.
+        # transformed copy of the data is written, which was most of Transform's output.
         materialize=False)
     transform.add_upstream_node(data_gate)  # no training on data that failed validation
 
