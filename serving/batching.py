@@ -46,16 +46,42 @@ def _rows(inputs: Mapping[str, np.ndarray]) -> int | None:
 
 
 class Batcher:
+    """Merges concurrent calls to the same signature into batches (TF Serving's rules).
+
+    `run(servable, signature_name, inputs)` is the model call (from a worker thread of
+    `executor`); one Batcher serves every model of a server.
+    """
+
     def __init__(self, params: BatchingParameters, run: RunFn, executor: Executor) -> None:
         self.params = params
         self._run = run
         self._executor = executor
         self._queues: dict[Hashable, _Queue] = {}
         self._slots: asyncio.Semaphore | None = None
+        # asyncio keeps only weak references to tasks: these keep them alive until done
+        self._tasks: set[asyncio.Task] = set()
         self.batches_run = 0  # for metrics and benchmarks: how many model calls were made
+
+    def _start(self, coroutine) -> asyncio.Task:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     async def run(self, servable, signature_name: str,
                   inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The signature's outputs for `inputs`, this request's rows only.
+
+        The request waits in its queue (same version, signature, dtypes and inner shapes)
+        until a batch of it runs; rows are padded to `allowed_batch_sizes`, and outputs
+        sliced back per request.
+
+        Raises:
+            ServingError: INVALID_ARGUMENT for more rows than `max_batch_size` (unless
+                large-batch splitting is on: then it runs alone), UNAVAILABLE when the
+                queue holds `max_enqueued_batches` full batches already, INTERNAL when an
+                output has no batch dimension; the model call's own errors.
+        """
         loop = asyncio.get_running_loop()
         rows = _rows(inputs)
         if rows is None or rows == 0:  # nothing to batch on: run as sent
@@ -80,8 +106,7 @@ class Batcher:
         queue.rows += rows
         queue.wake.set()
         if queue.worker is None:
-            queue.worker = asyncio.create_task(self._drain(key, queue, servable,
-                                                           signature_name))
+            queue.worker = self._start(self._drain(key, queue, servable, signature_name))
         return await task.future
 
     async def _drain(self, key, queue: _Queue, servable, signature_name: str) -> None:
@@ -107,7 +132,7 @@ class Batcher:
                     batch.append(task)
                     size += task.rows
                 queue.rows -= size
-                asyncio.create_task(self._execute(servable, signature_name, batch, size))
+                self._start(self._execute(servable, signature_name, batch, size))
         finally:
             queue.worker = None
             if not queue.tasks:

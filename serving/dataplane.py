@@ -55,6 +55,12 @@ class Result:
 
 
 class DataPlane:
+    """Every serving API once, over the model repository; REST and gRPC only adapt.
+
+    Model calls run on `executor`'s threads (through `batcher` when batching is on), never
+    on the event loop. Every error is a `ServingError` with TF Serving's code and text.
+    """
+
     def __init__(self, repository: ModelRepository, executor: Executor,
                  batcher: Optional[Batcher] = None) -> None:
         self.repository = repository
@@ -64,11 +70,22 @@ class DataPlane:
     # --- lookups ---------------------------------------------------------------------------
 
     def servable(self, spec: ModelSpec) -> servable_lib.Servable:
+        """The version `spec` names (a version, a label, or the newest served).
+
+        Raises:
+            ServingError: INVALID_ARGUMENT without a model name or for an unknown label,
+                NOT_FOUND for an unknown model or version.
+        """
         if not spec.name:
             raise invalid_argument("Missing model name in request.")
         return self.repository.resolve(spec.name, spec.version, spec.label)
 
     def signature(self, spec: ModelSpec):
+        """(servable, signature) for `spec`; `signature_name` "" is serving_default.
+
+        Raises:
+            ServingError: as `servable`, and FAILED_PRECONDITION for an unknown signature.
+        """
         servable = self.servable(spec)
         return servable, servable.signature(spec.signature_name)
 
@@ -87,6 +104,12 @@ class DataPlane:
 
         The decoder gets the signature resolved here, so the version whose dtypes typed
         the inputs is the one that runs them, resolved once per request.
+
+        Returns:
+            The outputs (only `output_filter`'s, when given) and who answered.
+        Raises:
+            ServingError: as `signature`; INVALID_ARGUMENT for inputs that are not exactly
+                the signature's or an unknown output alias; the decoder's and the model's.
         """
         servable, signature = self.signature(spec)
         inputs = decode_inputs(signature)
@@ -102,6 +125,13 @@ class DataPlane:
         return Result(servable, signature, outputs)
 
     async def classify(self, spec: ModelSpec, examples: list[bytes]) -> Result:
+        """TF Serving's Classify: serialized tf.Examples through a classify signature.
+
+        Raises:
+            ServingError: as `signature`; INVALID_ARGUMENT when the signature's method is
+                not `tensorflow/serving/classify`, it has other than one input, or neither
+                `classes` nor `scores` among its outputs.
+        """
         servable, signature = self._examples_signature(spec, servable_lib.CLASSIFY_METHOD,
                                                        "classification")
         if not ({"classes", "scores"} & set(signature.outputs)):
@@ -110,6 +140,11 @@ class DataPlane:
         return await self._run_examples(servable, signature, examples)
 
     async def regress(self, spec: ModelSpec, examples: list[bytes]) -> Result:
+        """TF Serving's Regress: serialized tf.Examples through a regress signature.
+
+        Raises:
+            ServingError: as `classify`, for `tensorflow/serving/regress` and `outputs`.
+        """
         servable, signature = self._examples_signature(spec, servable_lib.REGRESS_METHOD,
                                                        "regression")
         if "outputs" not in signature.outputs:
@@ -133,6 +168,11 @@ class DataPlane:
     # --- model information ---------------------------------------------------------------------
 
     def metadata(self, spec: ModelSpec) -> tuple[model_pb2.ModelSpec, SignatureDefMap]:
+        """The version's spec and every SignatureDef (GetModelMetadata).
+
+        Raises:
+            ServingError: as `servable`.
+        """
         servable = self.servable(spec)
         signatures = SignatureDefMap()
         for key, signature_def in servable.signature_defs.items():
@@ -142,6 +182,12 @@ class DataPlane:
         return model_spec, signatures
 
     def status(self, spec: ModelSpec) -> get_model_status_pb2.GetModelStatusResponse:
+        """The state of every version of the model, or of the one `spec` names.
+
+        Raises:
+            ServingError: INVALID_ARGUMENT without a model name, NOT_FOUND for an unknown
+                model or version.
+        """
         if not spec.name:
             raise invalid_argument("Missing model name in request.")
         response = get_model_status_pb2.GetModelStatusResponse()
