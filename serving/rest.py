@@ -38,7 +38,14 @@ _JSON_OPTIONS = dict(including_default_value_fields=True, preserving_proto_field
 
 
 class RestApi:
-    """Framework-free request handling: (method, path, body) -> (status, JSON bytes)."""
+    """TF Serving's REST API over the data plane, framework-free:
+    (method, path, body) -> (status, JSON bytes).
+
+    Never raises for a request: every error becomes TF Serving's `{"error": ...}` body with
+    its status code (`serving/errors.py`: 400 for a client's mistake, 404 for an unknown
+    model or version, 503 for a full batch queue, 504 for a timeout, 500 only for a server
+    fault), counted in the metrics per model and API.
+    """
 
     def __init__(self, dataplane: DataPlane, metrics: Optional[Metrics] = None,
                  timeout_s: Optional[float] = None) -> None:
@@ -47,6 +54,8 @@ class RestApi:
         self.timeout_s = timeout_s
 
     async def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        """Answers one request: `/v1/models/<name>[/versions/<v>|/labels/<l>][/metadata]`
+        (GET) and `...:predict|:classify|:regress` (POST)."""
         started = time.perf_counter()
         model_name, api = "", "unknown"
         try:

@@ -74,6 +74,13 @@ def load_servable(warmup: bool):
 
 
 class ModelServer:
+    """The embedded tensorflow_model_server: a model repository, its poller, the data
+    plane, and the gRPC and REST ports, configured by TF Serving's own flags.
+
+    Raises (from the constructor): ServingError INVALID_ARGUMENT for a batching,
+    monitoring or models.config file that does not parse or holds impossible values.
+    """
+
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
         self.batching = (BatchingParameters.from_file(options.batching_parameters_file)
@@ -125,6 +132,11 @@ class ModelServer:
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Loads what the config asks for (warmed), then listens on both ports.
+
+        Raises:
+            OSError: a port cannot be listened on (in use, or not allowed).
+        """
         loop = asyncio.get_running_loop()
         self.repository.apply_config(self.config)
         await loop.run_in_executor(None, self.repository.poll)
@@ -160,7 +172,12 @@ class ModelServer:
         self.repository.apply_config(ModelServerConfig())
 
     async def reload_config(self, config: ModelServerConfig) -> None:
-        """ModelService.HandleReloadConfigRequest: validate, apply, load what it asks for."""
+        """ModelService.HandleReloadConfigRequest: validate, apply, load what it asks for.
+
+        Raises:
+            ServingError: INVALID_ARGUMENT for a config TF Serving would refuse; the
+                running config is kept.
+        """
         text = config_files.model_server_config_text(config)
         checked = config_files.parse_model_server_config(text, "ReloadConfigRequest")
         loop = asyncio.get_running_loop()
