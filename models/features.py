@@ -85,10 +85,6 @@ class FeatureSpec:
             return CATEGORICAL
         raise KeyError(f"'{name}' is not a declared feature")
 
-    def is_numeric_input(self, name: str) -> bool:
-        """Numeric and bucketized columns are sent to serving as numbers, the rest as text."""
-        return self.kind_of(name) in (NUMERIC, BUCKETIZED)
-
     @property
     def label_key(self) -> str:
         return transformed_name(self.label.column)

@@ -1,14 +1,22 @@
 """Serving signatures of the exported SavedModel.
 
 - ``serving_default``: the raw features as named inputs (one ``[batch]`` tensor each), so a
-  REST client sends ``{"instances": [{"fare": 12.5, "payment_type": "Cash"}]}`` as in the
-  TensorFlow Serving docs. Numeric and bucketized inputs are float32 (send NaN when the
-  value is missing); categorical inputs are strings (send "" when missing).
+  REST client sends ``{"instances": [{"fare": 12.5, "trip_start_hour": 19,
+  "payment_type": "Cash"}]}`` as in the TensorFlow Serving docs.
 - ``classify`` (classification) or ``regress`` (regression): serialized ``tf.Example``s
   under the input ``inputs``, with TF Serving's method names, so its Classify / Regress
   APIs work on the real server.
 - ``predict_examples`` and ``transform_features``: serialized examples for TFMA (the model's
   raw output, and the transformed features that hold the label).
+
+Every signature takes each feature in the type the training data has, as tf.Transform's
+raw feature spec records it: integer columns int64, float columns float32, text string.
+So one feature dict is a ``serving_default`` instance and a classify / regress example
+alike; turning an integer category into the vocabulary's text happens in the Transform
+graph, as it did when the vocabulary was built. A missing value is NaN (float) or ""
+(text) in every signature, and an absent feature in a tf.Example; int64 has no such value,
+so a missing integer is sent by leaving it out of a tf.Example (classify, regress,
+predict_examples): ``serving_default`` needs every input, as TF Serving does.
 """
 from __future__ import annotations
 
@@ -31,37 +39,61 @@ def examples_signature_name(spec: feature_lib.FeatureSpec) -> str:
     return "classify" if spec.label.is_classification else "regress"
 
 
-def _serving_input_dtype(spec: feature_lib.FeatureSpec, name: str) -> tf.DType:
-    return tf.float32 if spec.is_numeric_input(name) else tf.string
+def serving_input_dtype(raw_feature_spec: dict, name: str) -> tf.DType:
+    """The dtype the data has: int64, float32 or string (a tf.Example's three kinds)."""
+    return raw_feature_spec[name].dtype
 
 
-def _raw_from_serving_inputs(inputs: dict, spec: feature_lib.FeatureSpec,
+def _is_missing(value: tf.Tensor) -> "tf.Tensor | None":
+    """Where a value means "missing": NaN for floats, "" for text; None for integers."""
+    if value.dtype.is_floating:
+        return tf.math.is_nan(value)
+    if value.dtype == tf.string:
+        return tf.equal(value, "")
+    return None
+
+
+def _raw_from_serving_inputs(inputs: dict, names: Sequence[str],
                              raw_feature_spec: dict) -> dict:
     """Turns the ``[batch]`` serving inputs into the parsed form Transform saw.
 
-    A missing value (NaN, or "") becomes an absent entry of a sparse feature, exactly as a
-    missing CSV cell was, so the imputation learned by Transform applies to it.
+    The inputs already have the raw dtypes. A missing value (NaN, or "") becomes an absent
+    entry of a sparse feature, exactly as a missing CSV cell was, so the imputation learned
+    by Transform applies to it.
     """
     raw = {}
-    for name in spec.names:
+    for name in names:
         value = inputs[name]
         feature = raw_feature_spec[name]
-        if spec.is_numeric_input(name):
-            missing = tf.math.is_nan(value)
-            converted = tf.cast(tf.where(missing, tf.zeros_like(value), value), feature.dtype)
-        else:
-            missing = tf.equal(value, "")
-            converted = value if feature.dtype == tf.string else tf.strings.to_number(
-                tf.where(missing, "0", value), out_type=feature.dtype)
+        missing = _is_missing(value)
         if isinstance(feature, tf.io.VarLenFeature):
-            rows = tf.where(tf.math.logical_not(missing))
+            batch = tf.shape(value, out_type=tf.int64)[0]
+            rows = (tf.expand_dims(tf.range(batch), 1) if missing is None
+                    else tf.where(tf.math.logical_not(missing)))
             raw[name] = tf.SparseTensor(
                 indices=tf.concat([rows, tf.zeros_like(rows)], axis=1),
-                values=tf.gather_nd(converted, rows),
-                dense_shape=tf.stack([tf.shape(value, out_type=tf.int64)[0], 1]))
-        else:
-            raw[name] = tf.reshape(converted, [-1, *feature.shape])
+                values=tf.gather_nd(value, rows), dense_shape=tf.stack([batch, 1]))
+        else:  # a feature the schema requires: a missing value cannot be left out
+            if missing is not None and value.dtype != tf.string:
+                value = tf.where(missing, tf.zeros_like(value), value)
+            raw[name] = tf.reshape(value, [-1, *feature.shape])
     return raw
+
+
+def _without_missing(parsed: dict, names: Sequence[str]) -> dict:
+    """Parsed tf.Examples with NaN and "" values dropped from sparse features.
+
+    So a feature dict means the same in a tf.Example as in a ``serving_default`` request:
+    NaN / "" is a missing value there too, like a feature left out.
+    """
+    result = dict(parsed)
+    for name in names:
+        value = parsed[name]
+        if isinstance(value, tf.SparseTensor):
+            missing = _is_missing(value.values)
+            if missing is not None:
+                result[name] = tf.sparse.retain(value, tf.math.logical_not(missing))
+    return result
 
 
 def _class_names(spec: feature_lib.FeatureSpec,
@@ -129,14 +161,15 @@ def build_signatures(model, tf_transform_output: tft.TFTransformOutput,
         return {"classes": classes, "scores": scores}
 
     def parse(serialized: tf.Tensor, with_label: bool) -> dict:
-        return tf.io.parse_example(serialized,
-                                   raw_feature_spec if with_label else serving_raw_spec)
+        parsed = tf.io.parse_example(serialized,
+                                     raw_feature_spec if with_label else serving_raw_spec)
+        return _without_missing(parsed, spec.names)
 
     @tf.function(autograph=False, input_signature=[{
-        name: tf.TensorSpec([None], _serving_input_dtype(spec, name), name=name)
+        name: tf.TensorSpec([None], serving_input_dtype(raw_feature_spec, name), name=name)
         for name in spec.names}])
     def serving_default(inputs):
-        raw = _raw_from_serving_inputs(inputs, spec, raw_feature_spec)
+        raw = _raw_from_serving_inputs(inputs, spec.names, raw_feature_spec)
         return named_outputs(predict(module.transform(raw)))
 
     @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
@@ -165,27 +198,32 @@ def export(model, tf_transform_output: tft.TFTransformOutput, spec: feature_lib.
     module, functions = build_signatures(model, tf_transform_output, spec, transform_graph)
     tf.saved_model.save(module, export_dir, signatures=functions)
     set_method_names(export_dir, spec)
-    write_warmup_requests(export_dir, spec)
+    write_warmup_requests(export_dir, spec, tf_transform_output.raw_feature_spec())
 
 
 WARMUP_FILE = ("assets.extra", "tf_serving_warmup_requests")
 
 
-def write_warmup_requests(export_dir: str, spec: feature_lib.FeatureSpec) -> None:
-    """Writes TF Serving's warm-up file: one ``serving_default`` request of missing values.
+WARMUP_VALUES = {tf.float32: float("nan"), tf.string: b"", tf.int64: 0}
+
+
+def write_warmup_requests(export_dir: str, spec: feature_lib.FeatureSpec,
+                          raw_feature_spec: dict) -> None:
+    """Writes TF Serving's warm-up file: one ``serving_default`` request, a one-row batch.
 
     A model server replays it when it loads the version, before the version answers, so
-    the first real request does not pay for preparing the graph (~0.5 s here). Every
-    input is "missing" (NaN / ""), which the signature accepts for any data set.
+    the first real request does not pay for preparing the graph (~0.5 s here). Float and
+    text inputs are "missing" (NaN / ""), integers 0 (int64 has no "missing"): values the
+    signature accepts for any data set.
     """
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
     request = predict_pb2.PredictRequest()
     request.model_spec.signature_name = "serving_default"
     for name in spec.names:
-        value = float("nan") if spec.is_numeric_input(name) else b""
-        request.inputs[name].CopyFrom(tf.make_tensor_proto(
-            [value], dtype=_serving_input_dtype(spec, name)))
+        dtype = serving_input_dtype(raw_feature_spec, name)
+        request.inputs[name].CopyFrom(tf.make_tensor_proto([WARMUP_VALUES[dtype]],
+                                                           dtype=dtype))
     record = prediction_log_pb2.PredictionLog(
         predict_log=prediction_log_pb2.PredictLog(request=request))
     folder = tf.io.gfile.join(export_dir, WARMUP_FILE[0])

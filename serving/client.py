@@ -2,14 +2,22 @@
 
 A CSV row becomes one row-format instance typed by the served signature (read from the
 metadata API): float inputs get numbers (an empty cell is NaN, the model's "missing"),
-string inputs get the cell's text; columns the signature does not take (the label, say)
-are left out. So any CSV laid out like the training data can be sent as it is.
+integer inputs JSON integers, string inputs the cell's text ("" when empty); columns the
+signature does not take (the label, say) are left out. So any CSV laid out like the
+training data can be sent as it is.
+
+An integer input has no "missing" value (int64 has no NaN), and ``serving_default`` needs
+every input, as TF Serving does. So a row with an empty integer cell is sent the way a
+missing integer is sent to this model: as a ``tf.Example`` without that feature, to the
+model's classify / regress signature (``:classify`` / ``:regress``), which answers the same
+scores for the same values; a note on stderr says so.
 """
 from __future__ import annotations
 
 import csv
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -17,10 +25,45 @@ import httpx
 
 _NUMERIC = {"DT_FLOAT", "DT_DOUBLE", "DT_HALF", "DT_BFLOAT16"}
 _INTEGER = {"DT_INT8", "DT_INT16", "DT_INT32", "DT_INT64", "DT_UINT8", "DT_UINT16"}
+# TF Serving's method names of the tf.Example signatures, and the REST verb of each.
+_EXAMPLE_METHODS = {"tensorflow/serving/classify": "classify",
+                    "tensorflow/serving/regress": "regress"}
 
 
 class ClientError(Exception):
     """A request that could not be built or sent; the message names the file, row or field."""
+
+
+class InputTypes(dict):
+    """A signature's input dtypes by name (``DT_...``), and the model's tf.Example signature.
+
+    ``examples_signature`` is (signature name, REST verb) of the model's classify / regress
+    signature, or None when it has none.
+    """
+
+    def __init__(self, dtypes: dict[str, str],
+                 examples_signature: Optional[tuple[str, str]]) -> None:
+        super().__init__(dtypes)
+        self.examples_signature = examples_signature
+
+
+class CsvInstance(dict):
+    """A CSV row as a row-format instance; ``absent`` lists its empty integer cells.
+
+    ``as_example()`` is the same row as a classify / regress example: only the cells that
+    hold a value, each in the data's own type.
+    """
+
+    def __init__(self, values: dict[str, Any], absent: list[str], where: str,
+                 examples_signature: Optional[tuple[str, str]]) -> None:
+        super().__init__(values)
+        self.absent = absent
+        self.where = where
+        self.examples_signature = examples_signature
+
+    def as_example(self) -> dict[str, Any]:
+        return {name: value for name, value in self.items()
+                if not (isinstance(value, float) and math.isnan(value)) and value != ""}
 
 
 def model_path(name: str, version: Optional[int] = None, label: Optional[str] = None) -> str:
@@ -40,7 +83,7 @@ def _get(url: str) -> httpx.Response:
             from None
 
 
-def input_dtypes(base_url: str, path: str, signature: str) -> dict[str, str]:
+def input_dtypes(base_url: str, path: str, signature: str) -> InputTypes:
     response = _get(f"{base_url}{path}/metadata")
     if response.status_code != 200:
         raise ClientError(f"metadata: HTTP {response.status_code}: {response.text.strip()}")
@@ -48,11 +91,18 @@ def input_dtypes(base_url: str, path: str, signature: str) -> dict[str, str]:
     if signature not in signatures:
         raise ClientError(f"the model has no signature {signature!r} (it has: "
                           f"{', '.join(sorted(k for k in signatures if not k.startswith('__')))})")
-    return {name: spec["dtype"] for name, spec in signatures[signature]["inputs"].items()}
+    examples = next(((name, _EXAMPLE_METHODS[sig.get("method_name")])
+                     for name, sig in sorted(signatures.items())
+                     if sig.get("method_name") in _EXAMPLE_METHODS), None)
+    return InputTypes({name: spec["dtype"]
+                       for name, spec in signatures[signature]["inputs"].items()}, examples)
 
 
-def instance_from_csv(path: Path, row: int, dtypes: dict[str, str]) -> dict[str, Any]:
-    """Data row ``row`` (1 = first row after the header) as an instance for ``dtypes``."""
+def instance_from_csv(path: Path, row: int, dtypes: dict[str, str]) -> CsvInstance:
+    """Data row ``row`` (1 = first row after the header) as an instance for ``dtypes``.
+
+    An empty integer cell is left out (listed in ``absent``): see the module's docstring.
+    """
     try:
         with open(path, newline="") as handle:
             reader = csv.DictReader(handle)
@@ -61,14 +111,22 @@ def instance_from_csv(path: Path, row: int, dtypes: dict[str, str]) -> dict[str,
                 raise ClientError(f"{path}: no column for input(s) {', '.join(missing)}")
             for number, record in enumerate(reader, start=1):
                 if number == row:
-                    return {name: _typed(record[name], dtype, path, row, name)
-                            for name, dtype in dtypes.items()}
+                    values, absent = {}, []
+                    for name, dtype in dtypes.items():
+                        value = _typed(record[name], dtype, path, row, name)
+                        if value is None:
+                            absent.append(name)
+                        else:
+                            values[name] = value
+                    return CsvInstance(values, absent, f"{path}: row {row}",
+                                       getattr(dtypes, "examples_signature", None))
     except OSError as err:
         raise ClientError(f"{path}: {err.strerror}") from None
     raise ClientError(f"{path}: there is no data row {row}")
 
 
 def _typed(cell: str, dtype: str, path: Path, row: int, column: str) -> Any:
+    """The cell as ``dtype`` wants it; None for an empty integer cell (no "missing" int)."""
     cell = (cell or "").strip()
     if dtype in _NUMERIC:
         try:
@@ -77,12 +135,38 @@ def _typed(cell: str, dtype: str, path: Path, row: int, column: str) -> Any:
             raise ClientError(f"{path}: row {row}, column {column}: {cell!r} is not a "
                               "number") from None
     if dtype in _INTEGER:
+        if not cell:
+            return None
         try:
             return int(cell)
         except ValueError:
             raise ClientError(f"{path}: row {row}, column {column}: {cell!r} is not an "
                               "integer") from None
     return cell
+
+
+def route(method: str, body: dict) -> tuple[str, dict]:
+    """Where a request goes: a predict of CSV rows with empty integer cells goes as
+    tf.Examples without those features to the classify / regress signature (see above)."""
+    instances = body.get("instances") if method == "predict" else None
+    if not isinstance(instances, list) or not any(
+            isinstance(item, CsvInstance) and item.absent for item in instances):
+        return method, body
+    if not all(isinstance(item, CsvInstance) for item in instances):
+        raise ClientError("empty integer cells can only be sent from CSV rows")
+    first = next(item for item in instances if item.absent)
+    if first.examples_signature is None:
+        raise ClientError(f"{first.where}: no value for integer input(s) "
+                          f"{', '.join(first.absent)}, which serving_default cannot take "
+                          "missing, and the model has no classify / regress signature to "
+                          "send it to as a tf.Example without them")
+    signature, verb = first.examples_signature
+    print(f"note: {first.where} has no value for integer input(s) "
+          f"{', '.join(first.absent)} (an int64 input of serving_default has no 'missing' "
+          f"value): sent to :{verb} (signature {signature!r}) as a tf.Example without "
+          "them", file=sys.stderr)
+    return verb, {"signature_name": signature,
+                  "examples": [item.as_example() for item in instances]}
 
 
 def read_json(path: Path) -> dict:
@@ -95,6 +179,7 @@ def read_json(path: Path) -> dict:
 
 
 def post(base_url: str, path: str, method: str, body: dict) -> tuple[int, Any]:
+    method, body = route(method, body)
     try:
         response = httpx.post(f"{base_url}{path}:{method}",
                               content=json.dumps(body, allow_nan=True), timeout=30,

@@ -184,6 +184,13 @@ def _fast_rows(instances: list, input_dtypes: Mapping[str, np.dtype]):
             if not all(type(v) is float or type(v) is int for v in column):
                 return None
             array = np.array(column, dtype=dtype)
+        elif kind in "iu":
+            if not all(type(v) is int for v in column):
+                return None
+            try:
+                array = np.array(column, dtype=dtype)
+            except OverflowError:  # the checked path says which input
+                return None
         else:
             return None
         arrays[name] = array
@@ -224,12 +231,14 @@ def _rows(instances: list, input_dtypes: Mapping[str, np.dtype]) -> dict:
             for name in names}
 
 
-def _batch(values: list, name: str, dtype: np.dtype) -> np.ndarray:
+def _batch(values: Any, name: str, dtype: np.dtype, where: str = "'instances' list"
+           ) -> np.ndarray:
+    """``to_array``, its errors naming the input (and so, with the value, the dtype wanted)."""
     try:
         return to_array(values, dtype)
     except Exception as err:
         message = getattr(err, "message", str(err))
-        raise invalid_argument(f"Failed to process input: {name} of 'instances' list. "
+        raise invalid_argument(f"Failed to process input: {name} of {where}. "
                                f"Error: {message}") from None
 
 
@@ -239,12 +248,12 @@ def _columns(inputs: Any, input_dtypes: Mapping[str, np.dtype]) -> dict:
         if len(names) > 1:
             raise invalid_argument("inputs is a plain value/list, but expecting an object as "
                                    "multiple input tensors required as per tensorinfo_map")
-        return {names[0]: to_array(inputs, input_dtypes[names[0]])}
+        return {names[0]: _batch(inputs, names[0], input_dtypes[names[0]], "'inputs'")}
     arrays = {}
     for name in names:
         if name not in inputs:
             raise invalid_argument(f"Missing named input: {name} in 'inputs' object.")
-        arrays[name] = to_array(inputs[name], input_dtypes[name])
+        arrays[name] = _batch(inputs[name], name, input_dtypes[name], "'inputs' object")
     unknown = sorted(set(inputs) - set(names))
     if unknown:
         raise invalid_argument(f"Unknown named input(s): {', '.join(unknown)} in 'inputs' "

@@ -50,7 +50,7 @@ def inputs_from_protos(signature: Signature,
         if spec is not None and proto.dtype != spec.dtype.as_datatype_enum:
             raise invalid_argument(
                 f"Expects arg[{index}] to be {spec.dtype.name} but "
-                f"{_dtype_name(proto.dtype)} is provided")
+                f"{_dtype_name(proto.dtype)} is provided (input '{name}')")
         fast = _fast_ndarray(proto)
         if fast is not None:
             arrays[name] = fast

@@ -63,8 +63,9 @@ def test_first_run_pushes_version_1(site: Path):
 
 
 def test_exported_model_serves_raw_features_and_tf_examples(site: Path):
-    """serving_default takes named raw inputs (missing ones as NaN / ""); classify takes
-    serialized tf.Examples and carries TF Serving's classify method name."""
+    """serving_default takes named raw inputs in the data's own types (missing floats as
+    NaN, text as ""); classify takes serialized tf.Examples of the same values and carries
+    TF Serving's classify method name."""
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -75,12 +76,15 @@ def test_exported_model_serves_raw_features_and_tf_examples(site: Path):
     inputs = {name: spec for name, spec in serving.structured_input_signature[1].items()}
     assert set(inputs) == set(config.features.all_names())
     assert inputs["fare"].dtype == tf.float32 and inputs["payment_type"].dtype == tf.string
+    assert inputs["trip_start_hour"].dtype == tf.int64  # an integer column of the CSV
+    assert inputs["trip_seconds"].dtype == tf.int64
 
     def column(name, present, missing):
         return tf.constant([present, missing], dtype=inputs[name].dtype)
 
     rows = {name: (column(name, 12.0, float("nan")) if inputs[name].dtype == tf.float32
-                   else column(name, "Credit Card" if name == "payment_type" else "8", ""))
+                   else column(name, 8, 9) if inputs[name].dtype == tf.int64
+                   else column(name, "Credit Card" if name == "payment_type" else "", ""))
             for name in inputs}
     outputs = serving(**rows)
     assert outputs["scores"].shape == (2, 2)
@@ -88,12 +92,20 @@ def test_exported_model_serves_raw_features_and_tf_examples(site: Path):
     scores = outputs["scores"].numpy()
     assert ((scores >= 0) & (scores <= 1)).all() and abs(scores.sum(axis=1) - 1).max() < 1e-5
 
-    example = tf.train.Example()
-    example.features.feature["fare"].float_list.value.append(12.0)
-    example.features.feature["payment_type"].bytes_list.value.append(b"Cash")
+    example = tf.train.Example()  # the first row's values, "" (missing) left out
+    for name, values in rows.items():
+        value = values.numpy()[0]
+        feature = example.features.feature
+        if values.dtype == tf.float32:
+            feature[name].float_list.value.append(value)
+        elif values.dtype == tf.int64:
+            feature[name].int64_list.value.append(value)
+        elif value:
+            feature[name].bytes_list.value.append(value)
     classify = loaded.signatures["classify"]
     result = classify(inputs=tf.constant([example.SerializeToString()]))
     assert result["scores"].shape == (1, 2)
+    assert abs(result["scores"].numpy()[0] - scores[0]).max() < 1e-5
 
     saved_model = saved_model_pb2.SavedModel()
     saved_model.ParseFromString(Path(export_dir, "saved_model.pb").read_bytes())
@@ -135,7 +147,9 @@ def test_span_with_a_wrong_type_stops_before_training(site: Path):
     copy_taxi_span(2, site / "data", rows=ROWS, edit=text_in_numbers)
     config, report = run(site)
     assert not report.succeeded
-    assert "feature 'trip_miles': declared numeric but holds STRING values" in report.error
+    assert "feature 'trip_miles': declared numeric but holds text in " in report.error
+    assert "'far' (" in report.error and "declare the column under features.categorical" \
+        in report.error
     assert {c.name: c.state for c in report.components}["Transform"] == "not run"
     assert versions(config) == [1]
 

@@ -24,12 +24,6 @@ def test_kind_of_each_feature():
         declared.kind_of("tips")
 
 
-def test_numeric_and_bucketized_are_sent_as_numbers():
-    declared = spec()
-    assert declared.is_numeric_input("fare") and declared.is_numeric_input("lat")
-    assert not declared.is_numeric_input("company")
-
-
 def test_label_key_and_class_names():
     assert spec().label_key == "tips_xf"
     assert spec().label.binary_class_names == ("0", "1")

@@ -55,7 +55,7 @@ def test_sentences_stay_whole_in_a_log(capsys):
     from pipeline.run_report import render
 
     error = ("data validation failed: split train: feature 'trip_miles': declared numeric "
-             "but holds STRING values (text in it?) in 150 of 1500 rows")
+             "but holds text in 150 of 1500 rows: 'far' (150)")
     render(report_with(error=error, not_pushed_reason="the run stopped before the Pusher"))
     lines = capsys.readouterr().out.splitlines()
     assert f"Run failed: {error}" in lines

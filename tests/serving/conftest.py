@@ -20,29 +20,98 @@ from tests.conftest import copy_taxi_span, write_config
 
 MODEL_NAME = "chicago-taxi"
 
-# Requests for the taxi model: raw features as serving_default takes them.
-FLOATS = ("fare", "trip_miles", "trip_seconds", "pickup_latitude", "pickup_longitude",
-          "dropoff_latitude", "dropoff_longitude")
+# Requests for the taxi model: raw features in the data's own types, as every signature
+# takes them (serving_default instances and classify examples alike).
+FLOATS = ("fare", "trip_miles", "pickup_latitude", "pickup_longitude", "dropoff_latitude",
+          "dropoff_longitude")
+INTS = ("trip_seconds", "pickup_community_area", "dropoff_community_area", "trip_start_hour",
+        "trip_start_day", "trip_start_month")
 ROWS = [
-    {"fare": 12.5, "trip_miles": 2.0, "trip_seconds": 600.0, "pickup_latitude": 41.9,
+    {"fare": 12.5, "trip_miles": 2.0, "trip_seconds": 600, "pickup_latitude": 41.9,
      "pickup_longitude": -87.6, "dropoff_latitude": 41.9, "dropoff_longitude": -87.6,
-     "payment_type": "Cash", "company": "", "pickup_community_area": "8",
-     "dropoff_community_area": "8", "trip_start_hour": "12", "trip_start_day": "3",
-     "trip_start_month": "5"},
-    {"fare": 32.0, "trip_miles": 11.3, "trip_seconds": 1500.0, "pickup_latitude": 41.97,
+     "payment_type": "Cash", "company": "", "pickup_community_area": 8,
+     "dropoff_community_area": 8, "trip_start_hour": 12, "trip_start_day": 3,
+     "trip_start_month": 5},
+    {"fare": 32.0, "trip_miles": 11.3, "trip_seconds": 1500, "pickup_latitude": 41.97,
      "pickup_longitude": -87.9, "dropoff_latitude": 41.89, "dropoff_longitude": -87.63,
-     "payment_type": "Credit Card", "company": "Flash Cab", "pickup_community_area": "76",
-     "dropoff_community_area": "32", "trip_start_hour": "18", "trip_start_day": "6",
-     "trip_start_month": "11"},
-    {"fare": 7.25, "trip_miles": 0.9, "trip_seconds": 300.0, "pickup_latitude": 41.88,
+     "payment_type": "Credit Card", "company": "Flash Cab", "pickup_community_area": 76,
+     "dropoff_community_area": 32, "trip_start_hour": 18, "trip_start_day": 6,
+     "trip_start_month": 11},
+    {"fare": 7.25, "trip_miles": 0.9, "trip_seconds": 300, "pickup_latitude": 41.88,
      "pickup_longitude": -87.63, "dropoff_latitude": 41.89, "dropoff_longitude": -87.62,
      "payment_type": "Credit Card", "company": "Taxi Affiliation Services",
-     "pickup_community_area": "32", "dropoff_community_area": "8", "trip_start_hour": "9",
-     "trip_start_day": "2", "trip_start_month": "3"},
+     "pickup_community_area": 32, "dropoff_community_area": 8, "trip_start_hour": 9,
+     "trip_start_day": 2, "trip_start_month": 3},
 ]
-# The raw tf.Example schema the model parses: these features are integers there.
-EXAMPLE_INTS = ("trip_seconds", "pickup_community_area", "dropoff_community_area",
-                "trip_start_hour", "trip_start_day", "trip_start_month")
+
+
+def dtype_of(name: str) -> "tf.DType":
+    """The model's dtype for a feature (its raw type: int64, float32 or string)."""
+    import tensorflow as tf
+
+    return tf.float32 if name in FLOATS else tf.int64 if name in INTS else tf.string
+
+
+def arrays(rows: list[dict]) -> dict:
+    """The rows as the serving_default signature's input arrays, for in-process calls."""
+    import numpy as np
+
+    result = {}
+    for key in rows[0]:
+        values = [row[key] for row in rows]
+        if key in FLOATS:
+            result[key] = np.array(values, dtype=np.float32)
+        elif key in INTS:
+            result[key] = np.array(values, dtype=np.int64)
+        else:
+            result[key] = np.array([v.encode() for v in values], dtype=object)
+    return result
+
+
+def example_proto(row: dict, skip: tuple[str, ...] = ()):
+    """A row as a tf.Example, by TF Serving's JSON rules: ints int64, floats float, text
+    bytes; "" and NaN (missing) and the ``skip`` keys are left out."""
+    import math
+
+    from tensorflow.core.example import example_pb2
+
+    proto = example_pb2.Example()
+    for key, value in row.items():
+        if key in skip or value == "" or (isinstance(value, float) and math.isnan(value)):
+            continue
+        feature = proto.features.feature[key]
+        if isinstance(value, int):
+            feature.int64_list.value.append(value)
+        elif isinstance(value, float):
+            feature.float_list.value.append(value)
+        else:
+            feature.bytes_list.value.append(value.encode())
+    return proto
+
+
+def csv_row(path: Path, number: int) -> dict:
+    """Data row ``number`` (1 = first) of a taxi CSV, its model inputs in the CSV's own
+    types (ints as int, floats as float, text as str). An empty cell is "missing" as the
+    model takes it: NaN for a float, "" for text, left out for an integer."""
+    import csv
+
+    with open(path, newline="") as handle:
+        for index, record in enumerate(csv.DictReader(handle), start=1):
+            if index == number:
+                break
+        else:
+            raise AssertionError(f"{path} has no row {number}")
+    row = {}
+    for key in (*FLOATS, *INTS, "payment_type", "company"):
+        cell = record[key]
+        if key in FLOATS:
+            row[key] = float(cell) if cell else float("nan")
+        elif key in INTS:
+            if cell:
+                row[key] = int(cell)
+        else:
+            row[key] = cell
+    return row
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.example import example_pb2
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2, model_management_pb2,
@@ -22,20 +21,15 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
 from serving import config_files
-from tests.serving.conftest import (EXAMPLE_INTS, FLOATS, MODEL_NAME, ROWS, RunningServer,
-                                   add_version)
+from tests.conftest import REPO
+from tests.serving.conftest import (INTS, MODEL_NAME, ROWS, RunningServer, add_version, arrays,
+                                   csv_row, dtype_of, example_proto)
 
 pytestmark = pytest.mark.slow
 
 TIMEOUT = 30
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 END = get_model_status_pb2.ModelVersionStatus.END
-
-
-def arrays(rows: list[dict]) -> dict[str, np.ndarray]:
-    return {key: np.array([row[key] for row in rows], dtype=np.float32) if key in FLOATS
-            else np.array([row[key].encode() for row in rows], dtype=object)
-            for key in rows[0]}
 
 
 def predict_request(rows=ROWS, signature: str = "", version: int | None = None,
@@ -48,24 +42,11 @@ def predict_request(rows=ROWS, signature: str = "", version: int | None = None,
     if label:
         request.model_spec.version_label = label
     for key, array in arrays(rows).items():
-        dtype = tf.float32 if key in FLOATS else tf.string
-        request.inputs[key].CopyFrom(tf.make_tensor_proto(array, dtype=dtype))
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(array, dtype=dtype_of(key)))
     return request
 
 
-def example(row: dict, skip: tuple[str, ...] = ()) -> example_pb2.Example:
-    proto = example_pb2.Example()
-    for key, value in row.items():
-        if key in skip or value == "":
-            continue
-        feature = proto.features.feature[key]
-        if key in EXAMPLE_INTS:
-            feature.int64_list.value.append(int(float(value)))
-        elif isinstance(value, float):
-            feature.float_list.value.append(value)
-        else:
-            feature.bytes_list.value.append(value.encode())
-    return proto
+example = example_proto
 
 
 def rpc_error(call, request) -> grpc.RpcError:
@@ -180,6 +161,24 @@ def test_predict_examples_signature(predictions):
     np.testing.assert_allclose(tip, scores[:, 1], rtol=1e-4)
 
 
+def test_one_raw_csv_row_gets_the_same_scores_over_grpc_and_rest(predictions, server):
+    """A trip as the data set holds it: Predict (int64 / float / string tensors) and
+    Classify (the same values in a tf.Example) agree with each other and with REST."""
+    import httpx
+
+    row = csv_row(REPO / "data" / "chicago_taxi" / "span-2" / "trips.csv", 1)
+    assert len(row) == 14 and isinstance(row["pickup_community_area"], int)
+    predicted = tf.make_ndarray(predictions.Predict(predict_request([row]), timeout=TIMEOUT)
+                                .outputs["scores"])
+    request = classify_request()
+    request.input.example_list.examples.append(example(row))
+    classified = scores(predictions.Classify(request, timeout=TIMEOUT))
+    np.testing.assert_allclose(classified, predicted, rtol=1e-5)
+    rest = httpx.post(f"{server.rest_url}/v1/models/{MODEL_NAME}:predict",
+                      json={"instances": [row]}, timeout=TIMEOUT).json()
+    np.testing.assert_allclose([rest["predictions"][0]["scores"]], predicted, rtol=1e-5)
+
+
 # --- Classify / Regress --------------------------------------------------------------------
 
 def classify_request(signature: str = "classify") -> classification_pb2.ClassificationRequest:
@@ -216,7 +215,7 @@ def test_classify_example_list(predictions, server):
 def test_classify_example_list_with_context(predictions):
     shared = ("payment_type", "company", "trip_start_month")
     rows = [{**row, "payment_type": "Credit Card", "company": "Flash Cab",
-             "trip_start_month": "11"} for row in ROWS]
+             "trip_start_month": 11} for row in ROWS]
     request = classify_request()
     with_context = request.input.example_list_with_context
     with_context.context.CopyFrom(example({key: rows[0][key] for key in shared}))
@@ -233,6 +232,19 @@ def test_classify_example_list_with_context(predictions):
     alone.input.example_list.examples.extend(example(row, skip=shared) for row in rows)
     assert not np.allclose(scores(predictions.Classify(alone, timeout=TIMEOUT)),
                            scores(by_context), rtol=1e-3)
+
+
+def test_classify_takes_a_missing_integer_left_out(predictions):
+    """A missing integer goes as a tf.Example without it (Predict has no way to say it):
+    Transform's absent value, the OOV bucket for a category, as an unseen hour gets."""
+    row = ROWS[0]
+    left_out, unseen = classify_request(), classify_request()
+    left_out.input.example_list.examples.append(example(row, skip=("trip_start_hour",)))
+    unseen.input.example_list.examples.append(example({**row, "trip_start_hour": 99}))
+    np.testing.assert_allclose(scores(predictions.Classify(left_out, timeout=TIMEOUT)),
+                               scores(predictions.Classify(unseen, timeout=TIMEOUT)), rtol=1e-5)
+    error = rpc_error(predictions.Predict, without(predict_request([row]), "trip_start_hour"))
+    assert "Missing but required: {trip_start_hour}" in error.details()
 
 
 def test_classify_errors(predictions):
@@ -285,6 +297,7 @@ def test_get_model_metadata(predictions):
     assert len(default.inputs) == 14
     assert default.inputs["fare"].dtype == types_pb2.DT_FLOAT
     assert default.inputs["payment_type"].dtype == types_pb2.DT_STRING
+    assert {default.inputs[name].dtype for name in INTS} == {types_pb2.DT_INT64}
     assert [d.size for d in default.outputs["scores"].tensor_shape.dim] == [-1, 2]
     assert defs["classify"].method_name == "tensorflow/serving/classify"
 
@@ -349,7 +362,8 @@ def without(request: predict_pb2.PredictRequest, key: str) -> predict_pb2.Predic
 
 
 def retyped(request: predict_pb2.PredictRequest, key: str, dtype) -> predict_pb2.PredictRequest:
-    request.inputs[key].CopyFrom(tf.make_tensor_proto([1.0] * len(ROWS), dtype=dtype))
+    value = "19" if dtype == tf.string else 1.0
+    request.inputs[key].CopyFrom(tf.make_tensor_proto([value] * len(ROWS), dtype=dtype))
     return request
 
 
@@ -388,6 +402,9 @@ def extra(request: predict_pb2.PredictRequest) -> predict_pb2.PredictRequest:
      r"Expects arg\[\d+\] to be float(32)? but (double|float64) is provided"),
     (retyped(predict_request(), "company", tf.float32), grpc.StatusCode.INVALID_ARGUMENT,
      r"Expects arg\[\d+\] to be string but float(32)? is provided"),
+    (retyped(predict_request(), "trip_start_hour", tf.string),
+     grpc.StatusCode.INVALID_ARGUMENT,
+     r"Expects arg\[\d+\] to be int64 but string is provided \(input 'trip_start_hour'\)"),
     (raw_tensor(predict_request(), "fare", types_pb2.DT_INVALID),
      grpc.StatusCode.INVALID_ARGUMENT, "to be float"),
     (raw_tensor(predict_request(), "fare", 999), grpc.StatusCode.INVALID_ARGUMENT,
@@ -399,7 +416,7 @@ def extra(request: predict_pb2.PredictRequest) -> predict_pb2.PredictRequest:
     (predict_request(signature="nope"), grpc.StatusCode.FAILED_PRECONDITION,
      'Serving signature key "nope" not found.'),
 ], ids=["unknown-model", "unknown-version", "unknown-label", "no-model-name", "missing-input",
-        "unknown-input", "wrong-dtype", "float-for-string", "invalid-dtype",
+        "unknown-input", "wrong-dtype", "float-for-string", "string-for-int64", "invalid-dtype",
         "unknown-dtype-enum", "negative-dimension", "unknown-output-filter",
         "unknown-signature"])
 def test_predict_status_codes(predictions, request_, code, expected):

@@ -20,15 +20,15 @@ import pytest
 from pipeline.config import load_config
 from serving import operations, server_files
 from tests.conftest import write_config
-from tests.serving.conftest import MODEL_NAME, add_version, wait_for
+from tests.serving.conftest import MODEL_NAME, add_version, dtype_of, wait_for
 
 pytestmark = pytest.mark.slow
 
-ROW = {"fare": 9.25, "trip_miles": 1.5, "trip_seconds": 420.0, "pickup_latitude": 41.88,
+ROW = {"fare": 9.25, "trip_miles": 1.5, "trip_seconds": 420, "pickup_latitude": 41.88,
        "pickup_longitude": -87.63, "dropoff_latitude": float("nan"),
        "dropoff_longitude": float("nan"), "payment_type": "Credit Card", "company": "",
-       "pickup_community_area": "32", "dropoff_community_area": "", "trip_start_hour": "9",
-       "trip_start_day": "2", "trip_start_month": "6"}
+       "pickup_community_area": 32, "dropoff_community_area": 8, "trip_start_hour": 9,
+       "trip_start_day": 2, "trip_start_month": 6}
 
 
 class Load:
@@ -69,8 +69,7 @@ class Load:
         request = predict_pb2.PredictRequest()
         request.model_spec.name = MODEL_NAME
         for name, value in ROW.items():
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(
-                [value], dtype=tf.float32 if isinstance(value, float) else tf.string))
+            request.inputs[name].CopyFrom(tf.make_tensor_proto([value], dtype=dtype_of(name)))
         with grpc.insecure_channel(self.grpc_target) as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             while not self._stop.is_set():

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 from serving import config_files
-from tests.serving.conftest import (EXAMPLE_INTS, FLOATS, MODEL_NAME, ROWS, RunningServer,
-                                   add_version)
+from tests.conftest import REPO
+from tests.serving.conftest import (INTS, MODEL_NAME, ROWS, RunningServer, add_version, arrays,
+                                   csv_row, example_proto)
 
 pytestmark = pytest.mark.slow
 
@@ -30,24 +31,12 @@ ROW = ROWS[0]
 
 
 def example_json(row: dict) -> dict:
-    """A row as a classify example: integer features as JSON integers, "" as missing."""
-    return {key: int(float(value)) if key in EXAMPLE_INTS else value
-            for key, value in row.items() if value != ""}
+    """A row as a classify example: the same dict, "" (missing) left out."""
+    return {key: value for key, value in row.items() if value != ""}
 
 
 def serialized_example(row: dict) -> bytes:
-    from tensorflow.core.example import example_pb2
-
-    example = example_pb2.Example()
-    for key, value in example_json(row).items():
-        feature = example.features.feature[key]
-        if isinstance(value, int):
-            feature.int64_list.value.append(value)
-        elif isinstance(value, float):
-            feature.float_list.value.append(value)
-        else:
-            feature.bytes_list.value.append(value.encode())
-    return example.SerializeToString()
+    return example_proto(row).SerializeToString()
 
 
 def b64(data: bytes) -> dict:
@@ -56,17 +45,6 @@ def b64(data: bytes) -> dict:
 
 def columns(rows: list[dict]) -> dict:
     return {key: [row[key] for row in rows] for key in rows[0]}
-
-
-def arrays(rows: list[dict]) -> dict[str, np.ndarray]:
-    """The rows as the serving_default signature's input arrays, for in-process calls."""
-    result = {}
-    for key, values in columns(rows).items():
-        if key in FLOATS:
-            result[key] = np.array(values, dtype=np.float32)
-        else:
-            result[key] = np.array([v.encode() for v in values], dtype=object)
-    return result
 
 
 def error(response: httpx.Response, status: int) -> str:
@@ -179,6 +157,8 @@ def test_metadata_describes_the_signatures(client):
     assert len(default["inputs"]) == 14
     assert default["inputs"]["fare"]["dtype"] == "DT_FLOAT"
     assert default["inputs"]["company"]["dtype"] == "DT_STRING"
+    for name in INTS:  # integer columns take the data's int64, not text
+        assert default["inputs"][name]["dtype"] == "DT_INT64", name
     assert default["inputs"]["fare"]["tensor_shape"]["dim"][0]["size"] == "-1"
     assert default["outputs"]["classes"]["dtype"] == "DT_STRING"
     assert default["outputs"]["scores"]["dtype"] == "DT_FLOAT"
@@ -225,8 +205,8 @@ def test_row_and_columnar_formats_agree(client):
 
 
 def test_missing_values_still_predict(client, server):
-    gaps = [{**ROW, "fare": math.nan, "trip_seconds": math.nan, "company": "",
-             "payment_type": "", "pickup_community_area": ""}]
+    gaps = [{**ROW, "fare": math.nan, "trip_miles": math.nan, "company": "",
+             "payment_type": ""}]
     body = json.dumps({"instances": gaps + ROWS[1:]})  # NaN is not strict JSON: sent as is
     assert "NaN" in body
     predictions = ok(client.post(f"{MODEL}:predict", content=body))["predictions"]
@@ -275,6 +255,75 @@ def test_transform_features_signature(client):
         assert isinstance(prediction["trip_start_hour_xf"][0], int)  # a vocabulary index
         assert isinstance(prediction["fare_xf"][0], float)  # scaled
     assert predictions[0]["fare_xf"] != predictions[1]["fare_xf"]
+
+
+def test_one_raw_csv_row_gets_the_same_scores_from_predict_and_classify(client, server):
+    """A trip as the data set holds it (integers as JSON integers), sent unchanged to
+    serving_default and, as a tf.Example, to classify and predict_examples."""
+    row = csv_row(REPO / "data" / "chicago_taxi" / "span-2" / "trips.csv", 1)
+    assert isinstance(row["trip_start_hour"], int) and len(row) == 14
+    assert all(value == value and value != "" for value in row.values())  # nothing missing
+    (prediction,) = ok(client.post(f"{MODEL}:predict", json={"instances": [row]}))[
+        "predictions"]
+    (result,) = ok(client.post(f"{MODEL}:classify", json={
+        "signature_name": "classify", "examples": [row]}))["results"]
+    assert [label for label, _ in result] == prediction["classes"] == ["no_tip", "tip"]
+    np.testing.assert_allclose([score for _, score in result], prediction["scores"],
+                               rtol=1e-5)
+    columnar = ok(client.post(f"{MODEL}:predict", json={
+        "inputs": {key: [value] for key, value in row.items()}}))["outputs"]
+    np.testing.assert_allclose(columnar["scores"], [prediction["scores"]], rtol=1e-5)
+    (tip,) = ok(client.post(f"{MODEL}:predict", json={
+        "signature_name": "predict_examples",
+        "instances": [b64(serialized_example(row))]}))["predictions"]
+    assert tip[0] == pytest.approx(prediction["scores"][1], rel=1e-5)
+
+
+def test_integer_categories_reach_their_vocabulary_entries(client):
+    """The int64 input is turned into the vocabulary's text in the graph, as Transform saw
+    it: known hours get their own index, an hour never seen gets the OOV bucket."""
+    body = {"signature_name": "transform_features",
+            "instances": [b64(serialized_example({**ROW, "trip_start_hour": hour}))
+                          for hour in (12, 18, 9, 99)]}
+    predictions = ok(client.post(f"{MODEL}:predict", json=body))["predictions"]
+    indices = [p["trip_start_hour_xf"][0] for p in predictions]
+    assert len(set(indices)) == 4 and max(indices[:3]) < indices[3]  # 99: the OOV index
+
+
+def test_missing_values_mean_the_same_in_every_signature(client):
+    """float NaN and text "" are missing in serving_default instances and in tf.Examples
+    alike, as is a feature left out of a tf.Example; an integer is missing only that way."""
+    gaps = {**ROW, "fare": math.nan, "company": "", "payment_type": ""}
+    body = json.dumps({"instances": [gaps]})  # NaN: not strict JSON, as TF Serving reads it
+    (prediction,) = ok(client.post(f"{MODEL}:predict", content=body))["predictions"]
+    expected = prediction["scores"]
+    left_out = {key: value for key, value in gaps.items()
+                if key not in ("fare", "company", "payment_type")}
+    for example in (gaps, left_out):
+        (result,) = ok(client.post(f"{MODEL}:classify", content=json.dumps({
+            "signature_name": "classify", "examples": [example]})))["results"]
+        np.testing.assert_allclose([score for _, score in result], expected, rtol=1e-5)
+
+    # A missing integer: left out of the tf.Example. It is what Transform imputes for an
+    # absent value (the OOV bucket here), not any hour's score, and it needs no sentinel.
+    no_hour = {key: value for key, value in ROW.items() if key != "trip_start_hour"}
+    (result,) = ok(client.post(f"{MODEL}:classify", json={
+        "signature_name": "classify", "examples": [no_hour]}))["results"]
+    scores = [score for _, score in result]
+    assert sum(scores) == pytest.approx(1.0, abs=1e-5)
+    (unseen,) = ok(client.post(f"{MODEL}:classify", json={
+        "signature_name": "classify",
+        "examples": [{**ROW, "trip_start_hour": 99}]}))["results"]
+    np.testing.assert_allclose(scores, [score for _, score in unseen], rtol=1e-5)
+    (as_sent,) = ok(client.post(f"{MODEL}:classify", json={
+        "signature_name": "classify", "examples": [example_json(ROW)]}))["results"]
+    assert not np.allclose(scores, [score for _, score in as_sent], rtol=1e-4)
+    # serving_default has no way to say it: every input is required, int64 has no NaN.
+    assert "missing input(s): trip_start_hour" in error(
+        client.post(f"{MODEL}:predict", json={"instances": [no_hour]}), 400)
+    assert "is not of expected type: int64" in error(client.post(
+        f"{MODEL}:predict", content=json.dumps({"instances": [
+            {**ROW, "trip_start_hour": math.nan}]})), 400)
 
 
 # --- classify / regress ----------------------------------------------------------------------
@@ -331,11 +380,18 @@ def test_classify_body_errors(client):
     assert "Unexpected element type in feature: fare" in error(client.post(
         f"{MODEL}:classify", json={"signature_name": "classify",
                                    "examples": [{"fare": [1.5, "x"]}]}), 400)
-    # A feature of the wrong kind for the model's parsing spec: the model refuses it.
-    assert "trip_seconds" in error(client.post(
+    # A feature of the wrong kind for the model's parsing spec: the model refuses it,
+    # naming the feature and the type it expects.
+    message = error(client.post(
         f"{MODEL}:classify", json={"signature_name": "classify",
                                    "examples": [{**example_json(ROW),
                                                  "trip_seconds": 600.5}]}), 400)
+    assert "trip_seconds" in message and "Expected type: int64" in message
+    message = error(client.post(
+        f"{MODEL}:classify", json={"signature_name": "classify",
+                                   "examples": [{**example_json(ROW),
+                                                 "trip_start_hour": "19"}]}), 400)
+    assert "Key: trip_start_hour" in message and "Expected type: int64" in message
 
 
 # --- client errors ---------------------------------------------------------------------------
@@ -362,6 +418,16 @@ def nested(value, levels: int):
      400, 'JSON Value: "twelve" Type: String is not of expected type: float32'),
     ("POST", f"{MODEL}:predict", json.dumps({"instances": [{**ROW, "company": 5}]}),
      400, "Type: Number is not of expected type: string"),
+    ("POST", f"{MODEL}:predict", json.dumps({"instances": [{**ROW, "trip_start_hour": "19"}]}),
+     400, "Failed to process input: trip_start_hour of 'instances' list. Error: JSON Value: "
+          '"19" Type: String is not of expected type: int64'),
+    ("POST", f"{MODEL}:predict", json.dumps({"instances": [{**ROW, "trip_start_hour": 19.5}]}),
+     400, "input: trip_start_hour of 'instances' list. Error: JSON Value: 19.5 Type: Number "
+          "is not of expected type: int64"),
+    ("POST", f"{MODEL}:predict", json.dumps({"inputs": {**columns([ROW]),
+                                                        "trip_start_hour": ["19"]}}),
+     400, "Failed to process input: trip_start_hour of 'inputs' object. Error: JSON Value: "
+          '"19" Type: String is not of expected type: int64'),
     ("POST", f"{MODEL}:predict", json.dumps({"instances": [ROW, PARTIAL]}), 400,
      "missing input(s): trip_miles"),
     ("POST", f"{MODEL}:predict", json.dumps({"instances": [{**ROW, "tips": 1.0}]}), 400,

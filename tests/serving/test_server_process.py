@@ -85,6 +85,18 @@ def test_mlops_serve_predict_versions_rollback(workspace: Path, pipeline_model: 
                      "--config", str(config_file))
         assert result.returncode == 1 and "there is no data row 999" in result.stderr
 
+        # An empty integer cell: int64 has no "missing" value, so the row goes to :classify
+        # as a tf.Example without that feature, and says so.
+        lines = csv_file.read_text().splitlines()
+        header, third = lines[0].split(","), lines[3].split(",")
+        third[header.index("dropoff_community_area")] = ""
+        gap_file = workspace / "gap.csv"
+        gap_file.write_text("\n".join([lines[0], ",".join(third)]) + "\n")
+        result = run(MLOPS, "predict", "--csv", str(gap_file), "--config", str(config_file))
+        assert result.returncode == 0, result.stderr
+        assert '"results"' in result.stdout and '"tip"' in result.stdout
+        assert "dropoff_community_area" in result.stderr and ":classify" in result.stderr
+
         result = run(MLOPS, "rollback", "--config", str(config_file))
         assert result.returncode == 0, result.stderr
         assert "The server now serves version 1." in result.stdout

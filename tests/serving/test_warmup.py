@@ -19,9 +19,22 @@ pytestmark = pytest.mark.slow
 
 
 def test_pipeline_model_carries_a_warmup_request_that_replays(pipeline_model: Path):
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
     assert (pipeline_model / warmup.WARMUP_FILE).is_file()
     servable = Servable("m", 1, str(pipeline_model))
     assert warmup.warm_up(servable) == 1
+    # One serving_default request in the signature's own dtypes (int64 for the integer
+    # columns, which have no "missing" value: 0 there; NaN and "" elsewhere).
+    (record,) = list(tf.compat.v1.io.tf_record_iterator(
+        str(pipeline_model / warmup.WARMUP_FILE)))
+    request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+    signature = servable.signature("serving_default")
+    assert {name: tensor.dtype for name, tensor in request.inputs.items()} == \
+        {name: spec.dtype.as_datatype_enum for name, spec in signature.inputs.items()}
+    assert tf.make_ndarray(request.inputs["trip_start_hour"]).tolist() == [0]
+    assert tf.make_ndarray(request.inputs["company"]).tolist() == [b""]
 
 
 def test_a_failing_warmup_request_fails_the_load(tmp_path: Path, pipeline_model: Path):
