@@ -27,9 +27,9 @@ from pipeline import process
 from pipeline.cli_options import ConfigOption, SetOption
 from pipeline.console import log_console
 from pipeline.cli_options import load as load_or_exit
-from pipeline.config import (KUBEFLOW, LOCAL, ConfigError, PipelineConfig, load_config,
-                             resolve_config_path)
+from pipeline.config import KUBEFLOW, LOCAL, ConfigError, load_config, resolve_config_path
 from pipeline.kubeflow.commands import kfp_app
+from serving.settings import ServingSettings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Operate the TFX pipeline and its model server.")
@@ -153,8 +153,8 @@ def serve(config_file: Optional[str] = ConfigOption,
 
     from serving import deployment, server_files
 
-    config = load_or_exit(config_file, overrides, check_files=False)
-    files = server_files.write_server_files(config)
+    settings = _serving_settings(config_file, overrides)
+    files = server_files.write_server_files(settings)
     if docker:
         if not shutil.which("docker"):
             typer.echo("error: `docker` is not on PATH; use `mlops serve` (real binary or "
@@ -163,22 +163,28 @@ def serve(config_file: Optional[str] = ConfigOption,
         compose = Path(__file__).resolve().parents[1] / deployment.DEFAULT_OUT_DIR / \
             "docker-compose.yaml"
         argv = ["docker", "compose", "-f", str(compose), "up"]
-        os.environ["MLOPS_SERVING_DIR"] = config.serving.base_directory
-        which = f"docker compose ({config.serving.image})"
+        os.environ["MLOPS_SERVING_DIR"] = settings.serving.base_directory
+        which = f"docker compose ({settings.serving.image})"
     else:
         binary = None if embedded else server_files.real_server_binary()
-        argv = server_files.server_command(config, files, sys.executable, binary,
+        argv = server_files.server_command(settings, files, sys.executable, binary,
                                            ("--verbose",) if verbose and not binary else ())
         which = f"tensorflow_model_server ({binary})" if binary else "the embedded server"
-    console.print(f"Serving [bold]{config.serving.model_name}[/] from "
-                  f"{config.serving_model_dir} with {which}\n"
-                  f"  REST {server_files.rest_url(config)}/v1/models/"
-                  f"{config.serving.model_name}   gRPC {config.serving.host}:"
-                  f"{config.serving.grpc_port}\n"
+    console.print(f"Serving [bold]{settings.serving.model_name}[/] from "
+                  f"{settings.serving_model_dir} with {which}\n"
+                  f"  REST {server_files.rest_url(settings)}/v1/models/"
+                  f"{settings.serving.model_name}   gRPC {settings.serving.host}:"
+                  f"{settings.serving.grpc_port}\n"
                   f"  versions, rollbacks and labels: {files.models_config} "
                   "(`mlops versions`, `mlops rollback`, `mlops label`)", highlight=False)
     sys.stdout.flush()
     os.execvp(argv[0], argv)
+
+
+def _serving_settings(config_file: Optional[str],
+                      overrides: Optional[list[str]]) -> ServingSettings:
+    """What the serving commands need; a serving host need not hold the training data."""
+    return load_or_exit(config_file, overrides, check_files=False).serving_settings()
 
 
 def _operation(action):
@@ -205,8 +211,8 @@ def versions(config_file: Optional[str] = ConfigOption,
 
     from serving import operations
 
-    config = load_or_exit(config_file, overrides, check_files=False)
-    listing = _operation(lambda: operations.list_versions(config))
+    settings = _serving_settings(config_file, overrides)
+    listing = _operation(lambda: operations.list_versions(settings))
     table = Table(title=f"{listing.model_name} (policy: {listing.policy})", title_justify="left")
     for column in ("version", "served by policy", "server state", "labels", "pushed at",
                    "error"):
@@ -223,17 +229,17 @@ def versions(config_file: Optional[str] = ConfigOption,
         console.print("No versions yet: `make run` pushes the first one.")
 
 
-def _report_served(config: PipelineConfig, change) -> None:
+def _report_served(settings: ServingSettings, change) -> None:
     """Prints what changed and, when a server runs, waits until it serves the version."""
     from serving import operations, server_files
 
     console.print(change.message, highlight=False)
-    url = server_files.rest_url(config)
+    url = server_files.rest_url(settings)
     version = change.version
-    if version is None or operations.server_status(url, config.serving.model_name) is None:
+    if version is None or operations.server_status(url, settings.serving.model_name) is None:
         return
     with console.status(f"waiting for the server to serve version {version}"):
-        served = operations.waiter(url, config.serving.model_name)(version)
+        served = operations.waiter(url, settings.serving.model_name)(version)
     console.print(f"The server now serves version {version}." if served else
                   f"The server has not loaded version {version} yet: see `mlops versions`.")
 
@@ -246,8 +252,8 @@ def rollback(to: Optional[int] = typer.Option(None, "--to", help="Version to ser
     """Serve an older version instead of the newest; nothing is deleted."""
     from serving import operations
 
-    config = load_or_exit(config_file, overrides, check_files=False)
-    _report_served(config, _operation(lambda: operations.rollback(config, to)))
+    settings = _serving_settings(config_file, overrides)
+    _report_served(settings, _operation(lambda: operations.rollback(settings, to)))
 
 
 @app.command("restore")
@@ -256,8 +262,8 @@ def restore(config_file: Optional[str] = ConfigOption,
     """Serve the newest version again (undo a rollback)."""
     from serving import operations
 
-    config = load_or_exit(config_file, overrides, check_files=False)
-    _report_served(config, _operation(lambda: operations.restore(config)))
+    settings = _serving_settings(config_file, overrides)
+    _report_served(settings, _operation(lambda: operations.restore(settings)))
 
 
 @app.command("label")
@@ -269,15 +275,15 @@ def label(name: str = typer.Argument(..., help="Label, e.g. stable or canary."),
     """Point a version label (e.g. stable, canary) at a version, or remove it."""
     from serving import operations, server_files
 
-    config = load_or_exit(config_file, overrides, check_files=False)
+    settings = _serving_settings(config_file, overrides)
     if remove == (version is not None):
         typer.echo("error: give a VERSION, or --remove", err=True)
         raise typer.Exit(2)
     if remove:
-        console.print(_operation(lambda: operations.remove_label(config, name)))
+        console.print(_operation(lambda: operations.remove_label(settings, name)))
         return
-    wait = operations.waiter(server_files.rest_url(config), config.serving.model_name)
-    console.print(_operation(lambda: operations.set_label(config, name, version, wait)),
+    wait = operations.waiter(server_files.rest_url(settings), settings.serving.model_name)
+    console.print(_operation(lambda: operations.set_label(settings, name, version, wait)),
                   highlight=False)
 
 
@@ -300,7 +306,7 @@ def predict(json_file: Optional[Path] = typer.Option(None, "--json", help="A TF 
 
     from serving import client, server_files
 
-    config = load_or_exit(config_file, overrides, check_files=False)
+    settings = _serving_settings(config_file, overrides)
     if (json_file is None) == (csv_file is None):
         typer.echo("error: give exactly one of --json FILE or --csv FILE", err=True)
         raise typer.Exit(2)
@@ -308,8 +314,8 @@ def predict(json_file: Optional[Path] = typer.Option(None, "--json", help="A TF 
         typer.echo(f"error: --method must be predict, classify or regress, not {method!r}",
                    err=True)
         raise typer.Exit(2)
-    url = server_files.rest_url(config)
-    path = client.model_path(config.serving.model_name, version, version_label)
+    url = server_files.rest_url(settings)
+    path = client.model_path(settings.serving.model_name, version, version_label)
 
     def request() -> tuple[int, object]:
         if json_file is not None:
@@ -335,13 +341,14 @@ def deploy_files(config_file: Optional[str] = ConfigOption,
     from serving import deployment
 
     try:  # no --set / MLOPS__ overrides: the committed files follow the committed config
-        config = load_config(config_file, use_env=False, check_files=False)
+        settings = load_config(config_file, use_env=False,
+                               check_files=False).serving_settings()
     except ConfigError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2)
     out_dir = resolve_config_path(config_file).resolve().parent / deployment.DEFAULT_OUT_DIR
     if check:
-        stale = deployment.check(config, out_dir)
+        stale = deployment.check(settings, out_dir)
         for path in stale:
             typer.echo(f"out of date: {path}", err=True)
         if stale:
@@ -349,7 +356,7 @@ def deploy_files(config_file: Optional[str] = ConfigOption,
             raise typer.Exit(1)
         console.print(f"[green]ok[/]: {out_dir} matches the config", highlight=False)
         return
-    paths = deployment.write(config, out_dir)
+    paths = deployment.write(settings, out_dir)
     console.print(f"wrote {len(paths)} files under {out_dir}", highlight=False)
 
 

@@ -12,17 +12,19 @@ from __future__ import annotations
 import difflib
 import os
 import posixpath
-import re
 from pathlib import Path
 from typing import Any, Iterable, Literal, Optional, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat,
+from pydantic import (Field, NonNegativeFloat, PositiveFloat,
                       PositiveInt, PrivateAttr, ValidationError, field_validator,
                       model_validator)
 
 from models import features as feature_lib
 from pipeline import data_files, schema_file
+from serving.settings import (NAME_PATTERN as _NAME_PATTERN, BatchingSection,  # noqa: F401
+                              KubernetesSection, ServingSection, ServingSettings,
+                              StrictSection, is_remote, join_path)
 
 DEFAULT_CONFIG_FILE = "pipeline_config.yaml"
 CONFIG_ENV_VAR = "MLOPS_CONFIG"
@@ -46,7 +48,6 @@ LOWER_IS_BETTER = {"BinaryCrossentropy", "SparseCategoricalCrossentropy",
 BOUNDED_0_1 = {"BinaryAccuracy", "AUC", "Precision", "Recall",
                "SparseCategoricalAccuracy", "SparseTopKCategoricalAccuracy"}
 
-_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
 
 # Profiles: what differs between runners (pipeline root, serving base, Beam args, caching)
 # is stated under `profiles.<name>` and laid over the rest of the file, which is stated once.
@@ -56,7 +57,6 @@ DEFAULT_MISSING_VALUES = ("NA", "N/A", "n/a", "NaN", "nan", "NULL", "null", "#N/
 LOCAL = "local"
 KUBEFLOW = "kubeflow"
 PROFILES = (LOCAL, KUBEFLOW)
-_URI_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
 
 
 class ConfigError(Exception):
@@ -73,10 +73,7 @@ class ConfigError(Exception):
         return "\n".join(lines)
 
 
-class _Section(BaseModel):
-    """Strict base: unknown keys are errors, so a typo never silently does nothing."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+_Section = StrictSection  # unknown keys are errors, so a typo never silently does nothing
 
 
 class PipelineSection(_Section):
@@ -201,53 +198,6 @@ class EvaluationSection(_Section):
     slices: list[str] = Field(default_factory=list)
 
 
-class BatchingSection(_Section):
-    """TF Serving's BatchingParameters, written to the file both servers read."""
-
-    enabled: bool = True
-    max_batch_size: int = Field(32, gt=0)
-    batch_timeout_micros: int = Field(1000, ge=0)
-    num_batch_threads: int = Field(2, gt=0)
-    max_enqueued_batches: int = Field(100, gt=0)
-
-
-class KubernetesSection(_Section):
-    namespace: str = Field("mlops", pattern=_NAME_PATTERN)
-    replicas: int = Field(2, ge=1)
-    max_replicas: int = Field(6, ge=1)
-    target_cpu_utilization: int = Field(70, gt=0, le=100)
-    volume_claim: str = Field("serving-models", pattern=_NAME_PATTERN)
-    storage: str = "10Gi"
-
-    @model_validator(mode="after")
-    def _replica_range(self) -> "KubernetesSection":
-        if self.max_replicas < self.replicas:
-            raise ValueError(f"max_replicas ({self.max_replicas}) is below replicas "
-                             f"({self.replicas})")
-        return self
-
-
-class ServingSection(_Section):
-    model_name: str = Field(pattern=_NAME_PATTERN)
-    base_directory: str = "serving_models"
-    host: str = "127.0.0.1"
-    grpc_port: int = Field(8500, ge=0, le=65535)
-    rest_api_port: int = Field(8501, ge=0, le=65535)
-    file_system_poll_wait_seconds: int = Field(1, ge=0)
-    model_config_file_poll_wait_seconds: int = Field(1, ge=0)
-    monitoring: bool = True
-    batching: BatchingSection = Field(default_factory=BatchingSection)
-    image: str = "tensorflow/serving:2.16.1"
-    kubernetes: KubernetesSection = Field(default_factory=KubernetesSection)
-
-    @model_validator(mode="after")
-    def _distinct_ports(self) -> "ServingSection":
-        if self.grpc_port and self.grpc_port == self.rest_api_port:
-            raise ValueError(f"grpc_port and rest_api_port are both {self.grpc_port}: the "
-                             "two APIs need a port each")
-        return self
-
-
 class ScheduleSection(_Section):
     """A recurring run on Kubeflow: KFP's cron (six fields, seconds first) and its limits."""
 
@@ -344,7 +294,11 @@ class PipelineConfig(_Section):
     # -- derived values: computed, never stored, so they cannot drift ------------------
     @property
     def serving_model_dir(self) -> str:
-        return join_path(self.serving.base_directory, self.serving.model_name)
+        return self.serving.model_dir
+
+    def serving_settings(self) -> ServingSettings:
+        """What the serving package needs (it imports nothing of the pipeline's)."""
+        return ServingSettings(self.serving, self.pipeline.name)
 
     def declared_columns(self) -> dict[str, str]:
         """Each column the config names in the data, with the key that names it."""
@@ -372,17 +326,6 @@ class PipelineConfig(_Section):
             "label": self.label.model_dump(),
             "training": self.training.model_dump(),
         }
-
-
-def join_path(base: str, *parts: str) -> str:
-    """`base`/`parts`, for a local folder or a URI (gs://...) alike."""
-    return "/".join([base.rstrip("/"), *parts]) if _URI_SCHEME.match(base) else str(
-        Path(base, *parts))
-
-
-def is_remote(path: str) -> bool:
-    """A URI (gs://, s3://...), which local file checks and paths leave alone."""
-    return bool(_URI_SCHEME.match(path))
 
 
 def _key_path(location: tuple) -> str:

@@ -1,44 +1,22 @@
-"""Keeps TensorFlow, absl, Beam and Google client noise out of normal output.
+"""Keeps TensorFlow, absl, Beam and Google client noise out of normal output, and follows
+a local run's components from TFX's own log lines.
 
 People read progress and a summary; the libraries' INFO logs, CUDA/oneDNN lines and
-FutureWarnings are shown only with `--verbose`. `configure` must run before TensorFlow is
-imported, because TF reads its C++ log level once, at import.
+FutureWarnings are shown only with `--verbose`. `configure` (shared with the server,
+`serving/process.py`) must run before TensorFlow is imported, because TF reads its C++ log
+level once, at import.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
-import warnings
 from typing import Callable, Iterator, Optional
 
-_NOISY_LOGGERS = ("absl", "apache_beam", "tensorflow", "tfx", "ml_metadata", "google",
-                  "tensorflow_transform", "tensorflow_model_analysis", "tensorflow_data_validation",
-                  "urllib3", "h5py", "numexpr")
+from serving.process import quiet_libraries as configure  # noqa: F401 (re-exported)
+
 NodeListener = Callable[[str, str], None]  # (node_id, "running" | "cached" | "finished" | "failed")
 _CACHED = re.compile(r"^A cached execution \d+ is used\.$")
-
-
-def configure(verbose: bool = False) -> None:
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFX 1.16 models are Keras 2
-    if verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
-        logging.getLogger().setLevel(logging.INFO)
-        return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")  # reaches Beam's worker processes too
-    warnings.filterwarnings("ignore")
-    for name in _NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        from absl import logging as absl_logging
-
-        absl_logging.set_verbosity(absl_logging.ERROR)
-        absl_logging.set_stderrthreshold(absl_logging.ERROR)
-    except ImportError:
-        pass
 
 
 class _CacheHitHandler(logging.Handler):

@@ -7,11 +7,11 @@ import sys
 
 
 def main(argv=None) -> int:
-    from pipeline import quiet
     from serving import flags
+    from serving.process import quiet_libraries
 
     options, verbose = flags.parse(argv)
-    quiet.configure(verbose)
+    quiet_libraries(verbose)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname).1s %(name)s] %(message)s")
     from serving.errors import ServingError
@@ -31,6 +31,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from pipeline import process
+    from serving.process import exit_now
 
-    process.exit_now(main())
+    exit_now(main())

@@ -3,7 +3,7 @@
 ``serving/deploy/`` is generated (``mlops deploy-files``) and committed, so a review shows
 exactly what a config change does to the deployment, and a test fails when the committed
 files and ``pipeline_config.yaml`` disagree (:func:`check`). Everything here is a pure
-function of :class:`~pipeline.config.PipelineConfig` except :func:`write`.
+function of :class:`~serving.settings.ServingSettings` except :func:`write`.
 
 Two targets, two ways of finding the model server's files:
 
@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import PipelineConfig
+from serving.settings import ServingSettings
 from serving import config_files, server_files
 
 DEFAULT_OUT_DIR = Path("serving") / "deploy"
@@ -89,38 +89,38 @@ def _text_proto(text: str) -> str:
     return _comment(HEADER) + text
 
 
-def _name(config: PipelineConfig) -> str:
-    return config.serving.model_name
+def _name(settings: ServingSettings) -> str:
+    return settings.serving.model_name
 
 
-def _selector(config: PipelineConfig) -> dict[str, str]:
+def _selector(settings: ServingSettings) -> dict[str, str]:
     """The pod labels the Deployment, Service and HPA agree on (selectors are immutable,
     so they stay minimal)."""
-    return {"app.kubernetes.io/name": _name(config),
+    return {"app.kubernetes.io/name": _name(settings),
             "app.kubernetes.io/component": "model-server"}
 
 
-def _labels(config: PipelineConfig) -> dict[str, str]:
-    return {**_selector(config), "app.kubernetes.io/part-of": config.pipeline.name,
+def _labels(settings: ServingSettings) -> dict[str, str]:
+    return {**_selector(settings), "app.kubernetes.io/part-of": settings.pipeline_name,
             "app.kubernetes.io/managed-by": "mlops"}
 
 
-def _metadata(config: PipelineConfig, name: str, namespaced: bool = True) -> dict[str, Any]:
+def _metadata(settings: ServingSettings, name: str, namespaced: bool = True) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name}
     if namespaced:
-        meta["namespace"] = config.serving.kubernetes.namespace
-    meta["labels"] = _labels(config)
+        meta["namespace"] = settings.serving.kubernetes.namespace
+    meta["labels"] = _labels(settings)
     return meta
 
 
-def configmap_name(config: PipelineConfig) -> str:
-    return f"{_name(config)}-config"
+def configmap_name(settings: ServingSettings) -> str:
+    return f"{_name(settings)}-config"
 
 
-def server_args(config: PipelineConfig, config_dir: str) -> list[str]:
+def server_args(settings: ServingSettings, config_dir: str) -> list[str]:
     """tensorflow_model_server's flags, ``--flag=value`` (its parser needs the ``=``), with
     the server files read from ``config_dir``; batching and monitoring only when enabled."""
-    s = config.serving
+    s = settings.serving
     args = [f"--port={GRPC_PORT}", f"--rest_api_port={REST_PORT}",
             f"--model_config_file={config_dir}/{MODELS_CONFIG}",
             f"--model_config_file_poll_wait_seconds={s.model_config_file_poll_wait_seconds}",
@@ -135,15 +135,15 @@ def server_args(config: PipelineConfig, config_dir: str) -> list[str]:
 
 # --- the model server's own files ----------------------------------------------------
 
-def server_file_texts(config: PipelineConfig) -> dict[str, str]:
+def server_file_texts(settings: ServingSettings) -> dict[str, str]:
     """models.config (container path ``/models/<model_name>``, newest version), and the
     batching / monitoring files when the config enables them; no header, as mounted."""
-    base_path = f"{CONTAINER_MODELS_DIR}/{_name(config)}"
-    models = server_files.default_models_config(config, base_path=base_path)
+    base_path = f"{CONTAINER_MODELS_DIR}/{_name(settings)}"
+    models = server_files.default_models_config(settings, base_path=base_path)
     texts = {MODELS_CONFIG: config_files.model_server_config_text(models)}
-    if config.serving.batching.enabled:
-        texts[BATCHING_FILE] = server_files.batching_parameters_text(config)
-    if config.serving.monitoring:
+    if settings.serving.batching.enabled:
+        texts[BATCHING_FILE] = server_files.batching_parameters_text(settings)
+    if settings.serving.monitoring:
         texts[MONITORING_FILE] = server_files.monitoring_config_text()
     return texts
 
@@ -161,28 +161,28 @@ status endpoint and grep looks for a version in state AVAILABLE.
 """
 
 
-def _healthcheck_command(config: PipelineConfig) -> str:
-    request = (f"GET /v1/models/{_name(config)} HTTP/1.1\\r\\nHost: localhost\\r\\n"
+def _healthcheck_command(settings: ServingSettings) -> str:
+    request = (f"GET /v1/models/{_name(settings)} HTTP/1.1\\r\\nHost: localhost\\r\\n"
                "Connection: close\\r\\n\\r\\n")
     # -w: "UNAVAILABLE" (an error code) is not the word AVAILABLE (a version state).
     return (f'exec 3<>/dev/tcp/127.0.0.1/{REST_PORT} && printf "{request}" >&3 '
             "&& grep -qw AVAILABLE <&3")
 
 
-def compose(config: PipelineConfig) -> dict[str, Any]:
-    s = config.serving
+def compose(settings: ServingSettings) -> dict[str, Any]:
+    s = settings.serving
     serving_dir = f"${{{SERVING_DIR_VAR}}}"
     return {
-        "name": _name(config),
-        "services": {_name(config): {
+        "name": _name(settings),
+        "services": {_name(settings): {
             "image": s.image,
             "entrypoint": [server_files.REAL_SERVER],
-            "command": server_args(config, serving_dir),
+            "command": server_args(settings, serving_dir),
             "ports": [f"{s.grpc_port}:{GRPC_PORT}", f"{s.rest_api_port}:{REST_PORT}"],
             # No '$' or ':' in the message: compose would read them as syntax.
             "volumes": [f"${{{SERVING_DIR_VAR}:?set it to the absolute serving directory "
                         f"(mlops serve --docker does)}}:{serving_dir}:ro"],
-            "healthcheck": {"test": ["CMD", "bash", "-c", _healthcheck_command(config)],
+            "healthcheck": {"test": ["CMD", "bash", "-c", _healthcheck_command(settings)],
                             "interval": "10s", "timeout": "5s", "retries": 3,
                             "start_period": "60s"},
             "restart": "unless-stopped",
@@ -192,30 +192,30 @@ def compose(config: PipelineConfig) -> dict[str, Any]:
 
 # --- Kubernetes ----------------------------------------------------------------------
 
-def k8s_namespace(config: PipelineConfig) -> dict[str, Any]:
-    meta = _metadata(config, config.serving.kubernetes.namespace, namespaced=False)
+def k8s_namespace(settings: ServingSettings) -> dict[str, Any]:
+    meta = _metadata(settings, settings.serving.kubernetes.namespace, namespaced=False)
     meta["labels"] = {k: v for k, v in meta["labels"].items()
                       if k in ("app.kubernetes.io/part-of", "app.kubernetes.io/managed-by")}
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
 
 
-def k8s_pvc(config: PipelineConfig) -> dict[str, Any]:
-    k = config.serving.kubernetes
+def k8s_pvc(settings: ServingSettings) -> dict[str, Any]:
+    k = settings.serving.kubernetes
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": _metadata(config, k.volume_claim),
+            "metadata": _metadata(settings, k.volume_claim),
             "spec": {"accessModes": ["ReadWriteMany"],
                      "resources": {"requests": {"storage": k.storage}}}}
 
 
-def k8s_configmap(config: PipelineConfig) -> dict[str, Any]:
+def k8s_configmap(settings: ServingSettings) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": _metadata(config, configmap_name(config)),
-            "data": server_file_texts(config)}
+            "metadata": _metadata(settings, configmap_name(settings)),
+            "data": server_file_texts(settings)}
 
 
-def k8s_deployment(config: PipelineConfig) -> dict[str, Any]:
-    s, k = config.serving, config.serving.kubernetes
-    template_meta: dict[str, Any] = {"labels": _labels(config)}
+def k8s_deployment(settings: ServingSettings) -> dict[str, Any]:
+    s, k = settings.serving, settings.serving.kubernetes
+    template_meta: dict[str, Any] = {"labels": _labels(settings)}
     if s.monitoring:
         template_meta["annotations"] = {
             "prometheus.io/scrape": "true",
@@ -225,14 +225,14 @@ def k8s_deployment(config: PipelineConfig) -> dict[str, Any]:
         "name": "tensorflow-serving",
         "image": s.image,
         "command": [server_files.REAL_SERVER],
-        "args": server_args(config, CONTAINER_CONFIG_DIR),
+        "args": server_args(settings, CONTAINER_CONFIG_DIR),
         "ports": [{"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
                   {"name": "http", "containerPort": REST_PORT, "protocol": "TCP"}],
         # The server opens its ports only once the models have loaded: the startup probe
         # gives loading up to 5 minutes before liveness may restart the container.
         "startupProbe": {"tcpSocket": {"port": GRPC_PORT},
                          "periodSeconds": 10, "failureThreshold": 30},
-        "readinessProbe": {"httpGet": {"path": f"/v1/models/{_name(config)}",
+        "readinessProbe": {"httpGet": {"path": f"/v1/models/{_name(settings)}",
                                        "port": REST_PORT},
                            "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3},
         "livenessProbe": {"tcpSocket": {"port": GRPC_PORT},
@@ -246,10 +246,10 @@ def k8s_deployment(config: PipelineConfig) -> dict[str, Any]:
     }
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": _metadata(config, _name(config)),
+        "metadata": _metadata(settings, _name(settings)),
         "spec": {
             "replicas": k.replicas,
-            "selector": {"matchLabels": _selector(config)},
+            "selector": {"matchLabels": _selector(settings)},
             "strategy": {"type": "RollingUpdate",
                          "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {"metadata": template_meta, "spec": {
@@ -257,29 +257,29 @@ def k8s_deployment(config: PipelineConfig) -> dict[str, Any]:
                 "volumes": [
                     {"name": "models", "persistentVolumeClaim": {
                         "claimName": k.volume_claim, "readOnly": True}},
-                    {"name": "server-config", "configMap": {"name": configmap_name(config)}}],
+                    {"name": "server-config", "configMap": {"name": configmap_name(settings)}}],
             }},
         },
     }
 
 
-def k8s_service(config: PipelineConfig) -> dict[str, Any]:
-    s = config.serving
+def k8s_service(settings: ServingSettings) -> dict[str, Any]:
+    s = settings.serving
     return {"apiVersion": "v1", "kind": "Service",
-            "metadata": _metadata(config, _name(config)),
-            "spec": {"type": "ClusterIP", "selector": _selector(config), "ports": [
+            "metadata": _metadata(settings, _name(settings)),
+            "spec": {"type": "ClusterIP", "selector": _selector(settings), "ports": [
                 {"name": "grpc", "port": s.grpc_port, "targetPort": "grpc",
                  "protocol": "TCP", "appProtocol": "grpc"},
                 {"name": "http", "port": s.rest_api_port, "targetPort": "http",
                  "protocol": "TCP", "appProtocol": "http"}]}}
 
 
-def k8s_hpa(config: PipelineConfig) -> dict[str, Any]:
-    k = config.serving.kubernetes
+def k8s_hpa(settings: ServingSettings) -> dict[str, Any]:
+    k = settings.serving.kubernetes
     return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-            "metadata": _metadata(config, _name(config)),
+            "metadata": _metadata(settings, _name(settings)),
             "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
-                                        "name": _name(config)},
+                                        "name": _name(settings)},
                      "minReplicas": k.replicas, "maxReplicas": k.max_replicas,
                      "metrics": [{"type": "Resource", "resource": {
                          "name": "cpu", "target": {
@@ -287,9 +287,9 @@ def k8s_hpa(config: PipelineConfig) -> dict[str, Any]:
                              "averageUtilization": k.target_cpu_utilization}}}]}}
 
 
-def k8s_kustomization(config: PipelineConfig) -> dict[str, Any]:
+def k8s_kustomization(settings: ServingSettings) -> dict[str, Any]:
     return {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-            "namespace": config.serving.kubernetes.namespace,
+            "namespace": settings.serving.kubernetes.namespace,
             "resources": list(K8S_FILES)}
 
 
@@ -311,16 +311,16 @@ The ConfigMap is mounted as a directory (no subPath) so that applied edits reach
 
 # --- rendering, writing, checking ----------------------------------------------------
 
-def render(config: PipelineConfig) -> dict[str, str]:
+def render(settings: ServingSettings) -> dict[str, str]:
     """Every deployment file, by path relative to the output folder (POSIX separators)."""
-    files = {name: _text_proto(text) for name, text in server_file_texts(config).items()}
-    files[COMPOSE_FILE] = _yaml(compose(config), _COMPOSE_NOTE)
+    files = {name: _text_proto(text) for name, text in server_file_texts(settings).items()}
+    files[COMPOSE_FILE] = _yaml(compose(settings), _COMPOSE_NOTE)
     manifests = {"namespace.yaml": k8s_namespace, "pvc.yaml": k8s_pvc,
                  "configmap.yaml": k8s_configmap, "deployment.yaml": k8s_deployment,
                  "service.yaml": k8s_service, "hpa.yaml": k8s_hpa,
                  KUSTOMIZATION: k8s_kustomization}
     for name, build in manifests.items():
-        files[f"{K8S_DIR}/{name}"] = _yaml(build(config), _K8S_NOTES.get(name, ""))
+        files[f"{K8S_DIR}/{name}"] = _yaml(build(settings), _K8S_NOTES.get(name, ""))
     return files
 
 
@@ -328,11 +328,11 @@ def _path(out_dir: Path, relative: str) -> Path:
     return Path(out_dir, *PurePosixPath(relative).parts)
 
 
-def write(config: PipelineConfig, out_dir: Path | str) -> list[Path]:
+def write(settings: ServingSettings, out_dir: Path | str) -> list[Path]:
     """Writes the files (only those whose content changed) and removes the ones the config
     no longer asks for; returns the paths of the rendered files."""
     out_dir = Path(out_dir)
-    files = render(config)
+    files = render(settings)
     written = []
     for relative, text in files.items():
         path = _path(out_dir, relative)
@@ -346,11 +346,11 @@ def write(config: PipelineConfig, out_dir: Path | str) -> list[Path]:
     return written
 
 
-def check(config: PipelineConfig, out_dir: Path | str) -> list[str]:
+def check(settings: ServingSettings, out_dir: Path | str) -> list[str]:
     """The files under ``out_dir`` that are missing, differ from what :func:`write` would
     write, or should no longer exist; empty when the deployment matches the config."""
     out_dir = Path(out_dir)
-    files = render(config)
+    files = render(settings)
     stale = []
     for relative in sorted({*files, *ALL_FILES}):
         path = _path(out_dir, relative)

@@ -18,7 +18,7 @@ from typing import Callable, Optional
 
 import httpx
 
-from pipeline.config import PipelineConfig
+from serving.settings import ServingSettings
 from serving import config_files, server_files, versions
 from serving.config_files import ModelConfig, ModelServerConfig
 from serving.repository import aspired_versions, version_directories
@@ -90,12 +90,12 @@ def _manifest(version_dir: str) -> dict:
         return {}
 
 
-def list_versions(config: PipelineConfig, url: Optional[str] = None) -> Listing:
-    models = server_files.read_models_config(config)
-    model = _model(models, config.serving.model_name)
+def list_versions(settings: ServingSettings, url: Optional[str] = None) -> Listing:
+    models = server_files.read_models_config(settings)
+    model = _model(models, settings.serving.model_name)
     on_disk = version_directories(model.base_path)
     aspired = aspired_versions(model, on_disk)
-    url = url or server_files.rest_url(config)
+    url = url or server_files.rest_url(settings)
     live = server_status(url, model.name)
     labels: dict[int, list[str]] = {}
     for label, version in sorted(model.version_labels.items()):
@@ -126,13 +126,13 @@ class Change:
 Waiter = Callable[[int], bool]  # version -> True once a running server serves it
 
 
-def _save(config: PipelineConfig, models: ModelServerConfig) -> None:
-    config_files.write_model_server_config(models, server_files.models_config_path(config))
+def _save(settings: ServingSettings, models: ModelServerConfig) -> None:
+    config_files.write_model_server_config(models, server_files.models_config_path(settings))
 
 
-def _load_for_edit(config: PipelineConfig) -> tuple[ModelServerConfig, ModelConfig, dict]:
-    models = server_files.read_models_config(config)
-    model = _model(models, config.serving.model_name)
+def _load_for_edit(settings: ServingSettings) -> tuple[ModelServerConfig, ModelConfig, dict]:
+    models = server_files.read_models_config(settings)
+    model = _model(models, settings.serving.model_name)
     return models, model, version_directories(model.base_path)
 
 
@@ -144,9 +144,9 @@ def _drop_labels_outside(model: ModelConfig, served: set[int]) -> list[str]:
     return dropped
 
 
-def rollback(config: PipelineConfig, to: Optional[int] = None) -> Change:
+def rollback(settings: ServingSettings, to: Optional[int] = None) -> Change:
     """Serves an older version instead of the newest one served; keeps every version on disk."""
-    models, model, on_disk = _load_for_edit(config)
+    models, model, on_disk = _load_for_edit(settings)
     served = aspired_versions(model, on_disk)
     if not served:
         raise OperationError(f"no version of {model.name} is on disk under {model.base_path}")
@@ -163,28 +163,28 @@ def rollback(config: PipelineConfig, to: Optional[int] = None) -> Change:
     model.model_version_policy.specific.Clear()
     model.model_version_policy.specific.versions.append(to)
     dropped = _drop_labels_outside(model, {to})
-    _save(config, models)
+    _save(settings, models)
     note = f" Labels removed: {', '.join(dropped)}." if dropped else ""
     return Change(f"{model.name}: serving version {to} instead of {current} ({current} "
                   f"stays on disk). New pushes are not served until `mlops restore`.{note}", to)
 
 
-def restore(config: PipelineConfig) -> Change:
+def restore(settings: ServingSettings) -> Change:
     """Back to serving the newest version (policy ``latest``), as after a normal push."""
-    models, model, on_disk = _load_for_edit(config)
+    models, model, on_disk = _load_for_edit(settings)
     model.model_version_policy.latest.num_versions = 1
     newest = max(on_disk) if on_disk else None
     dropped = _drop_labels_outside(model, {newest} if newest else set())
-    _save(config, models)
+    _save(settings, models)
     note = f" Labels removed: {', '.join(dropped)}." if dropped else ""
     target = f"version {newest}" if newest else "the newest version once one is pushed"
     return Change(f"{model.name}: serving {target} (policy latest).{note}", newest)
 
 
-def set_label(config: PipelineConfig, label: str, version: int,
+def set_label(settings: ServingSettings, label: str, version: int,
               wait_until_served: Optional[Waiter] = None) -> str:
     """Points ``label`` at ``version``, adding the version to those served if needed."""
-    models, model, on_disk = _load_for_edit(config)
+    models, model, on_disk = _load_for_edit(settings)
     if version not in on_disk:
         raise OperationError(f"version {version} is not in {model.base_path}")
     served = aspired_versions(model, on_disk)
@@ -194,22 +194,22 @@ def set_label(config: PipelineConfig, label: str, version: int,
         model.model_version_policy.specific.versions.extend(sorted(served | {version}))
         notes.append(f"now serving versions {', '.join(map(str, sorted(served | {version})))}"
                      "; new pushes are not served until `mlops restore`")
-        _save(config, models)  # first load the version: TF Serving refuses labels before
+        _save(settings, models)  # first load the version: TF Serving refuses labels before
         if wait_until_served is not None and not wait_until_served(version):
             raise OperationError(f"the server did not load version {version}; the label was "
                                  "not set (see `mlops versions`)")
     model.version_labels[label] = version
-    _save(config, models)
+    _save(settings, models)
     return f"{model.name}: label {label!r} -> version {version}" + (
         f" ({'; '.join(notes)})" if notes else "")
 
 
-def remove_label(config: PipelineConfig, label: str) -> str:
-    models, model, _ = _load_for_edit(config)
+def remove_label(settings: ServingSettings, label: str) -> str:
+    models, model, _ = _load_for_edit(settings)
     if label not in model.version_labels:
         raise OperationError(f"model {model.name} has no label {label!r}")
     del model.version_labels[label]
-    _save(config, models)
+    _save(settings, models)
     return f"{model.name}: label {label!r} removed"
 
 

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from pipeline.config import PipelineConfig
+from serving.settings import ServingSettings
 from serving import config_files
 from serving.config_files import ModelServerConfig
 
@@ -32,21 +32,21 @@ class ServerFiles:
     monitoring_config: Optional[Path]
 
 
-def models_config_path(config: PipelineConfig) -> Path:
-    return Path(config.serving.base_directory) / MODELS_CONFIG
+def models_config_path(settings: ServingSettings) -> Path:
+    return Path(settings.serving.base_directory) / MODELS_CONFIG
 
 
-def default_models_config(config: PipelineConfig, base_path: Optional[str] = None
+def default_models_config(settings: ServingSettings, base_path: Optional[str] = None
                           ) -> ModelServerConfig:
     """One model, serving its newest version (TF Serving's default policy)."""
-    models = config_files.single_model_config(config.serving.model_name,
-                                              base_path or config.serving_model_dir)
+    models = config_files.single_model_config(settings.serving.model_name,
+                                              base_path or settings.serving_model_dir)
     models.model_config_list.config[0].model_version_policy.latest.num_versions = 1
     return models
 
 
-def batching_parameters_text(config: PipelineConfig) -> str:
-    b = config.serving.batching
+def batching_parameters_text(settings: ServingSettings) -> str:
+    b = settings.serving.batching
     return "".join(f"{name} {{ value: {getattr(b, name)} }}\n" for name in (
         "max_batch_size", "batch_timeout_micros", "num_batch_threads",
         "max_enqueued_batches"))
@@ -57,42 +57,42 @@ def monitoring_config_text() -> str:
             f'  path: "{config_files.DEFAULT_PROMETHEUS_PATH}"\n}}\n')
 
 
-def read_models_config(config: PipelineConfig) -> ModelServerConfig:
-    path = models_config_path(config)
+def read_models_config(settings: ServingSettings) -> ModelServerConfig:
+    path = models_config_path(settings)
     if path.exists():
         return config_files.read_model_server_config(path)
-    return default_models_config(config)
+    return default_models_config(settings)
 
 
-def write_server_files(config: PipelineConfig) -> ServerFiles:
+def write_server_files(settings: ServingSettings) -> ServerFiles:
     """Creates the serving directory's server files; keeps an existing models.config's policy
     and labels, adding the configured model to it if it is missing."""
-    base = Path(config.serving.base_directory)
-    Path(config.serving_model_dir).mkdir(parents=True, exist_ok=True)
-    models = read_models_config(config)
+    base = Path(settings.serving.base_directory)
+    Path(settings.serving_model_dir).mkdir(parents=True, exist_ok=True)
+    models = read_models_config(settings)
     names = [m.name for m in models.model_config_list.config]
-    if config.serving.model_name not in names:
-        models.model_config_list.config.append(default_models_config(config)
+    if settings.serving.model_name not in names:
+        models.model_config_list.config.append(default_models_config(settings)
                                                .model_config_list.config[0])
-    config_files.write_model_server_config(models, models_config_path(config))
+    config_files.write_model_server_config(models, models_config_path(settings))
     batching = monitoring = None
-    if config.serving.batching.enabled:
+    if settings.serving.batching.enabled:
         batching = base / BATCHING_FILE
-        batching.write_text(batching_parameters_text(config))
-    if config.serving.monitoring:
+        batching.write_text(batching_parameters_text(settings))
+    if settings.serving.monitoring:
         monitoring = base / MONITORING_FILE
         monitoring.write_text(monitoring_config_text())
-    return ServerFiles(models_config_path(config), batching, monitoring)
+    return ServerFiles(models_config_path(settings), batching, monitoring)
 
 
 def real_server_binary() -> Optional[str]:
     return shutil.which(REAL_SERVER)
 
 
-def server_command(config: PipelineConfig, files: ServerFiles, python: str,
+def server_command(settings: ServingSettings, files: ServerFiles, python: str,
                    real_binary: Optional[str] = None, extra: tuple[str, ...] = ()) -> list[str]:
     """The command line: TF Serving's flags, for the real binary or the embedded server."""
-    s = config.serving
+    s = settings.serving
     argv = [real_binary] if real_binary else [python, "-m", "serving"]
     argv += [f"--port={s.grpc_port}", f"--rest_api_port={s.rest_api_port}",
              f"--model_config_file={files.models_config}",
@@ -108,9 +108,9 @@ def server_command(config: PipelineConfig, files: ServerFiles, python: str,
     return argv + list(extra)
 
 
-def rest_url(config: PipelineConfig) -> str:
-    host = config.serving.host if config.serving.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    return f"http://{host}:{config.serving.rest_api_port}"
+def rest_url(settings: ServingSettings) -> str:
+    host = settings.serving.host if settings.serving.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    return f"http://{host}:{settings.serving.rest_api_port}"
 
 
 __all__ = ["ServerFiles", "write_server_files", "server_command", "real_server_binary",

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.config import PipelineConfig, load_config
+from pipeline.config import load_config
+from serving.settings import ServingSettings
 from serving import config_files, deployment
 from tests.conftest import REPO, write_config
 
@@ -44,13 +45,14 @@ API_VERSIONS = {"Namespace": "v1", "PersistentVolumeClaim": "v1", "ConfigMap": "
 
 
 @pytest.fixture(scope="module")
-def config() -> PipelineConfig:
-    return load_config(REPO / "pipeline_config.yaml", use_env=False)
+def config() -> ServingSettings:
+    return load_config(REPO / "pipeline_config.yaml", use_env=False).serving_settings()
 
 
-def variant(folder: Path, changes: dict[str, Any]) -> PipelineConfig:
+def variant(folder: Path, changes: dict[str, Any]) -> ServingSettings:
     """The repo's config with dotted-key changes (no data needed to render)."""
-    return load_config(write_config(folder, changes), use_env=False, check_files=False)
+    return load_config(write_config(folder, changes), use_env=False,
+                       check_files=False).serving_settings()
 
 
 def flags(argv: list[str]) -> dict[str, str]:
@@ -102,7 +104,8 @@ def test_rendering_does_not_depend_on_where_the_repo_lives(config, tmp_path):
 
 def test_rendering_imports_no_tensorflow():
     code = ("import sys; from pipeline.config import load_config; from serving import "
-            "deployment; deployment.render(load_config(sys.argv[1], use_env=False)); "
+            "deployment; deployment.render(load_config(sys.argv[1], use_env=False)"
+            ".serving_settings()); "
             "sys.exit('tensorflow' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code, str(REPO / "pipeline_config.yaml")],
                             cwd=REPO, capture_output=True, text=True, timeout=60)

@@ -97,7 +97,7 @@ def test_versions_swap_under_load_without_a_failed_request(tmp_path: Path, pipel
 
     config = load_config(write_config(tmp_path, {
         "serving.file_system_poll_wait_seconds": 1,
-        "serving.model_config_file_poll_wait_seconds": 1}), check_files=False)
+        "serving.model_config_file_poll_wait_seconds": 1}), check_files=False).serving_settings()
     base = Path(config.serving_model_dir)
     base.mkdir(parents=True)
     add_version(base, pipeline_model, 1)

@@ -24,7 +24,7 @@ NAME = "chicago-taxi"
 @pytest.fixture
 def config_file(workspace: Path) -> Path:
     path = write_config(workspace, {"serving.rest_api_port": 1})  # nothing listens there
-    config = load_config(path, check_files=False)
+    config = load_config(path, check_files=False).serving_settings()
     for version in (1, 2, 3):
         extra = Path(config.serving_model_dir) / str(version) / "assets.extra"
         extra.mkdir(parents=True)
@@ -35,7 +35,7 @@ def config_file(workspace: Path) -> Path:
 
 
 def model_config(config_file: Path):
-    config = load_config(config_file, check_files=False)
+    config = load_config(config_file, check_files=False).serving_settings()
     models = config_files.read_model_server_config(server_files.models_config_path(config))
     (model,) = models.model_config_list.config
     return model
@@ -46,7 +46,7 @@ def mlops(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_serve_files_are_written_once_and_keep_their_policy(config_file: Path):
-    config = load_config(config_file, check_files=False)
+    config = load_config(config_file, check_files=False).serving_settings()
     model = model_config(config_file)
     assert model.name == NAME and model.base_path == config.serving_model_dir
     assert model.model_version_policy.latest.num_versions == 1
@@ -59,7 +59,7 @@ def test_serve_files_are_written_once_and_keep_their_policy(config_file: Path):
 
 
 def test_rollback_restore_cycle(config_file: Path):
-    config = load_config(config_file, check_files=False)
+    config = load_config(config_file, check_files=False).serving_settings()
     change = operations.rollback(config)
     assert change.version == 2
     assert "serving version 2 instead of 3" in change.message
@@ -74,7 +74,7 @@ def test_rollback_restore_cycle(config_file: Path):
 
 
 def test_labels_stay_on_served_versions(config_file: Path):
-    config = load_config(config_file, check_files=False)
+    config = load_config(config_file, check_files=False).serving_settings()
     message = operations.set_label(config, "stable", 2)
     model = model_config(config_file)
     assert dict(model.version_labels) == {"stable": 2}
@@ -93,7 +93,7 @@ def test_labels_stay_on_served_versions(config_file: Path):
 
 
 def test_versions_lists_disk_policy_and_manifest(config_file: Path):
-    config = load_config(config_file, check_files=False)
+    config = load_config(config_file, check_files=False).serving_settings()
     listing = operations.list_versions(config)
     assert listing.policy == "latest 1" and listing.server_url is None
     assert [(r.version, r.aspired, r.state) for r in listing.rows] == [
