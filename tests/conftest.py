@@ -8,6 +8,8 @@ from __future__ import annotations
 import copy
 import csv
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
@@ -21,6 +23,13 @@ process.prepare(verbose=False)
 
 REPO = Path(__file__).resolve().parents[1]
 TAXI_DATA = REPO / "data" / "chicago_taxi"
+MLOPS = str(Path(sys.executable).parent / "mlops")  # the console script of this environment
+
+
+def mlops(*args: str, **options) -> subprocess.CompletedProcess:
+    """Runs `mlops ARGS` as a user would, capturing its output."""
+    return subprocess.run([MLOPS, *args], capture_output=True, text=True,
+                          **{"timeout": 120, **options})
 
 
 def repo_config() -> dict[str, Any]:
@@ -95,6 +104,13 @@ def write_curated_schema(config_file: Path, leave_out: str = "", text_typed: str
 def workspace(tmp_path: Path) -> Path:
     (tmp_path / "data").mkdir()
     return tmp_path
+
+
+@pytest.fixture
+def config_file(workspace: Path) -> Path:
+    """The repo's config in a workspace holding 20 rows of the first taxi span."""
+    copy_taxi_span(1, workspace / "data", rows=20)
+    return write_config(workspace)
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import tensorflow as tf
 from tfx.types import standard_artifacts
 
@@ -13,19 +12,9 @@ from serving import config_files
 MODEL = "taxi"
 
 
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory) -> Path:
-    """A real (tiny) SavedModel, as the Trainer lays it out (`<uri>/Format-Serving`)."""
-    export_dir = tmp_path_factory.mktemp("model") / "Format-Serving"
-    module = tf.Module()
-    module.serve = tf.function(lambda x: {"y": x * 2.0},
-                               input_signature=[tf.TensorSpec([None], tf.float32)])
-    tf.saved_model.save(module, str(export_dir), signatures={"serving_default": module.serve})
-    return export_dir
-
-
 def push(saved_model: Path, serving_dir: Path, model_uri: str = "trainer/model/1") -> int:
-    version, _ = versioned_pusher.publish_model(str(saved_model), str(serving_dir),
+    version, _ = versioned_pusher.publish_model(str(saved_model / "Format-Serving"),
+                                                str(serving_dir),
                                                 {"model_uri": model_uri})
     return version
 

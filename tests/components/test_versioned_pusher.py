@@ -16,19 +16,6 @@ from tfx.utils import io_utils, proto_utils
 from components import versioned_pusher
 
 
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory) -> Path:
-    """A real (tiny) SavedModel laid out as the Trainer writes it."""
-    model_root = tmp_path_factory.mktemp("model")
-    module = tf.Module()
-    module.scale = tf.Variable(2.0)
-    module.serve = tf.function(lambda x: {"y": x * module.scale},
-                               input_signature=[tf.TensorSpec([None], tf.float32)])
-    export_dir = model_root / "Format-Serving"
-    tf.saved_model.save(module, str(export_dir), signatures={"serving_default": module.serve})
-    return model_root
-
-
 def children(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 

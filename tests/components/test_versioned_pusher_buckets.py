@@ -23,7 +23,6 @@ from tfx.types import standard_artifacts
 from tfx.utils import io_utils, proto_utils
 
 from components import versioned_pusher
-from tests.components.test_versioned_pusher import saved_model  # noqa: F401  (fixture)
 
 SCHEME = "objstore://"
 BASE = f"{SCHEME}bucket/models/m"
@@ -279,7 +278,7 @@ def local_files(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def model_dir(saved_model: Path) -> Path:  # noqa: F811  (the imported fixture)
+def model_dir(saved_model: Path) -> Path:
     return saved_model / "Format-Serving"
 
 

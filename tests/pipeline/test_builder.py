@@ -10,13 +10,6 @@ import tensorflow_model_analysis as tfma
 from components import curated_schema
 from pipeline import builder
 from pipeline.config import load_config
-from tests.conftest import copy_taxi_span, write_config
-
-
-@pytest.fixture
-def config_file(workspace: Path) -> Path:
-    copy_taxi_span(1, workspace / "data", rows=20)
-    return write_config(workspace)
 
 
 @pytest.fixture

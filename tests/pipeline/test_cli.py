@@ -2,24 +2,9 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import copy_taxi_span, write_config
-
-MLOPS = str(Path(sys.executable).parent / "mlops")
-
-
-@pytest.fixture
-def config_file(workspace: Path) -> Path:
-    copy_taxi_span(1, workspace / "data", rows=20)
-    return write_config(workspace)
-
-
-def mlops(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([MLOPS, *args], capture_output=True, text=True, timeout=120)
+from tests.conftest import MLOPS, mlops
 
 
 def test_check_config_summarises_a_valid_config(config_file: Path):

@@ -6,13 +6,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ConfigError, env_overrides, load_config
-from tests.conftest import copy_taxi_span, write_config, write_curated_schema
-
-
-@pytest.fixture
-def config_file(workspace: Path) -> Path:
-    copy_taxi_span(1, workspace / "data", rows=50)
-    return write_config(workspace)
+from tests.conftest import write_curated_schema
 
 
 def problems(path: Path, *overrides: str, **kwargs) -> list[str]:

@@ -7,13 +7,7 @@ import pytest
 
 from pipeline import rerun_guard
 from pipeline.config import load_config
-from tests.conftest import copy_taxi_span, write_config, write_curated_schema
-
-
-@pytest.fixture
-def config_file(workspace: Path) -> Path:
-    copy_taxi_span(1, workspace / "data", rows=20)
-    return write_config(workspace)
+from tests.conftest import copy_taxi_span, write_curated_schema
 
 
 def test_no_record_means_no_match(config_file: Path):

@@ -131,6 +131,18 @@ def pipeline_model(tmp_path_factory) -> Path:
     return Path(config.serving_model_dir) / "1"
 
 
+def servable(server, version: int):
+    """The version a running embedded server has loaded (its in-process repository)."""
+    return server.server.repository.resolve(MODEL_NAME, version)
+
+
+def nested(value, levels: int):
+    """`value` inside `levels` lists: a JSON tensor of that rank."""
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
     """Polls ``condition`` until it holds; fails naming ``what`` was awaited if it never does."""
     deadline = time.monotonic() + timeout

@@ -23,7 +23,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from serving import config_files
 from tests.conftest import REPO
 from tests.serving.conftest import (INTS, MODEL_NAME, ROWS, RunningServer, add_version, arrays,
-                                   csv_row, dtype_of, example_proto)
+                                   csv_row, dtype_of, example_proto, servable)
 
 pytestmark = pytest.mark.slow
 
@@ -99,10 +99,6 @@ def predictions(channel):
 @pytest.fixture(scope="module")
 def models(channel):
     return model_service_pb2_grpc.ModelServiceStub(channel)
-
-
-def servable(server, version: int):
-    return server.server.repository.resolve(MODEL_NAME, version)
 
 
 # --- Predict -----------------------------------------------------------------------------

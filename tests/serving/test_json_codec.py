@@ -14,6 +14,8 @@ import math
 import numpy as np
 import pytest
 
+from tests.serving.conftest import nested
+
 from serving import json_codec
 from serving.errors import Code, ServingError
 from serving.json_codec import Format
@@ -157,12 +159,6 @@ def test_row_format_nested_lists_make_dense_tensors():
     assert arrays["x"].shape == (2, 2, 2)
     assert arrays["x"].dtype == np.int64
     assert arrays["x"][1, 0, 1] == 6
-
-
-def nested(value, levels: int):
-    for _ in range(levels):
-        value = [value]
-    return value
 
 
 def test_lists_deeper_than_an_array_can_be_are_refused():

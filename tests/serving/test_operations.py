@@ -7,17 +7,14 @@ and the messages a person sees.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from pipeline.config import load_config
 from serving import config_files, operations, server_files
-from tests.conftest import write_config
+from tests.conftest import mlops, write_config
 
-MLOPS = str(Path(sys.executable).parent / "mlops")
 NAME = "chicago-taxi"
 
 
@@ -39,10 +36,6 @@ def model_config(config_file: Path):
     models = config_files.read_model_server_config(server_files.models_config_path(config))
     (model,) = models.model_config_list.config
     return model
-
-
-def mlops(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([MLOPS, *args], capture_output=True, text=True, timeout=120)
 
 
 def test_serve_files_are_written_once_and_keep_their_policy(config_file: Path):

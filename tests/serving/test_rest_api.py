@@ -21,7 +21,7 @@ import pytest
 from serving import config_files
 from tests.conftest import REPO
 from tests.serving.conftest import (INTS, MODEL_NAME, ROWS, RunningServer, add_version, arrays,
-                                   csv_row, example_proto)
+                                   csv_row, example_proto, nested, servable)
 
 pytestmark = pytest.mark.slow
 
@@ -108,10 +108,6 @@ def small_server(pipeline_model, tmp_path_factory):
                             file_system_poll_wait_seconds=0, max_request_bytes=1000)
     yield running
     running.stop()
-
-
-def servable(server: RunningServer, version: int):
-    return server.server.repository.resolve(MODEL_NAME, version)
 
 
 # --- status ----------------------------------------------------------------------------------
@@ -397,12 +393,6 @@ def test_classify_body_errors(client):
 # --- client errors ---------------------------------------------------------------------------
 
 PARTIAL = {key: value for key, value in ROW.items() if key != "trip_miles"}
-
-
-def nested(value, levels: int):
-    for _ in range(levels):
-        value = [value]
-    return value
 
 
 @pytest.mark.parametrize("method, path, content, status, expected", [

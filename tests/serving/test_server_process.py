@@ -14,10 +14,9 @@ import httpx
 import pytest
 
 from pipeline.config import load_config
-from tests.conftest import REPO, copy_taxi_span, write_config
+from tests.conftest import MLOPS, REPO, copy_taxi_span, write_config
 from tests.serving.conftest import MODEL_NAME, add_version
 
-MLOPS = str(Path(sys.executable).parent / "mlops")
 
 
 def terminal_signals() -> None:

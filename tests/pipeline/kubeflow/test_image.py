@@ -14,9 +14,8 @@ import sys
 from pathlib import Path
 
 from pipeline.config import KubeflowSection, load_config
-from tests.conftest import REPO, write_config
+from tests.conftest import MLOPS, REPO, write_config
 
-MLOPS = str(Path(sys.executable).parent / "mlops")
 DOCKERFILE = (REPO / "Dockerfile").read_text()
 PACKAGES = ("pipeline", "components", "models", "serving")
 
