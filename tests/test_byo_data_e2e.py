@@ -77,3 +77,57 @@ def test_new_dataset_trains_and_pushes_from_config_alone(workspace: Path):
     assert sorted(classes[0]) == ["apple", "banana", "orange"]
     best = [row[int(np.argmax(scores))] for row, scores in zip(classes, outputs["scores"].numpy())]
     assert best == ["banana", "orange"]
+
+
+HOUSE_CONFIG = {
+    "pipeline": {"name": "house-prices"},
+    "data": {"input_base": "data", "span_pattern": "week-{SPAN}/*.csv"},
+    "features": {"numeric": ["area_m2", "rooms"], "categorical": ["district", "built"]},
+    "label": {"column": "price", "task": "regression"},
+    "training": {"train_steps": 300, "eval_steps": 10, "batch_size": 32,
+                 "learning_rate": 0.01, "hidden_units": [16]},
+    "evaluation": {"thresholds": [{"metric": "MeanAbsoluteError", "upper_bound": 1e6}]},
+    "serving": {"model_name": "houses"},
+}
+
+
+def write_houses_csv(path: Path, rows: int) -> None:
+    """Integer, float and text columns, and an integer category (`built`, a year)."""
+    rng = np.random.default_rng(3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["price", "area_m2", "rooms", "district", "built"])
+        for _ in range(rows):
+            area, rooms = round(float(rng.uniform(30, 150)), 1), int(rng.integers(1, 6))
+            district = str(rng.choice(["north", "south", "centre"]))
+            built = int(rng.choice([1960, 1990, 2020]))
+            price = area * 3 + rooms * 10 + (50 if district == "centre" else 0)
+            writer.writerow([round(price + float(rng.normal(0, 5)), 1), area, rooms,
+                             district, built])
+
+
+def test_one_raw_row_is_answered_alike_by_predict_and_regress(workspace: Path):
+    """The same feature dict, in the CSV's own types (ints as int64, floats, text), given
+    to `serving_default` and, as a tf.Example, to TF Serving's `regress` signature."""
+    import tensorflow as tf
+
+    write_houses_csv(workspace / "data" / "week-1" / "houses.csv", rows=600)
+    config = load_config(write_config(workspace, base=HOUSE_CONFIG))
+    report = local.run_pipeline(config)
+    assert report.succeeded and report.pushed_version == "1", report.error
+    model = tf.saved_model.load(os.path.join(config.serving_model_dir, "1"))
+    row = {"area_m2": 88.5, "rooms": 3, "district": "centre", "built": 1990}
+    predict = model.signatures["serving_default"]
+    dtypes = {k: v.dtype for k, v in predict.structured_input_signature[1].items()}
+    assert dtypes == {"area_m2": tf.float32, "rooms": tf.int64, "district": tf.string,
+                      "built": tf.int64}
+    predicted = predict(**{k: tf.constant([v], dtypes[k]) for k, v in row.items()})["outputs"]
+    example = tf.train.Example(features=tf.train.Features(feature={
+        "area_m2": tf.train.Feature(float_list=tf.train.FloatList(value=[row["area_m2"]])),
+        "rooms": tf.train.Feature(int64_list=tf.train.Int64List(value=[row["rooms"]])),
+        "district": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"centre"])),
+        "built": tf.train.Feature(int64_list=tf.train.Int64List(value=[row["built"]]))}))
+    regressed = model.signatures["regress"](
+        inputs=tf.constant([example.SerializeToString()]))["outputs"]
+    assert np.allclose(predicted.numpy().ravel(), regressed.numpy().ravel(), rtol=1e-5)
