@@ -47,7 +47,7 @@ def run_pipeline(config: PipelineConfig, verbose: bool = False,
     `on_node(node_id, event)` is called with "running", "cached" and "finished" as the
     runner moves on, for progress displays.
     """
-    from pipeline import beam_tuning, builder, run_report
+    from pipeline import beam_tuning, builder, run_records, run_report
 
     beam_tuning.apply()
     connection = metadata_connection_config(config)
@@ -60,7 +60,9 @@ def run_pipeline(config: PipelineConfig, verbose: bool = False,
             _runner_with_run_id(run_id).run(pipeline)
         except Exception as exc:  # the report says which component failed and why
             error = exc
-    return run_report.collect(config, connection, run_id=run_id, error=error)
+    report = run_report.collect(config, connection, run_id=run_id, error=error)
+    run_records.save(config, report)  # for mlops history, lineage and the HTML report
+    return report
 
 
 def _runner_with_run_id(run_id: str):

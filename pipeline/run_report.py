@@ -8,6 +8,7 @@ pushed version or why nothing was pushed.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import io
 from typing import Optional
 
@@ -63,6 +64,12 @@ class RunReport:
     pushed_path: Optional[str] = None
     not_pushed_reason: Optional[str] = None
     error: Optional[str] = None
+    model_uri: Optional[str] = None  # the model the Trainer wrote (or reused) this run
+    baseline_version: Optional[int] = None  # the served version it was compared with
+    evaluation_uri: Optional[str] = None
+    statistics_uri: Optional[str] = None
+    anomalies_uri: Optional[str] = None
+    finished_at: Optional[str] = None  # ISO time, UTC
 
     @property
     def succeeded(self) -> bool:
@@ -159,7 +166,8 @@ def collect(config: PipelineConfig, connection_config, run_id: str,
     store = metadata_store.MetadataStore(connection_config)
     run = store.get_context_by_type_and_name("pipeline_run", run_id)
     report = RunReport(config.pipeline.name, run.name if run else None, [],
-                       train_spans=config.data.train_spans, error=_describe_error(error))
+                       train_spans=config.data.train_spans, error=_describe_error(error),
+                       finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat())
     if run is None:
         report.not_pushed_reason = "no pipeline run was recorded"
         return report
@@ -176,6 +184,15 @@ def collect(config: PipelineConfig, connection_config, run_id: str,
             span = _prop(outputs["examples"][0], "span")
             report.span = int(span) if span is not None else None
             report.examples_uri = outputs["examples"][0].uri
+        elif name == "Trainer" and outputs.get("model"):
+            report.model_uri = outputs["model"][0].uri
+        elif name == "StatisticsGen" and outputs.get("statistics"):
+            report.statistics_uri = outputs["statistics"][0].uri
+        elif name == "ExampleValidator" and outputs.get("anomalies"):
+            report.anomalies_uri = outputs["anomalies"][0].uri
+        elif name == "ServingBaseline" and outputs.get("model"):
+            served = _prop(outputs["model"][0], "served_version")
+            report.baseline_version = int(served) if served else None
         elif name == "Evaluator" and state in ("done", "cached"):
             _read_evaluation(report, outputs, config)
         elif name == "Pusher" and state in ("done", "cached") and outputs.get("pushed_model"):
@@ -202,6 +219,7 @@ def _read_evaluation(report: RunReport, outputs: dict, config: PipelineConfig) -
         blessed = _prop(outputs["blessing"][0], "blessed")
         report.blessed = bool(blessed) if blessed is not None else None
     if outputs.get("evaluation"):
+        report.evaluation_uri = outputs["evaluation"][0].uri
         try:
             report.metrics, report.baseline_compared = _metric_checks(
                 outputs["evaluation"][0].uri, config)
