@@ -68,6 +68,7 @@ class RunReport:
     baseline_version: Optional[int] = None  # the served version it was compared with
     evaluation_uri: Optional[str] = None
     statistics_uri: Optional[str] = None
+    schema_uri: Optional[str] = None
     anomalies_uri: Optional[str] = None
     finished_at: Optional[str] = None  # ISO time, UTC
 
@@ -161,8 +162,12 @@ def _tfma_metric_name(class_name: str, values: dict[str, float]) -> str:
 
 
 def collect(config: PipelineConfig, connection_config, run_id: str,
-            error: Optional[BaseException] = None) -> RunReport:
-    """Reads the run `run_id` from the metadata store (None: it recorded nothing)."""
+            error: Optional[BaseException] = None, read_metrics: bool = True) -> RunReport:
+    """Reads the run `run_id` from the metadata store (None: it recorded nothing).
+
+    `read_metrics=False` leaves out the metric values (TFMA's output, which takes TFMA,
+    seconds to import, to read): components, span, verdict and push only.
+    """
     store = metadata_store.MetadataStore(connection_config)
     run = store.get_context_by_type_and_name("pipeline_run", run_id)
     report = RunReport(config.pipeline.name, run.name if run else None, [],
@@ -188,13 +193,15 @@ def collect(config: PipelineConfig, connection_config, run_id: str,
             report.model_uri = outputs["model"][0].uri
         elif name == "StatisticsGen" and outputs.get("statistics"):
             report.statistics_uri = outputs["statistics"][0].uri
+        elif name in ("SchemaGen", "ImportSchemaGen") and outputs.get("schema"):
+            report.schema_uri = outputs["schema"][0].uri
         elif name == "ExampleValidator" and outputs.get("anomalies"):
             report.anomalies_uri = outputs["anomalies"][0].uri
         elif name == "ServingBaseline" and outputs.get("model"):
             served = _prop(outputs["model"][0], "served_version")
             report.baseline_version = int(served) if served else None
         elif name == "Evaluator" and state in ("done", "cached"):
-            _read_evaluation(report, outputs, config)
+            _read_evaluation(report, outputs, config, read_metrics)
         elif name == "Pusher" and state in ("done", "cached") and outputs.get("pushed_model"):
             _read_push(report, outputs["pushed_model"][0], state)
 
@@ -214,12 +221,15 @@ def _in_pipeline(name: str, config: PipelineConfig) -> bool:
     return True
 
 
-def _read_evaluation(report: RunReport, outputs: dict, config: PipelineConfig) -> None:
+def _read_evaluation(report: RunReport, outputs: dict, config: PipelineConfig,
+                     read_metrics: bool = True) -> None:
     if outputs.get("blessing"):
         blessed = _prop(outputs["blessing"][0], "blessed")
         report.blessed = bool(blessed) if blessed is not None else None
     if outputs.get("evaluation"):
         report.evaluation_uri = outputs["evaluation"][0].uri
+        if not read_metrics:
+            return
         try:
             report.metrics, report.baseline_compared = _metric_checks(
                 outputs["evaluation"][0].uri, config)
