@@ -8,6 +8,7 @@
     mlops label NAME VERSION [--remove]          pin a version label
     mlops predict (--json FILE | --csv FILE [--row N]) [--version N | --label L]
     mlops deploy-files [--check]                 docker compose + Kubernetes for the real server
+    mlops history [--limit N] [--json] / mlops lineage VERSION [--json]   what happened
     mlops kfp compile | image | upload | run | schedule | unschedule | list   Kubeflow
 
 Exit codes: 0 success (whether or not a model was pushed), 1 the run failed (data
@@ -134,6 +135,57 @@ def run(config_file: Optional[str] = ConfigOption,
         rerun_guard.forget(config)
     console.print(f"Finished in {time.monotonic() - started:.1f}s.", highlight=False)
     process.exit_now(report.exit_code)
+
+
+# --- what happened ----------------------------------------------------------------------
+
+JsonOption = typer.Option(False, "--json", help="Print JSON, for scripts.")
+
+
+@app.command("history")
+def history_(limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1,
+                                                 help="Show at most N runs."),
+             as_json: bool = JsonOption,
+             config_file: Optional[str] = ConfigOption,
+             overrides: Optional[list[str]] = SetOption) -> None:
+    """The pipeline's runs, newest first: span, outcome, metrics, verdict, push."""
+    import json
+
+    from pipeline import history
+
+    config = load_or_exit(config_file, overrides, check_files=False)
+    entries = history.history(config, limit)
+    if as_json:
+        typer.echo(json.dumps([entry.to_json() for entry in entries], indent=1))
+        return
+    for entry in entries:
+        typer.echo(entry.line())
+    if not entries:
+        typer.echo(f"No runs yet of {config.pipeline.name} (metadata: "
+                   f"{config.pipeline.metadata_path}; versions: {config.serving_model_dir}).")
+
+
+@app.command("lineage")
+def lineage_(version: int = typer.Argument(..., help="A version in the serving directory."),
+             as_json: bool = JsonOption,
+             config_file: Optional[str] = ConfigOption,
+             overrides: Optional[list[str]] = SetOption) -> None:
+    """Where a served version came from: run, data, statistics, schema, model, evaluation."""
+    import json
+
+    from pipeline import lineage
+
+    config = load_or_exit(config_file, overrides, check_files=False)
+    try:
+        found = lineage.lineage(config, version)
+    except lineage.LineageError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(found.to_json(), indent=1))
+        return
+    for line in found.lines():
+        typer.echo(line)
 
 
 # --- serving ----------------------------------------------------------------------------
