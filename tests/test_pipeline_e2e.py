@@ -206,6 +206,10 @@ def test_mlops_run_answers_an_unchanged_rerun_at_once(site: Path):
     first = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "Nothing pushed" in first.stdout
+    # piped, progress is plain lines: each component's start and end, with its time
+    assert "Trainer: running" in first.stdout.splitlines()
+    assert any(line.startswith(("Evaluator: finished (", "Evaluator: cached ("))
+               for line in first.stdout.splitlines())
     second = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert second.returncode == 0
     assert second.stdout.startswith("Nothing changed since run ")
