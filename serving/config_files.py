@@ -3,11 +3,11 @@
 - ``models.config`` (``--model_config_file``): ``ModelServerConfig`` from the
   tensorflow-serving-api package, so a file written here is read unchanged by
   ``tensorflow_model_server`` and the other way round.
-- ``--batching_parameters_file`` (``BatchingParameters``) and ``--monitoring_config_file``
-  (``MonitoringConfig``): their protos are not shipped in the API package, so the few
-  messages are declared here with TF Serving's field names and numbers
-  (``session_bundle_config.proto``, ``monitoring_config.proto``); text files written for
-  the real server parse the same way.
+- ``--batching_parameters_file`` (``BatchingParameters``), ``--monitoring_config_file``
+  (``MonitoringConfig``) and ``--ssl_config_file`` (``SSLConfig``): their protos are not
+  shipped in the API package, so the few messages are declared here with TF Serving's
+  field names and numbers (``session_bundle_config.proto``, ``monitoring_config.proto``,
+  ``ssl_config.proto``); text files written for the real server parse the same way.
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ ModelServerConfig = model_server_config_pb2.ModelServerConfig
 ModelConfig = model_server_config_pb2.ModelConfig
 
 
-def _declare_messages() -> tuple[type, type]:
-    """BatchingParameters and MonitoringConfig, declared with TF Serving's numbering."""
+def _declare_messages() -> tuple[type, type, type]:
+    """BatchingParameters, MonitoringConfig and SSLConfig, with TF Serving's numbering."""
     f = descriptor_pb2.FieldDescriptorProto
     file = descriptor_pb2.FileDescriptorProto(
         name="mlops_serving/tf_serving_server_files.proto", package="tensorflow.serving",
@@ -55,16 +55,20 @@ def _declare_messages() -> tuple[type, type]:
     monitoring = file.message_type.add(name="MonitoringConfig")
     add(monitoring, "prometheus_config", 1, f.TYPE_MESSAGE,
         ".tensorflow.serving.PrometheusConfig")
+    ssl = file.message_type.add(name="SSLConfig")  # the PEM texts themselves, not paths
+    for name, number in (("server_key", 1), ("server_cert", 2), ("custom_ca", 3)):
+        add(ssl, name, number, f.TYPE_STRING)
+    add(ssl, "client_verify", 4, f.TYPE_BOOL)
 
     pool = descriptor_pool.DescriptorPool()
     pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
     pool.AddSerializedFile(file.SerializeToString())
     factory = message_factory.MessageFactory(pool)
-    return (factory.GetPrototype(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")),
-            factory.GetPrototype(pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")))
+    return tuple(factory.GetPrototype(pool.FindMessageTypeByName(f"tensorflow.serving.{name}"))
+                 for name in ("BatchingParameters", "MonitoringConfig", "SSLConfig"))
 
 
-BatchingParametersProto, MonitoringConfigProto = _declare_messages()
+BatchingParametersProto, MonitoringConfigProto, SSLConfigProto = _declare_messages()
 
 
 def _read(path: str | Path) -> str:
@@ -192,6 +196,20 @@ def prometheus_path(monitoring_config_file: Optional[str]) -> Optional[str]:
     return proto.prometheus_config.path or DEFAULT_PROMETHEUS_PATH
 
 
+# --- TLS (checked further by serving.tls) ------------------------------------------------
+
+def parse_ssl_config(text: str, source: str):
+    """An SSLConfig from its text (``--ssl_config_file``): the PEM texts and client_verify."""
+    return _parse_text(text, SSLConfigProto(), source)
+
+
+def ssl_config_text(server_key: str, server_cert: str, custom_ca: str = "",
+                    client_verify: bool = False) -> str:
+    return text_format.MessageToString(SSLConfigProto(
+        server_key=server_key, server_cert=server_cert, custom_ca=custom_ca,
+        client_verify=client_verify))
+
+
 __all__ = ["BatchingParameters", "ModelConfig", "ModelServerConfig",
-           "prometheus_path", "read_model_server_config", "single_model_config",
+           "parse_ssl_config", "ssl_config_text", "prometheus_path", "read_model_server_config", "single_model_config",
            "write_model_server_config", "model_server_config_text"]

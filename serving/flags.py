@@ -35,9 +35,19 @@ _HELP = {
     "batching_parameters_file": "BatchingParameters text proto",
     "monitoring_config_file": "MonitoringConfig text proto (enables Prometheus metrics)",
     "enable_model_warmup": "warm each version up before it serves",
+    "ssl_config_file": "SSLConfig text proto (server_key, server_cert, custom_ca, "
+                       "client_verify): gRPC over TLS",
     "host": "[embedded server] address to listen on (0.0.0.0 opens it to the network)",
     "max_request_bytes": "[embedded server] largest accepted request body",
     "num_model_threads": "[embedded server] threads running model calls",
+    "rest_read_timeout_seconds": "[embedded server] a REST request's head and body must "
+                                 "arrive within this, else 408 and a close (0: no limit)",
+    "rest_idle_timeout_seconds": "[embedded server] close a kept-alive REST connection idle "
+                                 "this long (0: never)",
+    "rest_max_connections": "[embedded server] open REST connections; more get 503 and a "
+                            "close (0: no bound)",
+    "rest_ssl_config_file": "[embedded server] SSLConfig text proto, as --ssl_config_file: "
+                            "HTTPS on the REST port",
 }
 
 
@@ -61,6 +71,12 @@ def parser() -> argparse.ArgumentParser:
 
 def parse(argv: Optional[Sequence[str]] = None) -> tuple[ServerOptions, bool]:
     """(options, verbose) from the command line; argparse exits 2 with a usage message."""
-    args = vars(parser().parse_args(argv))
+    from serving.errors import ServingError
+
+    flag_parser = parser()
+    args = vars(flag_parser.parse_args(argv))
     verbose = args.pop("verbose")
-    return ServerOptions(**args), verbose
+    try:
+        return ServerOptions(**args), verbose
+    except ServingError as err:
+        flag_parser.error(err.message)

@@ -12,13 +12,27 @@ bodies, ``Expect: 100-continue`` (curl sends it for bodies over 1 KiB). Limits: 
 over ``max_body_bytes`` is read and dropped, and the handler gets ``None`` to answer 413 on
 a connection that stays usable; request heads over ``MAX_HEAD_BYTES`` get 431 and a close;
 unparsable requests get 400 and a close.
+
+Protection for a port that faces a network (each 0 = off):
+- read timeout: a request's head and body must arrive within ``read_timeout`` of its first
+  byte (the first request's: of the accept); else 408 and a close. The deadline is for the
+  whole request, so a client trickling a byte a second is cut off too;
+- idle timeout: a kept-alive connection with no request in progress or in flight is closed
+  silently after ``idle_timeout``; a slow model call is never cut by it;
+- connection bound: beyond ``max_connections`` open connections a new one gets 503 and a
+  close; the admitted ones are not touched.
+Each kind of refusal is logged at its first occurrence, then as a count at most every
+``log_every`` seconds, never once per connection.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import socket
+import ssl
+import time
 from http import HTTPStatus
 from typing import Awaitable, Callable, Optional
 
@@ -33,6 +47,77 @@ MAX_HEAD_BYTES = 64 * 1024  # request line + headers; llhttp itself has no limit
 MAX_PIPELINED = 64  # requests in flight on one connection before reading pauses
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _JSON = "application/json"
+_REFUSED_LINGER_S = 1.0  # a refused connection is kept this long for its 503 to be read
+_FD_MARGIN = 256  # file descriptors beyond the connection bound (models, gRPC, logs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """The REST port's limits; a timeout or bound of 0 is off."""
+
+    max_body_bytes: int
+    read_timeout: float = 30.0  # seconds for a request's head and body to arrive
+    idle_timeout: float = 60.0  # seconds a kept-alive connection may wait for a request
+    max_connections: int = 1024  # open connections; more are answered 503
+    log_every: float = 60.0  # seconds between two log lines of the same refusal
+
+
+class RefusalLog:
+    """Logs one kind of refusal once, then how many more, at most every ``every`` seconds."""
+
+    def __init__(self, what: str, every: float) -> None:
+        self.what = what
+        self.every = every
+        self.total = 0
+        self._pending = 0
+        self._last = 0.0
+        self._report: Optional[asyncio.TimerHandle] = None
+
+    def note(self, detail: str = "") -> None:
+        self.total += 1
+        now = time.monotonic()
+        if self.total == 1:
+            self._last = now
+            log.warning("%s%s (logged once; further ones are counted every %g s)",
+                        self.what, detail, self.every)
+            return
+        self._pending += 1
+        if self._report is None:
+            self._report = asyncio.get_running_loop().call_later(
+                max(0.0, self._last + self.every - now), self._flush)
+
+    def _flush(self) -> None:
+        self._report = None
+        if self._pending:
+            now = time.monotonic()
+            log.warning("%s: %d more in the last %.0f s (%d in all)", self.what,
+                        self._pending, now - self._last, self.total)
+            self._pending = 0
+            self._last = now
+
+    def close(self) -> None:
+        if self._report is not None:
+            self._report.cancel()
+            self._report = None
+        self._flush()
+
+
+class _Shared:
+    """What the connections of one server share: the handler, limits, counts and logs."""
+
+    def __init__(self, handler: "Handler", limits: Limits) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.open = 0  # admitted connections still open
+        self.lingering = 0  # refused connections waiting for their 503 to be read
+        self.timed_out = RefusalLog(
+            "REST: a request did not arrive within the read timeout of "
+            f"{limits.read_timeout:g} s (--rest_read_timeout_seconds): answered 408 and "
+            "closed", limits.log_every)
+        self.refused = RefusalLog(
+            f"REST: {limits.max_connections} connections are open "
+            "(--rest_max_connections): a new one was answered 503 and closed",
+            limits.log_every)
 
 
 def _reason(status: int) -> str:
@@ -57,14 +142,21 @@ def _error_json(message: str) -> bytes:
 class _Connection(asyncio.Protocol):
     """One client connection: parses requests, runs the handler, writes answers in order."""
 
-    def __init__(self, handler: Handler, max_body_bytes: int) -> None:
-        self._handler = handler
-        self._limit = max_body_bytes
+    def __init__(self, shared: _Shared) -> None:
+        self._shared = shared
+        self._handler = shared.handler
+        self._limit = shared.limits.max_body_bytes
         self._parser = httptools.HttpRequestParser(self)
         self._transport: Optional[asyncio.Transport] = None
         self._previous: Optional[asyncio.Future] = None  # the last answer queued to be written
         self._in_flight = 0
         self._paused = False
+        self._admitted = False  # counted in the server's open connections
+        self._refused = False  # over the bound: answered 503, input ignored
+        self._done = False  # timed out: input ignored, closing after the answers due
+        self._in_message = False  # part of a request has arrived, not all of it
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._reading_timer = False  # the timer is the read timeout (else the idle one)
         self._reset()
 
     def _reset(self) -> None:
@@ -78,11 +170,21 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._transport = transport
+        shared = self._shared
+        bound = shared.limits.max_connections
+        if bound and shared.open >= bound:
+            self._refuse(transport)
+            return
+        shared.open += 1
+        self._admitted = True
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._arm_read()  # the first request is due within the read timeout of the accept
 
     def data_received(self, data: bytes) -> None:
+        if self._refused or self._done:
+            return  # a refused or timed-out connection's input is dropped
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -93,11 +195,24 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._transport = None
+        self._cancel_timer()
+        if self._admitted:
+            self._admitted = False
+            self._shared.open -= 1
+        if self._refused:
+            self._refused = False
+            self._shared.lingering -= 1
+
+    def eof_received(self) -> Optional[bool]:
+        return None  # the client is done sending: close (a refused one has read its 503)
 
     # --- httptools callbacks ------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         self._reset()
+        self._in_message = True
+        if not self._reading_timer:  # (the first request's deadline runs from the accept)
+            self._arm_read()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -129,6 +244,8 @@ class _Connection(asyncio.Protocol):
         body = b"".join(self._chunks) if self._body_bytes <= self._limit else None
         keep_alive = self._parser.should_keep_alive()
         self._reset()
+        self._in_message = False
+        self._cancel_timer()  # in flight now: neither timeout applies until it is answered
         self._in_flight += 1
         if self._in_flight >= MAX_PIPELINED and self._transport is not None:
             self._transport.pause_reading()
@@ -161,9 +278,84 @@ class _Connection(asyncio.Protocol):
         transport.write(response_bytes(status, content_type, payload, close=not keep_alive))
         if not keep_alive:
             transport.close()
-        elif self._paused and self._in_flight < MAX_PIPELINED // 2:
+            return
+        if self._paused and self._in_flight < MAX_PIPELINED // 2:
             self._paused = False
             transport.resume_reading()
+        if self._in_flight == 0 and not self._in_message and not self._done:
+            self._arm_idle()
+
+    # --- timeouts and refusals ---------------------------------------------------------------
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._reading_timer = False
+
+    def _arm_read(self) -> None:
+        self._cancel_timer()
+        seconds = self._shared.limits.read_timeout
+        if seconds > 0:
+            self._timer = asyncio.get_running_loop().call_later(seconds, self._read_timed_out)
+            self._reading_timer = True
+
+    def _arm_idle(self) -> None:
+        self._cancel_timer()
+        seconds = self._shared.limits.idle_timeout
+        if seconds > 0:
+            self._timer = asyncio.get_running_loop().call_later(seconds, self._idle_timed_out)
+
+    def _read_timed_out(self) -> None:
+        self._timer = None
+        self._reading_timer = False
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if self._paused:  # we stopped reading (pipelined answers due): not the client's fault
+            self._arm_read()
+            return
+        self._done = True
+        transport.pause_reading()
+        self._shared.timed_out.note()
+        message = (f"The request did not arrive within {self._shared.limits.read_timeout:g} s "
+                   "(--rest_read_timeout_seconds)")
+        previous = self._previous
+        if previous is None or previous.done():
+            self._fail(408, message)
+        else:  # answers to earlier pipelined requests leave first
+            asyncio.ensure_future(self._fail_after(previous, 408, message))
+
+    async def _fail_after(self, previous: asyncio.Future, status: int, message: str) -> None:
+        await asyncio.shield(previous)
+        self._fail(status, message)
+
+    def _idle_timed_out(self) -> None:
+        self._timer = None
+        transport = self._transport
+        if transport is not None and not transport.is_closing() and self._in_flight == 0 \
+                and not self._in_message:
+            log.debug("REST: closing a connection idle for %g s",
+                      self._shared.limits.idle_timeout)
+            transport.close()
+
+    def _refuse(self, transport: asyncio.Transport) -> None:
+        """Over the bound: 503, then the connection is half-closed and dropped once the
+        client has read the answer (its EOF) or after a second, whichever comes first.
+        Closing at once could reset the connection before the client reads the 503."""
+        shared = self._shared
+        self._refused = True
+        shared.lingering += 1
+        shared.refused.note()
+        transport.write(response_bytes(503, _JSON, _error_json(
+            f"The server has {shared.limits.max_connections} connections open "
+            "(--rest_max_connections); try again later"), close=True))
+        if shared.lingering > shared.limits.max_connections or not transport.can_write_eof():
+            transport.close()  # a flood: do not hold a descriptor for each refused one
+            return
+        transport.write_eof()
+        self._timer = asyncio.get_running_loop().call_later(_REFUSED_LINGER_S,
+                                                            transport.close)
 
     def _fail(self, status: int, message: str) -> None:
         """Answers a request that cannot be parsed, and closes: the stream is out of step."""
@@ -174,23 +366,67 @@ class _Connection(asyncio.Protocol):
         transport.close()
 
 
-class HttpServer:
-    """Listens on (host, port) and answers every request with ``handler``."""
+def _ensure_descriptors(max_connections: int) -> None:
+    """Raises the process's soft open-file limit (up to the hard one) so the connection
+    bound, not a failing accept(), is what refuses connections."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return
+    wanted = max_connections + _FD_MARGIN
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        log.warning("REST: the open-file limit (%d) is below --rest_max_connections (%d) "
+                    "plus %d: connections beyond it fail to be accepted instead of getting "
+                    "503", target, max_connections, _FD_MARGIN)
 
-    def __init__(self, handler: Handler, max_body_bytes: int) -> None:
+
+class HttpServer:
+    """Listens on (host, port) and answers every request with ``handler``.
+
+    ``limits`` is a ``Limits``, or just the largest body (the other limits at defaults).
+    """
+
+    def __init__(self, handler: Handler, limits: "Limits | int") -> None:
+        if isinstance(limits, int):
+            limits = Limits(max_body_bytes=limits)
+        self.limits = limits
         self._handler = handler
-        self._limit = max_body_bytes
+        self._shared: Optional[_Shared] = None
         self._server: Optional[asyncio.base_events.Server] = None
 
-    async def listen(self, host: str, port: int) -> int:
-        """Starts listening; returns the bound port (useful with port 0)."""
+    @property
+    def open_connections(self) -> int:
+        """Admitted connections still open."""
+        return self._shared.open if self._shared is not None else 0
+
+    async def listen(self, host: str, port: int,
+                     ssl_context: Optional[ssl.SSLContext] = None) -> int:
+        """Starts listening (HTTPS with ``ssl_context``); returns the bound port (useful
+        with port 0). Over TLS the read timeout bounds the handshake too, and a connection
+        is counted against the bound once its handshake is done."""
         loop = asyncio.get_running_loop()
+        if self.limits.max_connections:
+            _ensure_descriptors(self.limits.max_connections)
+        shared = self._shared = _Shared(self._handler, self.limits)
+        tls: dict = {}
+        if ssl_context is not None:
+            tls = {"ssl": ssl_context}
+            if self.limits.read_timeout > 0:
+                tls["ssl_handshake_timeout"] = self.limits.read_timeout
         self._server = await loop.create_server(
-            lambda: _Connection(self._handler, self._limit), host, port, reuse_address=True,
-            backlog=1024)
+            lambda: _Connection(shared), host, port, reuse_address=True, backlog=1024, **tls)
         return self._server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:
         """Stops accepting; connections in progress finish their answers."""
         if self._server is not None:
             self._server.close()
+        if self._shared is not None:
+            self._shared.timed_out.close()
+            self._shared.refused.close()

@@ -15,7 +15,7 @@ from serving.errors import invalid_argument
 
 @dataclasses.dataclass
 class ServerOptions:
-    """tensorflow_model_server's flags (same names and defaults) plus three of our own."""
+    """tensorflow_model_server's flags (same names and defaults) plus some of our own."""
 
     port: int = 8500
     rest_api_port: int = 8501
@@ -29,10 +29,22 @@ class ServerOptions:
     batching_parameters_file: str = ""
     monitoring_config_file: str = ""
     enable_model_warmup: bool = True
+    ssl_config_file: str = ""  # SSLConfig text proto: gRPC over TLS
     # Ours: safe defaults for a laptop (TF Serving listens on every interface).
     host: str = "127.0.0.1"
     max_request_bytes: int = 64 * 1024 * 1024
     num_model_threads: int = 4
+    # Ours: the REST port's protection when it faces a network (0: off).
+    rest_read_timeout_seconds: float = 30.0
+    rest_idle_timeout_seconds: float = 60.0
+    rest_max_connections: int = 1024
+    rest_ssl_config_file: str = ""  # SSLConfig text proto too: HTTPS on the REST port
+
+    def __post_init__(self) -> None:
+        for name in ("rest_read_timeout_seconds", "rest_idle_timeout_seconds",
+                     "rest_max_connections", "max_request_bytes"):
+            if getattr(self, name) < 0:
+                raise invalid_argument(f"--{name} must not be negative")
 
     def model_server_config(self) -> ModelServerConfig:
         if self.model_config_file:

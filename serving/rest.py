@@ -20,7 +20,7 @@ from google.protobuf import json_format
 from serving import examples, json_codec
 from serving.dataplane import DataPlane, ModelSpec
 from serving.errors import Code, ServingError, invalid_argument
-from serving.http import HttpServer
+from serving.http import HttpServer, Limits
 from serving.metrics import Metrics
 
 log = logging.getLogger("serving.rest")
@@ -172,6 +172,5 @@ class RestHandler:
         return status, _JSON_TYPE, payload
 
 
-def make_http_server(api: RestApi, metrics_path: Optional[str],
-                     max_body_bytes: int) -> HttpServer:
-    return HttpServer(RestHandler(api, metrics_path, max_body_bytes), max_body_bytes)
+def make_http_server(api: RestApi, metrics_path: Optional[str], limits: Limits) -> HttpServer:
+    return HttpServer(RestHandler(api, metrics_path, limits.max_body_bytes), limits)

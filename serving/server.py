@@ -21,7 +21,7 @@ from typing import Optional
 
 import grpc
 
-from serving import config_files, grpc_service
+from serving import config_files, grpc_service, tls
 from serving.batching import Batcher
 from serving.config_files import BatchingParameters, ModelServerConfig
 from serving.dataplane import DataPlane
@@ -29,6 +29,7 @@ from serving.errors import ServingError
 from serving.metrics import Metrics
 from serving.options import ServerOptions
 from serving.repository import ModelRepository
+from serving.http import Limits
 from serving.rest import RestApi, make_http_server
 
 log = logging.getLogger("serving.server")
@@ -78,7 +79,8 @@ class ModelServer:
     plane, and the gRPC and REST ports, configured by TF Serving's own flags.
 
     Raises (from the constructor): ServingError INVALID_ARGUMENT for a batching,
-    monitoring or models.config file that does not parse or holds impossible values.
+    monitoring, models.config or SSL config file that does not parse or holds impossible
+    values (an unreadable, empty or mismatched key or certificate).
     """
 
     def __init__(self, options: ServerOptions) -> None:
@@ -87,6 +89,10 @@ class ModelServer:
                          if options.enable_batching else None)
         self.metrics_path = config_files.prometheus_path(options.monitoring_config_file)
         self.config = options.model_server_config()
+        self.grpc_tls = (tls.read(options.ssl_config_file, "ssl_config_file")
+                         if options.ssl_config_file else None)
+        self.rest_tls = (tls.read(options.rest_ssl_config_file, "rest_ssl_config_file")
+                         if options.rest_ssl_config_file else None)
         self.repository = ModelRepository(load_servable(options.enable_model_warmup),
                                           on_loaded=_freeze_loaded,
                                           on_unload=self._collect_later)
@@ -148,16 +154,25 @@ class ModelServer:
             ("grpc.max_receive_message_length", self.options.max_request_bytes),
             ("grpc.max_send_message_length", self.options.max_request_bytes)])
         grpc_service.add_services(self._grpc, self.dataplane, self.reload_config, self.metrics)
-        self.grpc_port = self._grpc.add_insecure_port(f"{self.options.host}:{self.options.port}")
+        address = f"{self.options.host}:{self.options.port}"
+        self.grpc_port = (self._grpc.add_secure_port(address,
+                                                     tls.grpc_credentials(self.grpc_tls))
+                          if self.grpc_tls else self._grpc.add_insecure_port(address))
         if not self.grpc_port:
             raise OSError(f"cannot listen for gRPC on {self.options.host}:{self.options.port}")
         await self._grpc.start()
 
-        self._http = make_http_server(self.rest_api, self.metrics_path,
-                                      self.options.max_request_bytes)
-        self.rest_port = await self._http.listen(self.options.host, self.options.rest_api_port)
-        log.info("Serving gRPC on %s:%d and REST on %s:%d", self.options.host,
-                 self.grpc_port, self.options.host, self.rest_port)
+        self._http = make_http_server(self.rest_api, self.metrics_path, Limits(
+            max_body_bytes=self.options.max_request_bytes,
+            read_timeout=self.options.rest_read_timeout_seconds,
+            idle_timeout=self.options.rest_idle_timeout_seconds,
+            max_connections=self.options.rest_max_connections))
+        self.rest_port = await self._http.listen(
+            self.options.host, self.options.rest_api_port,
+            tls.rest_context(self.rest_tls) if self.rest_tls else None)
+        log.info("Serving gRPC%s on %s:%d and REST%s on %s:%d",
+                 " (TLS)" if self.grpc_tls else "", self.options.host, self.grpc_port,
+                 " (HTTPS)" if self.rest_tls else "", self.options.host, self.rest_port)
 
     async def stop(self) -> None:
         """Stops listening, lets in-flight calls finish (1 s grace), unloads every model."""

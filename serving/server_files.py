@@ -103,8 +103,11 @@ def server_command(settings: ServingSettings, files: ServerFiles, python: str,
                  f"--batching_parameters_file={files.batching_parameters}"]
     if files.monitoring_config:
         argv += [f"--monitoring_config_file={files.monitoring_config}"]
-    if not real_binary:
-        argv += [f"--host={s.host}"]
+    if not real_binary:  # the embedded server's own flags; the real one refuses them
+        argv += [f"--host={s.host}", f"--max_request_bytes={s.max_request_bytes}",
+                 f"--rest_read_timeout_seconds={s.rest_read_timeout_seconds:g}",
+                 f"--rest_idle_timeout_seconds={s.rest_idle_timeout_seconds:g}",
+                 f"--rest_max_connections={s.rest_max_connections}"]
     return argv + list(extra)
 
 

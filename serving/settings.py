@@ -70,6 +70,11 @@ class ServingSection(StrictSection):
     file_system_poll_wait_seconds: int = Field(1, ge=0)
     model_config_file_poll_wait_seconds: int = Field(1, ge=0)
     monitoring: bool = True
+    # The embedded server's REST port (tensorflow_model_server has none of these).
+    max_request_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    rest_read_timeout_seconds: float = Field(30.0, ge=0)
+    rest_idle_timeout_seconds: float = Field(60.0, ge=0)
+    rest_max_connections: int = Field(1024, ge=0)
     batching: BatchingSection = Field(default_factory=BatchingSection)
     image: str = "tensorflow/serving:2.16.1"
     kubernetes: KubernetesSection = Field(default_factory=KubernetesSection)

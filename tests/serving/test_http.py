@@ -1,5 +1,6 @@
 """The REST port's HTTP/1.1 layer, on loopback with raw sockets: framing, keep-alive,
-pipelining order, chunked bodies, 100-continue, limits and malformed input.
+pipelining order, chunked bodies, 100-continue, limits and malformed input; and its
+protection on a network: read and idle timeouts and the connection bound.
 
 The handler here echoes what it was given, so each test sees exactly what the layer
 parsed; the REST API on top is tested in ``test_rest_api.py``.
@@ -7,14 +8,21 @@ parsed; the REST API on top is tested in ``test_rest_api.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import resource
+import select
+import selectors
 import socket
 import threading
+import time
 from typing import Iterator, Optional
 
 import pytest
 
-from serving.http import MAX_HEAD_BYTES, HttpServer
+from serving.http import MAX_HEAD_BYTES, HttpServer, Limits
+from tests.serving.conftest import wait_for
 
 LIMIT = 1000
 
@@ -31,19 +39,28 @@ async def echo(method: str, path: str, body: Optional[bytes]) -> tuple[int, str,
     return 200, "application/json", json.dumps(document).encode()
 
 
-@pytest.fixture(scope="module")
-def port() -> Iterator[int]:
+@contextlib.contextmanager
+def serving(limits) -> Iterator[tuple[int, HttpServer]]:
+    """An HttpServer answering with ``echo`` on its own event loop thread: (port, server)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    server = HttpServer(echo, LIMIT)
+    server = HttpServer(echo, limits)
     bound = asyncio.run_coroutine_threadsafe(server.listen("127.0.0.1", 0), loop).result(10)
-    yield bound
-    loop.call_soon_threadsafe(server.stop)
-    # let answers to clients that already left (one test does that) run out
-    asyncio.run_coroutine_threadsafe(asyncio.sleep(0.3), loop).result(5)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
+    try:
+        yield bound, server
+    finally:
+        loop.call_soon_threadsafe(server.stop)
+        # let answers to clients that already left (one test does that) run out
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0.3), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    with serving(LIMIT) as (bound, _):
+        yield bound
 
 
 class Client:
@@ -196,3 +213,202 @@ def test_client_leaving_mid_answer_does_not_break_the_server(port: int) -> None:
     staying.send(post("/slow/0", b"here"))
     assert json.loads(staying.response()[2])["body"] == "here"
     staying.close()
+
+
+# --- on a network: read and idle timeouts, the connection bound ---------------------------
+
+GET = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def refusals(caplog, words: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "serving.http" and words in r.getMessage()]
+
+
+def test_half_open_connections_are_closed_within_the_read_timeout_while_others_are_served(
+        caplog) -> None:
+    """1,500 clients send half a request head and stop: each gets 408 and a close within
+    the read timeout (plus scheduling slack), while a normal client keeps being answered;
+    the 1,500 refusals are logged once, then as one count."""
+    flood, read_timeout, slack = 1500, 1.0, 2.0
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = 2 * flood + 256  # both ends of each connection live in this process
+    if soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"the open-file limit ({hard}) is below {needed}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    caplog.set_level(logging.WARNING, logger="serving.http")
+    limits = Limits(max_body_bytes=LIMIT, read_timeout=read_timeout, idle_timeout=30,
+                    max_connections=0)
+    with serving(limits) as (port, server):
+        stop = threading.Event()
+        latencies: list[float] = []
+        failures: list[str] = []
+
+        def normal_client() -> None:  # keep-alive, and a new connection every 20 requests
+            client = None
+            while not stop.is_set():
+                try:
+                    if client is None or len(latencies) % 20 == 0:
+                        if client is not None:
+                            client.close()
+                        client = Client(port)
+                    started = time.monotonic()
+                    client.send(GET)
+                    status = client.response()[0]
+                    latencies.append(time.monotonic() - started)
+                    if status != 200:
+                        failures.append(f"status {status}")
+                except OSError as err:
+                    failures.append(repr(err))
+                    client = None
+                stop.wait(0.01)
+            if client is not None:
+                client.close()
+
+        thread = threading.Thread(target=normal_client, daemon=True)
+        thread.start()
+        selector = selectors.DefaultSelector()
+        opened: dict[socket.socket, float] = {}
+        received: dict[socket.socket, bytes] = {}
+        try:
+            for _ in range(flood):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                sock.sendall(b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Le")
+                sock.setblocking(False)
+                opened[sock] = time.monotonic()
+                received[sock] = b""
+                selector.register(sock, selectors.EVENT_READ)
+            flooded = time.monotonic()
+            answered_before = len(latencies)
+            closed_after: dict[socket.socket, float] = {}
+            deadline = time.monotonic() + read_timeout + 20
+            while len(closed_after) < flood and time.monotonic() < deadline:
+                for key, _ in selector.select(timeout=0.5):
+                    sock = key.fileobj
+                    try:
+                        chunk = sock.recv(4096)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except ConnectionResetError:
+                        chunk = b""
+                    received[sock] += chunk
+                    if not chunk:
+                        closed_after[sock] = time.monotonic() - opened[sock]
+                        selector.unregister(sock)
+            all_closed = time.monotonic() - flooded
+            answered_during = len(latencies) - answered_before
+            wait_for(lambda: server.open_connections <= 1, "the server to count its closes", 5)
+        finally:
+            stop.set()
+            thread.join(10)
+            selector.close()
+            for sock in opened:
+                sock.close()
+    slowest = max(closed_after.values(), default=float("inf"))
+    print(f"\n{flood} half-open connections opened in {flooded - min(opened.values()):.2f} s;"
+          f" all closed {all_closed:.2f} s after the last one; slowest close "
+          f"{slowest:.2f} s after its connect (read timeout {read_timeout} s); normal "
+          f"client: {answered_during} answers meanwhile, slowest "
+          f"{max(latencies) * 1000:.0f} ms")
+    assert len(closed_after) == flood, f"{flood - len(closed_after)} still open"
+    assert read_timeout * 0.9 <= min(closed_after.values())
+    assert slowest <= read_timeout + slack
+    assert all(data.startswith(b"HTTP/1.1 408 Request Timeout\r\n") for data in
+               received.values())
+    assert b"--rest_read_timeout_seconds" in next(iter(received.values()))
+    assert not failures and answered_during >= 10
+    logged = refusals(caplog, "read timeout")
+    assert len(logged) == 2, logged  # the first, then the count flushed at stop
+    assert f"{flood - 1} more" in logged[1]
+
+
+def test_connection_bound_refuses_the_excess_and_keeps_the_admitted(caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="serving.http")
+    with serving(Limits(max_body_bytes=LIMIT, max_connections=4)) as (port, server):
+        admitted = [Client(port) for _ in range(4)]
+        for client in admitted:
+            client.send(GET)
+            assert client.response()[0] == 200
+        for _ in range(3):
+            excess = Client(port)
+            excess.send(GET)
+            status, headers, body = excess.response()
+            assert status == 503 and headers["connection"] == "close"
+            assert "--rest_max_connections" in json.loads(body)["error"]
+            assert excess.closed_by_server()
+            excess.close()
+        for client in admitted:  # untouched by the refusals
+            client.send(GET)
+            assert client.response()[0] == 200
+        assert server.open_connections == 4
+        admitted.pop().close()
+        wait_for(lambda: server.open_connections == 3, "the server to see the close", 5)
+        newcomer = Client(port)
+        newcomer.send(GET)
+        assert newcomer.response()[0] == 200
+        for client in [*admitted, newcomer]:
+            client.close()
+    logged = refusals(caplog, "connections are open")
+    assert len(logged) == 2 and "2 more" in logged[1], logged
+
+
+def test_idle_keep_alive_connection_is_closed_silently_after_the_idle_timeout() -> None:
+    with serving(Limits(max_body_bytes=LIMIT, read_timeout=5, idle_timeout=0.5)) as (port, _):
+        client = Client(port)
+        client.send(GET)
+        assert client.response()[0] == 200
+        answered = time.monotonic()
+        assert client.closed_by_server()  # no bytes: not an answer, a close
+        idle = time.monotonic() - answered
+        assert 0.45 <= idle < 3, idle
+        client.close()
+
+
+def test_a_slow_model_call_is_cut_by_neither_timeout() -> None:
+    limits = Limits(max_body_bytes=LIMIT, read_timeout=0.5, idle_timeout=0.5)
+    with serving(limits) as (port, _):
+        client = Client(port)
+        client.send(post("/slow/1500", b"patience"))
+        status, _, body = client.response()
+        assert status == 200 and json.loads(body)["body"] == "patience"
+        client.close()
+
+
+def trickle(client: Client, request: bytes, pieces: int, every: float) -> bool:
+    """Sends ``request`` in ``pieces`` pieces ``every`` seconds apart; False when the server
+    answered (or closed) before all of it was sent."""
+    size = -(-len(request) // pieces)
+    for start in range(0, len(request), size):
+        client.send(request[start:start + size])
+        if start + size < len(request):
+            if select.select([client.sock], [], [], every)[0]:
+                return False
+    return True
+
+
+def test_a_slow_but_steady_client_within_the_read_timeout_is_served() -> None:
+    limits = Limits(max_body_bytes=LIMIT, read_timeout=1.5, idle_timeout=5)
+    with serving(limits) as (port, _):
+        client = Client(port)
+        for index in range(2):  # the deadline is per request, not per connection
+            request = post(f"/steady/{index}", b"x" * 40)
+            assert trickle(client, request, pieces=10, every=0.08)  # ~0.75 s in all
+            status, _, body = client.response()
+            assert status == 200 and json.loads(body)["path"] == f"/steady/{index}"
+            time.sleep(0.8)  # idle between requests: only the idle timeout applies
+        client.close()
+
+
+def test_a_client_trickling_past_the_read_timeout_gets_408() -> None:
+    limits = Limits(max_body_bytes=LIMIT, read_timeout=1.0, idle_timeout=5)
+    with serving(limits) as (port, _):
+        client = Client(port)
+        started = time.monotonic()
+        assert not trickle(client, post("/trickle", b"x" * 40), pieces=30, every=0.2)
+        status, headers, body = client.response()
+        elapsed = time.monotonic() - started
+        assert status == 408 and headers["connection"] == "close", body
+        assert 0.9 <= elapsed < 3, elapsed
+        assert client.closed_by_server()
+        client.close()

@@ -12,6 +12,8 @@ import base64
 import json
 import math
 import re
+import socket
+import time
 from unittest import mock
 
 import httpx
@@ -21,7 +23,7 @@ import pytest
 from serving import config_files
 from tests.conftest import REPO
 from tests.serving.conftest import (INTS, MODEL_NAME, ROWS, RunningServer, add_version, arrays,
-                                   csv_row, example_proto, nested, servable)
+                                   csv_row, example_proto, nested, servable, wait_for)
 
 pytestmark = pytest.mark.slow
 
@@ -100,12 +102,14 @@ def client(server):
 
 @pytest.fixture(scope="module")
 def small_server(pipeline_model, tmp_path_factory):
-    """One version, no monitoring config, requests limited to 1,000 bytes."""
+    """One version, no monitoring config, requests limited to 1,000 bytes, a 2 s read
+    timeout, at most 8 connections."""
     base = tmp_path_factory.mktemp("rest_small") / MODEL_NAME
     base.mkdir()
     add_version(base, pipeline_model, 1)
     running = RunningServer(model_name=MODEL_NAME, model_base_path=str(base),
-                            file_system_poll_wait_seconds=0, max_request_bytes=1000)
+                            file_system_poll_wait_seconds=0, max_request_bytes=1000,
+                            rest_read_timeout_seconds=2, rest_max_connections=8)
     yield running
     running.stop()
 
@@ -589,3 +593,37 @@ def test_body_over_the_limit_is_refused_and_the_server_keeps_serving(small_serve
     assert len(answered["predictions"]) == 1
     again = ok(httpx.post(url, content=small, timeout=30))
     assert again == answered
+
+
+# --- protection on a network (the HTTP layer's own tests are in test_http.py) --------------
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_read_timeout_and_connection_bound_options_reach_the_rest_port(small_server):
+    port = small_server.server.rest_port
+    http = small_server.server._http
+    wait_for(lambda: http.open_connections == 0, "earlier clients to be gone", 10)
+    half = socket.create_connection(("127.0.0.1", port), timeout=10)
+    started = time.monotonic()
+    half.sendall(f"GET {MODEL} HTTP/1.1\r\nHo".encode())
+    answer = _read_until_closed(half)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert 1.8 <= time.monotonic() - started < 6
+    half.close()
+    wait_for(lambda: http.open_connections == 0, "the timed-out connection to be counted", 10)
+
+    admitted = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(8)]
+    wait_for(lambda: http.open_connections == 8, "eight connections to be admitted", 10)
+    excess = socket.create_connection(("127.0.0.1", port), timeout=10)
+    excess.sendall(f"GET {MODEL} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    refused = _read_until_closed(excess)
+    assert refused.startswith(b"HTTP/1.1 503 ") and b"--rest_max_connections" in refused
+    for sock in (*admitted, excess):
+        sock.close()
+    wait_for(lambda: http.open_connections == 0, "the closes to be counted", 10)
+    assert ok(httpx.get(small_server.rest_url + MODEL, timeout=30))  # once they are gone
