@@ -9,6 +9,7 @@
     mlops predict (--json FILE | --csv FILE [--row N]) [--version N | --label L]
     mlops deploy-files [--check]                 docker compose + Kubernetes for the real server
     mlops history [--limit N] [--json] / mlops lineage VERSION [--json]   what happened
+    mlops report [RUN] [--open]                  a run's HTML report
     mlops kfp compile | image | upload | run | schedule | unschedule | list   Kubeflow
 
 Exit codes: 0 success (whether or not a model was pushed), 1 the run failed (data
@@ -81,27 +82,6 @@ def check_config(config_file: Optional[str] = ConfigOption,
                   f"'{kubeflow.schedule.cron}'", highlight=False, soft_wrap=True)
 
 
-class _Progress:
-    """A transient spinner naming the running component; the summary lists them all."""
-
-    def __init__(self) -> None:
-        self._status = console.status("starting (importing TensorFlow and TFX)")
-        self._done = 0
-
-    def __enter__(self) -> "_Progress":
-        self._status.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._status.__exit__(*exc)
-
-    def __call__(self, node: str, event: str) -> None:
-        if event == "running":
-            self._status.update(f"running [bold]{node}[/] ({self._done} components done)")
-        elif event in ("finished", "failed"):
-            self._done += 1
-
-
 @app.command("run")
 def run(config_file: Optional[str] = ConfigOption,
         overrides: Optional[list[str]] = SetOption,
@@ -124,11 +104,14 @@ def run(config_file: Optional[str] = ConfigOption,
     console.print(f"Running [bold]{config.pipeline.name}[/] on span {config.data.span} "
                   f"of {config.data.input_base}", highlight=False)
     started = time.monotonic()
-    with _Progress() as progress:
+    from pipeline.progress import RunProgress
+
+    with RunProgress(console) as progress:
         from pipeline import local, run_report
 
         report = local.run_pipeline(config, verbose=verbose, on_node=progress)
     run_report.render(report, console)
+    _write_run_report(config, report)
     if report.succeeded:
         rerun_guard.remember(config, report.run_id, run_report.render_text(report))
     else:
@@ -410,6 +393,49 @@ def deploy_files(config_file: Optional[str] = ConfigOption,
         return
     paths = deployment.write(settings, out_dir)
     console.print(f"wrote {len(paths)} files under {out_dir}", highlight=False)
+
+
+# --- the HTML report --------------------------------------------------------------------
+
+@app.command("report")
+def report_(run_id: Optional[str] = typer.Argument(None, metavar="[RUN]",
+                                                   help="A run id (default: the newest run)."),
+            open_page: bool = typer.Option(False, "--open", help="Open it in a browser."),
+            output: Optional[str] = typer.Option(None, "--output", "-o",
+                                                 help="Write it here instead of beside the "
+                                                      "run's artifacts."),
+            config_file: Optional[str] = ConfigOption,
+            overrides: Optional[list[str]] = SetOption) -> None:
+    """Write a run's HTML report (metrics, slices, the model over time, data) and print its path."""
+    import webbrowser
+
+    config = load_or_exit(config_file, overrides, check_files=False)
+    process.prepare(verbose=False)  # TFMA, imported to read metrics by slice, is noisy
+    from pipeline import report as html_report
+
+    try:
+        record = html_report.find(config, run_id)
+    except html_report.ReportError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    path = html_report.write(config, record, output)
+    typer.echo(path)
+    if open_page:
+        webbrowser.open(Path(path).as_uri())
+    process.exit_now(0)  # TensorFlow, once imported, does not tear down quietly
+
+
+def _write_run_report(config, report) -> None:
+    """After `mlops run`: the run's HTML report, named in one line (never fails the run)."""
+    from pipeline import report as html_report
+
+    if not report.run_id:
+        return
+    try:
+        console.print(f"Report: {html_report.write(config, report)}", highlight=False,
+                      soft_wrap=True)
+    except Exception as err:  # the run's outcome stands without its page
+        console.print(f"Report not written: {err}", highlight=False)
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ from serving import tls
 from serving.config_files import ssl_config_text
 from serving.errors import ServingError
 from tests.conftest import REPO
-from tests.serving.conftest import MODEL_NAME, ROWS, RunningServer, add_version
+from tests.serving.conftest import MODEL_NAME, ROWS, RunningServer
 
 TIMEOUT = 30
 

@@ -1,0 +1,74 @@
+"""A run's HTML report: `mlops report [RUN]`, and the one each `mlops run` writes.
+
+The page (`page.build`) is written beside the run's artifacts, under
+`<pipeline.root>/.mlops/reports/<run>.html`, from the run's record (`run_records`), the
+other runs' records (the model over time) and three of its artifacts: TFMA's metrics by
+slice, TFDV's statistics and the ExampleValidator's anomalies (`artifacts`).
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Optional
+
+from pipeline.config import PipelineConfig
+from pipeline.run_report import RunReport
+
+REPORTS_DIR = os.path.join(".mlops", "reports")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class ReportError(Exception):
+    """No such run, or no run at all."""
+
+
+def report_path(config: PipelineConfig, run_id: str) -> str:
+    return os.path.join(config.pipeline.root, REPORTS_DIR, _UNSAFE.sub("_", run_id) + ".html")
+
+
+def used_columns(config: PipelineConfig) -> dict[str, str]:
+    """Each column the config uses, with its role (shown beside its statistics)."""
+    roles = {name: f"{kind} feature" for kind in ("numeric", "categorical", "bucketized")
+             for name in getattr(config.features, kind)}
+    return {**roles, config.label.column: "label"}
+
+
+def render(config: PipelineConfig, report: RunReport) -> str:
+    from pipeline import run_records
+    from pipeline.report import artifacts, page
+
+    return page.build(report, history=run_records.load_all(config).values(),
+                      slice_metrics=artifacts.slice_metrics(report.evaluation_uri),
+                      feature_statistics=artifacts.feature_statistics(report.statistics_uri),
+                      found_anomalies=artifacts.anomalies(report.anomalies_uri),
+                      used_columns=used_columns(config))
+
+
+def write(config: PipelineConfig, report: RunReport, output: Optional[str] = None) -> str:
+    """Writes the run's report (to `output`, or beside its artifacts); returns its path."""
+    path = os.path.abspath(output or report_path(config, report.run_id or "no-run"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    staging = f"{path}.tmp"
+    with open(staging, "w", encoding="utf-8") as handle:
+        handle.write(render(config, report))
+    os.replace(staging, path)
+    return path
+
+
+def find(config: PipelineConfig, run_id: Optional[str] = None) -> RunReport:
+    """The record of run `run_id`, or of the newest run."""
+    from pipeline import run_records
+
+    if run_id:
+        found = run_records.load(config, run_id)
+        if found is None:
+            known = sorted(run_records.load_all(config), reverse=True)[:3]
+            hint = f" (newest: {', '.join(known)})" if known else ""
+            raise ReportError(f"no record of run {run_id!r} under "
+                              f"{run_records.records_dir(config)}{hint}")
+        return found
+    records = run_records.load_all(config)
+    if not records:
+        raise ReportError(f"no runs recorded under {run_records.records_dir(config)}: "
+                          "`mlops run` writes one per run")
+    return max(records.values(), key=lambda r: (r.finished_at or "", r.run_id or ""))
