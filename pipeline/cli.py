@@ -8,7 +8,7 @@
     mlops label NAME VERSION [--remove]          pin a version label
     mlops predict (--json FILE | --csv FILE [--row N]) [--version N | --label L]
     mlops deploy-files [--check]                 docker compose + Kubernetes for the real server
-    mlops history [--limit N] [--json] / mlops lineage VERSION [--json]   what happened
+    mlops history [--limit N] [--json | --html] / mlops lineage VERSION [--json]
     mlops report [RUN] [--open]                  a run's HTML report
     mlops kfp compile | image | upload | run | schedule | unschedule | list   Kubeflow
 
@@ -129,6 +129,9 @@ JsonOption = typer.Option(False, "--json", help="Print JSON, for scripts.")
 def history_(limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1,
                                                  help="Show at most N runs."),
              as_json: bool = JsonOption,
+             html: bool = typer.Option(False, "--html",
+                                       help="Also write the cross-run HTML page and print "
+                                            "its path."),
              config_file: Optional[str] = ConfigOption,
              overrides: Optional[list[str]] = SetOption) -> None:
     """The pipeline's runs, newest first: span, outcome, metrics, verdict, push."""
@@ -138,6 +141,11 @@ def history_(limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1,
 
     config = load_or_exit(config_file, overrides, check_files=False)
     entries = history.history(config, limit)
+    if html:
+        from pipeline import report as html_report
+
+        typer.echo(f"History page: {html_report.write_history(config, entries)}")
+        return
     if as_json:
         typer.echo(json.dumps([entry.to_json() for entry in entries], indent=1))
         return

@@ -67,6 +67,12 @@ def test_history_on_the_command_line_as_text_and_json(site):
     limited = mlops("history", "--limit", "1", "--json", "--config", str(site["config_file"]))
     rows = json.loads(limited.stdout)
     assert len(rows) == 1 and rows[0]["pushed_version"] == 2
+    page = mlops("history", "--html", "--config", str(site["config_file"]))
+    path = Path(page.stdout.strip().removeprefix("History page: "))
+    html = path.read_text()
+    assert path.name == "history.html" and "<svg" in html and "Every run" in html
+    assert all(run.run_id in html for run in site["runs"])
+    assert "<script" not in html
 
 
 def test_lineage_of_a_version_names_its_run_data_model_and_baseline(site):

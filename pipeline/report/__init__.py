@@ -55,6 +55,21 @@ def write(config: PipelineConfig, report: RunReport, output: Optional[str] = Non
     return path
 
 
+def write_history(config: PipelineConfig, entries: list, output: Optional[str] = None) -> str:
+    """Writes the cross-run page (`mlops history --html`); returns its path."""
+    from pipeline import run_records
+    from pipeline.report import page
+
+    path = os.path.abspath(output or os.path.join(config.pipeline.root, REPORTS_DIR,
+                                                  "history.html"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    records = list(run_records.load_all(config).values())
+    with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
+        handle.write(page.build_history(config.pipeline.name, entries, records))
+    os.replace(f"{path}.tmp", path)
+    return path
+
+
 def find(config: PipelineConfig, run_id: Optional[str] = None) -> RunReport:
     """The record of run `run_id`, or of the newest run."""
     from pipeline import run_records

@@ -432,6 +432,41 @@ _NAV = (("outcome", "Outcome"), ("metrics", "Metrics"), ("over-time", "Over time
         ("components", "Components"))
 
 
+def _page(title: str, body: str, generated_at: Optional[str]) -> str:
+    generated_at = generated_at or datetime.datetime.now(datetime.timezone.utc).isoformat()
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>{body}"
+            f"<footer>Written by <code>mlops</code> at {_e(_time(generated_at))}. "
+            "Self-contained: no script, no network.</footer></body></html>\n")
+
+
+def build_history(pipeline_name: str, entries: Sequence, records: Sequence[RunReport],
+                  generated_at: Optional[str] = None) -> str:
+    """The cross-run page (`mlops history --html`): the model over time, then every run,
+    newest first, as `mlops history` lists them (`history.HistoryEntry`)."""
+    newest = max(records, key=lambda r: (r.finished_at or "", r.run_id or ""), default=None)
+    chart = over_time(records, newest) if newest else _section(
+        "over-time", "The model over time", '<p class="muted">No run has metrics yet.</p>')
+    rows = [(_e(entry.time[:19].replace("T", " ")), f"<code>{_e(entry.run_id or '–')}</code>",
+             _e(entry.spans or "–"),
+             _e(entry.failed or ", ".join(f"{n} {v:.4f}" for n, v in entry.metrics.items())
+                or "–"),
+             _e("yes" if entry.blessed else f"no: {entry.verdict}" if entry.blessed is False
+                else "–"),
+             _e(f"v{entry.pushed_version}" if entry.pushed_version is not None
+                else entry.not_pushed_reason or "–"),
+             _e("push manifest only" if entry.source == "manifest" else "this machine"))
+            for entry in entries]
+    runs = _section("runs", "Every run", _table(
+        ("time (UTC)", "run", "span", "metrics or failure", "blessed", "pushed", "known from"),
+        rows, "runs"))
+    header_html = (f"<header><h1>{_e(pipeline_name)}: every run</h1>"
+                   f'<p class="facts">{len(entries)} runs, '
+                   f"{sum(e.pushed_version is not None for e in entries)} pushed</p></header>")
+    return _page(f"{pipeline_name} history", header_html + chart + runs, generated_at)
+
+
 def build(report: RunReport, history: Iterable[RunReport] = (),
           slice_metrics: Sequence[SliceMetrics] = (),
           feature_statistics: Optional[dict[str, list[FeatureSummary]]] = None,
@@ -439,15 +474,10 @@ def build(report: RunReport, history: Iterable[RunReport] = (),
           used_columns: Optional[dict[str, str]] = None,
           generated_at: Optional[str] = None) -> str:
     """The whole page, as text."""
-    generated_at = generated_at or datetime.datetime.now(datetime.timezone.utc).isoformat()
     title = f"{report.pipeline_name} run {report.run_id or ''}".strip()
     nav = "<nav>" + "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in _NAV) + "</nav>"
     body = "".join((header(report).replace("</header>", nav + "</header>"), outcome(report),
                     metrics(report), over_time(history, report), slices(report, slice_metrics),
                     statistics(feature_statistics or {}, used_columns),
                     anomalies(found_anomalies, report), components(report)))
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>{body}"
-            f"<footer>Written by <code>mlops report</code> at {_e(_time(generated_at))}. "
-            "Self-contained: no script, no network.</footer></body></html>\n")
+    return _page(title, body, generated_at)
