@@ -16,7 +16,9 @@ statistics option this path does not cover, gets the stock Beam executor unchang
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
+
+import pyarrow as pa
 
 from absl import logging
 from tensorflow_data_validation.statistics import stats_impl
@@ -62,10 +64,16 @@ def split_statistics(examples: types.Artifact, split: str,
     """Statistics of one split, its records read in batches through TFDV's generators."""
     tfxio = tfxio_utils.get_split_tfxio(
         examples=[examples], split=split, telemetry_descriptors=["StatisticsGen"])
-    generators = stats_impl.get_generators(options, in_memory=True)
-    accumulators = [generator.create_accumulator() for generator in generators]
     batches = tfxio.RecordBatches(dataset_options.RecordBatchesOptions(
         batch_size=BATCH_SIZE, drop_final_batch=False, num_epochs=1, shuffle=False))
+    return batch_statistics(batches, options)
+
+
+def batch_statistics(batches: Iterable[pa.RecordBatch], options: tfdv_options.StatsOptions
+                     ) -> statistics_pb2.DatasetFeatureStatisticsList:
+    """TFDV's statistics of a stream of record batches, through its in-memory generators."""
+    generators = stats_impl.get_generators(options, in_memory=True)
+    accumulators = [generator.create_accumulator() for generator in generators]
     for batch in batches:
         accumulators = [generator.add_input(accumulator, batch)
                         for generator, accumulator in zip(generators, accumulators)]

@@ -10,6 +10,7 @@
     mlops deploy-files [--check]                 docker compose + Kubernetes for the real server
     mlops history [--limit N] [--json | --html] / mlops lineage VERSION [--json]
     mlops report [RUN] [--open]                  a run's HTML report
+    mlops skew [--requests DIR] [--previous DIR] served requests vs the training data
     mlops kfp compile | image | upload | run | schedule | unschedule | list   Kubeflow
 
 Exit codes: 0 success (whether or not a model was pushed), 1 the run failed (data
@@ -177,6 +178,43 @@ def lineage_(version: int = typer.Argument(..., help="A version in the serving d
         return
     for line in found.lines():
         typer.echo(line)
+
+
+@app.command("skew")
+def skew_(requests: Optional[str] = typer.Option(
+              None, "--requests", metavar="DIR",
+              help="The request log: TFRecord files of tf.Examples (default: skew.requests)."),
+          version: Optional[int] = typer.Option(None, "--version",
+                                                help="Compare with this version's training "
+                                                     "data (default: the served one)."),
+          previous: Optional[str] = typer.Option(None, "--previous", metavar="DIR",
+                                                 help="An earlier request log: also report "
+                                                      "drift between the two."),
+          as_json: bool = JsonOption,
+          config_file: Optional[str] = ConfigOption,
+          overrides: Optional[list[str]] = SetOption,
+          verbose: bool = VerboseOption) -> None:
+    """Served requests against the training data: skew, drift, anomalies per feature.
+
+    Exit code 1 when a feature is past its threshold or an anomaly is found, so a
+    scheduled check can alert."""
+    import json
+
+    config = load_or_exit(config_file, overrides, check_files=False)
+    process.prepare(verbose)
+    from pipeline import skew
+
+    try:
+        report = skew.skew(config, requests or config.skew.requests, version, previous)
+    except skew.SkewError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=1))
+    else:
+        for line in report.lines():
+            typer.echo(line)
+    raise typer.Exit(1 if report.problems else 0)
 
 
 # --- serving ----------------------------------------------------------------------------

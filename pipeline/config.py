@@ -221,6 +221,19 @@ class ScheduleSection(_Section):
             raise ValueError(f"{err}; as six fields: '{err.converted}'") from None
 
 
+class SkewSection(_Section):
+    """`mlops skew`: how far served requests may move from the training data."""
+
+    categorical_l_infinity: float = Field(
+        0.1, gt=0, le=1, description="largest allowed difference in a category's share")
+    numeric_jensen_shannon: float = Field(
+        0.1, gt=0, le=1, description="largest allowed Jensen-Shannon divergence of a "
+                                     "numeric feature's histogram")
+    requests: Optional[str] = Field(
+        None, description="the request log (TFRecord tf.Examples); default: "
+                          "<serving.base_directory>/request_logs/<model_name>")
+
+
 class VolumeMount(_Section):
     """A PersistentVolumeClaim mounted into the pipeline's pods on Kubeflow."""
 
@@ -267,6 +280,7 @@ class PipelineConfig(_Section):
     evaluation: EvaluationSection
     serving: ServingSection
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
+    skew: SkewSection = Field(default_factory=SkewSection)
     kubeflow: KubeflowSection = Field(default_factory=KubeflowSection)
     _profile: str = PrivateAttr(LOCAL)
 
@@ -519,6 +533,8 @@ def _resolve_paths(config: PipelineConfig, config_dir: Path) -> None:
     config.data.input_base = absolute(config.data.input_base)
     config.data.schema_path = absolute(config.data.schema_path)
     config.serving.base_directory = absolute(config.serving.base_directory)
+    config.skew.requests = absolute(config.skew.requests or join_path(
+        config.serving.base_directory, "request_logs", config.serving.model_name))
     config.kubeflow.output_file = str((config_dir / config.kubeflow.output_file).resolve())
 
 
