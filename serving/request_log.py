@@ -1,0 +1,159 @@
+"""A sample of the requests a server answers, kept as TFRecord files of `tf.Example`s.
+
+What `mlops skew` compares with the training data: the features a model was asked about,
+in the form the pipeline's own data has (one `tf.Example` per row, a missing value left
+out), so TFDV reads requests and training data alike.
+
+- Sampling is per request (`sample_rate`), decided on the request path at the cost of a
+  random draw; everything else happens on one background thread, so a logged request
+  waits for nothing but a queue append.
+- Bounded: files rotate at `max_file_bytes` or after `rotate_seconds` (so a quiet server's
+  samples become readable too), and only the newest `max_files` are kept;
+  when the writer falls behind (more than `max_queued` requests waiting) new samples are
+  dropped and counted, never the server's answers delayed.
+- A clean stop (`close`) writes everything queued and closes the file: nothing sampled is
+  lost. Files are written under a hidden name and renamed when complete, so a reader
+  never sees half a file.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from typing import Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".tfrecord"
+_STOP = object()
+Rows = Union[Mapping[str, np.ndarray], Sequence[bytes]]  # columns, or serialized examples
+
+
+def examples_from_columns(columns: Mapping[str, np.ndarray]) -> list[bytes]:
+    """One serialized tf.Example per row of `[batch]` columns (a predict request's inputs):
+    floats as float_list (NaN left out), integers as int64_list, text as bytes_list ("" left
+    out), as the pipeline's CSV ingestion writes them."""
+    from tensorflow.core.example import example_pb2
+
+    rows = len(next(iter(columns.values()))) if columns else 0
+    out = []
+    for row in range(rows):
+        example = example_pb2.Example()
+        features = example.features.feature
+        for name, values in columns.items():
+            if values.ndim != 1:
+                continue  # not a per-row scalar feature: not something TFDV compares
+            value = values[row]
+            if values.dtype.kind == "f":
+                if not np.isnan(value):
+                    features[name].float_list.value.append(float(value))
+            elif values.dtype.kind in "iu":
+                features[name].int64_list.value.append(int(value))
+            else:
+                text = value if isinstance(value, bytes) else str(value).encode()
+                if text:
+                    features[name].bytes_list.value.append(text)
+        out.append(example.SerializeToString())
+    return out
+
+
+class RequestLog:
+    """Samples requests of one model into `<directory>/<model>/requests-*.tfrecord`."""
+
+    def __init__(self, directory: str, model_name: str, sample_rate: float,
+                 max_file_bytes: int = 64 << 20, max_files: int = 20,
+                 rotate_seconds: float = 300.0, max_queued: int = 10_000,
+                 seed: Optional[int] = None) -> None:
+        if not 0 < sample_rate <= 1:
+            raise ValueError(f"sample_rate must be in (0, 1], not {sample_rate}")
+        self.folder = os.path.join(directory, model_name)
+        self.sample_rate = sample_rate
+        self.max_file_bytes = max_file_bytes
+        self.max_files = max_files
+        self.rotate_seconds = rotate_seconds
+        self._opened = 0.0
+        self.dropped = 0
+        self.written = 0
+        self._random = random.Random(seed)
+        self._queue: "queue.Queue" = queue.Queue(maxsize=max_queued)
+        self._writer = None
+        self._partial: Optional[str] = None
+        self._bytes = 0
+        os.makedirs(self.folder, exist_ok=True)
+        self._thread = threading.Thread(target=self._drain, name="request-log", daemon=True)
+        self._thread.start()
+
+    def sample(self, version: int, rows: Rows) -> bool:
+        """Queues the request's rows if it is sampled; True when it was."""
+        if self._random.random() >= self.sample_rate:
+            return False
+        try:
+            self._queue.put_nowait((version, rows))
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("Request log behind: %d sampled requests dropped", self.dropped)
+            return False
+        return True
+
+    def close(self) -> None:
+        """Writes what is queued, closes the file; the log is complete on disk after it."""
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    # --- the writer thread -----------------------------------------------------------
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=min(1.0, self.rotate_seconds))
+            except queue.Empty:
+                if self._writer is not None and \
+                        time.monotonic() - self._opened >= self.rotate_seconds:
+                    self._finish_file()
+                continue
+            if item is _STOP:
+                self._finish_file()
+                return
+            version, rows = item
+            try:
+                records = (examples_from_columns(rows) if isinstance(rows, Mapping)
+                           else list(rows))
+                for record in records:
+                    self._write(record)
+            except Exception:  # a malformed request must not stop the log
+                log.exception("Request log: a sample of version %s was not written", version)
+
+    def _write(self, record: bytes) -> None:
+        import tensorflow as tf
+
+        if self._writer is None:
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            self._partial = os.path.join(
+                self.folder, f".requests-{stamp}-{time.monotonic_ns() % 10**9:09d}{SUFFIX}")
+            self._writer = tf.io.TFRecordWriter(self._partial)
+            self._bytes = 0
+            self._opened = time.monotonic()
+        self._writer.write(record)
+        self._bytes += len(record) + 16  # TFRecord framing: length, two CRCs
+        self.written += 1
+        if self._bytes >= self.max_file_bytes or \
+                time.monotonic() - self._opened >= self.rotate_seconds:
+            self._finish_file()
+
+    def _finish_file(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        final = os.path.join(self.folder, os.path.basename(self._partial).lstrip("."))
+        os.replace(self._partial, final)
+        self._writer = self._partial = None
+        files = sorted(name for name in os.listdir(self.folder)
+                       if name.startswith("requests-") and name.endswith(SUFFIX))
+        for name in files[:-self.max_files]:
+            os.remove(os.path.join(self.folder, name))

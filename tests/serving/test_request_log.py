@@ -1,0 +1,93 @@
+"""The request log: a sample of requests as tf.Examples, bounded, complete after a stop."""
+from __future__ import annotations
+
+import glob
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from serving.request_log import RequestLog, examples_from_columns
+
+COLUMNS = {"fare": np.array([12.5, np.nan], np.float32),
+           "trip_start_hour": np.array([19, 7], np.int64),
+           "payment_type": np.array([b"Cash", b""], dtype=object)}
+
+
+def read(folder: Path) -> list[tf.train.Example]:
+    files = sorted(glob.glob(str(folder / "m" / "*.tfrecord")))
+    return [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(files)]
+
+
+def test_a_row_becomes_a_tf_example_with_missing_values_left_out():
+    first, second = (tf.train.Example.FromString(e) for e in examples_from_columns(COLUMNS))
+    assert first.features.feature["fare"].float_list.value == [12.5]
+    assert first.features.feature["trip_start_hour"].int64_list.value == [19]
+    assert first.features.feature["payment_type"].bytes_list.value == [b"Cash"]
+    assert "fare" not in second.features.feature  # NaN: missing
+    assert "payment_type" not in second.features.feature  # "": missing
+    assert second.features.feature["trip_start_hour"].int64_list.value == [7]
+
+
+def test_everything_sampled_is_on_disk_after_a_clean_stop(tmp_path: Path):
+    requests = RequestLog(str(tmp_path), "m", sample_rate=1.0)
+    for _ in range(50):
+        requests.sample(1, COLUMNS)
+    requests.sample(1, [examples_from_columns(COLUMNS)[0]])  # a classify request's examples
+    requests.close()
+    assert len(read(tmp_path)) == 101 == requests.written
+    assert not [n for n in os.listdir(tmp_path / "m") if n.startswith(".")]  # no partial
+
+
+def test_the_sample_rate_is_kept(tmp_path: Path):
+    requests = RequestLog(str(tmp_path), "m", sample_rate=0.1, seed=7)
+    taken = sum(requests.sample(1, {"x": np.zeros(1, np.float32)}) for _ in range(5000))
+    requests.close()
+    assert 400 <= taken <= 600
+    assert len(read(tmp_path)) == taken
+
+
+def test_files_rotate_and_only_the_newest_are_kept(tmp_path: Path):
+    requests = RequestLog(str(tmp_path), "m", sample_rate=1.0, max_file_bytes=2000,
+                          max_files=3)
+    for _ in range(200):
+        requests.sample(1, COLUMNS)
+    requests.close()
+    files = sorted(glob.glob(str(tmp_path / "m" / "*.tfrecord")))
+    assert len(files) == 3
+    assert all(os.path.getsize(f) < 2000 + 200 for f in files)
+
+
+def test_a_quiet_server_s_samples_become_readable_after_the_rotation_time(tmp_path: Path):
+    requests = RequestLog(str(tmp_path), "m", sample_rate=1.0, rotate_seconds=0.5)
+    requests.sample(1, COLUMNS)
+    deadline = time.monotonic() + 10
+    while not glob.glob(str(tmp_path / "m" / "*.tfrecord")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(read(tmp_path)) == 2
+    requests.close()
+
+
+def test_a_full_queue_drops_samples_not_requests(tmp_path: Path, monkeypatch):
+    from serving import request_log
+
+    slow = request_log.examples_from_columns
+
+    def slow_writer(columns):  # a disk that cannot keep up
+        time.sleep(0.005)
+        return slow(columns)
+
+    monkeypatch.setattr(request_log, "examples_from_columns", slow_writer)
+    requests = RequestLog(str(tmp_path), "m", sample_rate=1.0, max_queued=1)
+    results = [requests.sample(1, COLUMNS) for _ in range(2000)]
+    requests.close()
+    assert requests.dropped == results.count(False) and requests.dropped > 0
+    assert requests.written == 2 * results.count(True)
+
+
+def test_a_sample_rate_outside_0_1_is_refused(tmp_path: Path):
+    with pytest.raises(ValueError, match="sample_rate"):
+        RequestLog(str(tmp_path), "m", sample_rate=0)
