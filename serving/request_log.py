@@ -157,3 +157,40 @@ class RequestLog:
                        if name.startswith("requests-") and name.endswith(SUFFIX))
         for name in files[:-self.max_files]:
             os.remove(os.path.join(self.folder, name))
+
+
+def rows_of(signature, inputs: Mapping[str, np.ndarray]) -> Rows:
+    """A call's inputs as the log keeps them: serialized tf.Examples as they are (classify,
+    regress and other example signatures), else the columns of a feature dict."""
+    if len(inputs) == 1:
+        (name, values), = inputs.items()
+        spec = signature.inputs.get(name)
+        if spec is not None and values.dtype == object and spec.dtype.name == "string" \
+                and signature.method_name != "tensorflow/serving/predict":
+            return [bytes(value) for value in values]
+    return inputs
+
+
+class RequestLogs:
+    """One `RequestLog` per model, made on its first sampled request; closed together."""
+
+    def __init__(self, directory: str, sample_rate: float, **options) -> None:
+        self.directory = directory
+        self.sample_rate = sample_rate
+        self._options = options
+        self._logs: dict[str, RequestLog] = {}
+        self._lock = threading.Lock()
+
+    def sample(self, servable, signature, inputs: Mapping[str, np.ndarray]) -> bool:
+        with self._lock:
+            model_log = self._logs.get(servable.name)
+            if model_log is None:
+                model_log = self._logs[servable.name] = RequestLog(
+                    self.directory, servable.name, self.sample_rate, **self._options)
+        return model_log.sample(servable.version, rows_of(signature, inputs))
+
+    def close(self) -> None:
+        with self._lock:
+            logs, self._logs = list(self._logs.values()), {}
+        for model_log in logs:
+            model_log.close()

@@ -91,3 +91,26 @@ def test_a_full_queue_drops_samples_not_requests(tmp_path: Path, monkeypatch):
 def test_a_sample_rate_outside_0_1_is_refused(tmp_path: Path):
     with pytest.raises(ValueError, match="sample_rate"):
         RequestLog(str(tmp_path), "m", sample_rate=0)
+
+
+def test_example_signatures_are_logged_as_their_examples_and_predict_as_columns(tmp_path):
+    from serving.request_log import RequestLogs
+    from tests.serving.stand_ins import StandInServable, signature
+
+    classify = signature("classify", "tensorflow/serving/classify", {"inputs": tf.string},
+                         {"scores": tf.float32})
+    predict = signature("serving_default", inputs={"fare": tf.float32,
+                                                   "trip_start_hour": tf.int64,
+                                                   "payment_type": tf.string})
+    logs = RequestLogs(str(tmp_path), sample_rate=1.0)
+    model = StandInServable(name="m", version=3)
+    serialized = examples_from_columns(COLUMNS)
+    batch = np.empty(2, dtype=object)
+    batch[:] = serialized
+    logs.sample(model, classify, {"inputs": batch})
+    logs.sample(model, predict, COLUMNS)
+    logs.close()
+    rows = read(tmp_path)
+    assert [r.SerializeToString() for r in rows[:2]] == serialized
+    assert rows[2].features.feature["trip_start_hour"].int64_list.value == [19]
+    assert len(rows) == 4
