@@ -6,6 +6,7 @@
     mlops versions                               versions on disk, their state, labels
     mlops rollback [--to N] / mlops restore      serve an older version / the newest again
     mlops label NAME VERSION [--remove]          pin a version label
+    mlops canary [VERSION] [--weight W] / mlops promote / mlops abort   canary traffic split
     mlops predict (--json FILE | --csv FILE [--row N]) [--version N | --label L]
     mlops deploy-files [--check]                 docker compose + Kubernetes for the real server
     mlops history [--limit N] [--json | --html] / mlops lineage VERSION [--json]
@@ -235,6 +236,15 @@ def serve(config_file: Optional[str] = ConfigOption,
     from serving import deployment, server_files
 
     settings = _serving_settings(config_file, overrides)
+    binary = None if embedded or docker else server_files.real_server_binary()
+    tls = settings.serving.tls
+    if (docker or binary) and (tls.rest_ssl_config_file or (docker and tls.ssl_config_file)):
+        key = "rest_ssl_config_file" if tls.rest_ssl_config_file else "ssl_config_file"
+        typer.echo(f"error: serving.tls.{key} is set, but "
+                   + ("the docker compose file runs tensorflow_model_server without TLS"
+                      if docker else f"{binary} serves REST over plain HTTP only")
+                   + ": use `mlops serve --embedded`, or unset it", err=True)
+        raise typer.Exit(2)
     files = server_files.write_server_files(settings)
     if docker:
         if not shutil.which("docker"):
@@ -247,7 +257,6 @@ def serve(config_file: Optional[str] = ConfigOption,
         os.environ["MLOPS_SERVING_DIR"] = settings.serving.base_directory
         which = f"docker compose ({settings.serving.image})"
     else:
-        binary = None if embedded else server_files.real_server_binary()
         argv = server_files.server_command(settings, files, sys.executable, binary,
                                            ("--verbose",) if verbose and not binary else ())
         which = f"tensorflow_model_server ({binary})" if binary else "the embedded server"
@@ -255,7 +264,7 @@ def serve(config_file: Optional[str] = ConfigOption,
                   f"{settings.serving_model_dir} with {which}\n"
                   f"  REST {server_files.rest_url(settings)}/v1/models/"
                   f"{settings.serving.model_name}   gRPC {settings.serving.host}:"
-                  f"{settings.serving.grpc_port}\n"
+                  f"{settings.serving.grpc_port}{' (TLS)' if tls.ssl_config_file else ''}\n"
                   f"  versions, rollbacks and labels: {files.models_config} "
                   "(`mlops versions`, `mlops rollback`, `mlops label`)", highlight=False)
     sys.stdout.flush()
@@ -304,6 +313,12 @@ def versions(config_file: Optional[str] = ConfigOption,
                       ", ".join(row.labels), row.pushed_at[:19].replace("T", " "),
                       row.error)
     console.print(table)
+    split = _operation(lambda: operations.canary_state(settings))
+    if split.canary_weight is not None:
+        console.print(f"Canary split of the bare URL (embedded server): {split.canary_weight:g} % "
+                      f"to canary version {split.canary}, the rest to stable version "
+                      f"{split.stable} (`mlops promote` / `mlops abort` end it)",
+                      highlight=False)
     if listing.server_url is None:
         console.print("(no server answers at the configured REST port: states unknown)")
     if not listing.rows:
@@ -315,12 +330,13 @@ def _report_served(settings: ServingSettings, change) -> None:
     from serving import operations, server_files
 
     console.print(change.message, highlight=False)
-    url = server_files.rest_url(settings)
+    url, verify = server_files.rest_url(settings), server_files.rest_verify(settings)
     version = change.version
-    if version is None or operations.server_status(url, settings.serving.model_name) is None:
+    if version is None or operations.server_status(url, settings.serving.model_name,
+                                                   verify=verify) is None:
         return
     with console.status(f"waiting for the server to serve version {version}"):
-        served = operations.waiter(url, settings.serving.model_name)(version)
+        served = operations.waiter(url, settings.serving.model_name, verify=verify)(version)
     console.print(f"The server now serves version {version}." if served else
                   f"The server has not loaded version {version} yet: see `mlops versions`.")
 
@@ -363,9 +379,61 @@ def label(name: str = typer.Argument(..., help="Label, e.g. stable or canary."),
     if remove:
         console.print(_operation(lambda: operations.remove_label(settings, name)))
         return
-    wait = operations.waiter(server_files.rest_url(settings), settings.serving.model_name)
+    wait = operations.waiter(server_files.rest_url(settings), settings.serving.model_name,
+                             verify=server_files.rest_verify(settings))
     console.print(_operation(lambda: operations.set_label(settings, name, version, wait)),
                   highlight=False)
+
+
+@app.command("canary")
+def canary(version: Optional[int] = typer.Argument(
+               None, help="Version to send a share of the traffic to (label canary); "
+                          "leave out to re-weight the running canary."),
+           weight: Optional[float] = typer.Option(
+               None, "--weight", "-w", help="Per cent of the requests to the bare model URL "
+                                            "for the canary (default: serving.canary.weight)."),
+           stable: Optional[int] = typer.Option(
+               None, "--stable", help="The stable version (default: the label stable, else "
+                                      "the version served now)."),
+           config_file: Optional[str] = ConfigOption,
+           overrides: Optional[list[str]] = SetOption) -> None:
+    """Split the bare URL's traffic: --weight % to a canary version, the rest to stable
+    (embedded server)."""
+    from serving import operations, server_files
+
+    settings = _serving_settings(config_file, overrides)
+    wait = operations.waiter(server_files.rest_url(settings), settings.serving.model_name,
+                             verify=server_files.rest_verify(settings))
+    console.print(_operation(lambda: operations.start_canary(settings, version, weight,
+                                                             stable, wait)),
+                  highlight=False)
+
+
+def _end_canary(settings: ServingSettings, action) -> None:
+    from serving import operations, server_files
+
+    gone = operations.unload_waiter(server_files.rest_url(settings),
+                                    settings.serving.model_name,
+                                    verify=server_files.rest_verify(settings))
+    console.print(_operation(lambda: action(settings, gone)).message, highlight=False)
+
+
+@app.command("promote")
+def promote(config_file: Optional[str] = ConfigOption,
+            overrides: Optional[list[str]] = SetOption) -> None:
+    """The canary becomes stable and the split ends."""
+    from serving import operations
+
+    _end_canary(_serving_settings(config_file, overrides), operations.promote)
+
+
+@app.command("abort")
+def abort(config_file: Optional[str] = ConfigOption,
+          overrides: Optional[list[str]] = SetOption) -> None:
+    """End the canary: all traffic back to stable."""
+    from serving import operations
+
+    _end_canary(_serving_settings(config_file, overrides), operations.abort)
 
 
 @app.command("predict")
@@ -395,17 +463,17 @@ def predict(json_file: Optional[Path] = typer.Option(None, "--json", help="A TF 
         typer.echo(f"error: --method must be predict, classify or regress, not {method!r}",
                    err=True)
         raise typer.Exit(2)
-    url = server_files.rest_url(settings)
+    url, verify = server_files.rest_url(settings), server_files.rest_verify(settings)
     path = client.model_path(settings.serving.model_name, version, version_label)
 
     def request() -> tuple[int, object]:
         if json_file is not None:
             body = client.read_json(json_file)
         else:
-            dtypes = client.input_dtypes(url, path, signature)
+            dtypes = client.input_dtypes(url, path, signature, verify)
             body = {"signature_name": signature,
                     "instances": [client.instance_from_csv(csv_file, row, dtypes)]}
-        return client.post(url, path, method, body)
+        return client.post(url, path, method, body, verify)
 
     status, answer = _operation(request)
     console.print_json(json.dumps(answer))

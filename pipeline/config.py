@@ -441,7 +441,8 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Iterable[str
     absolute against the file's folder for the local profile, and against
     `kubeflow.project_dir` (the project's folder inside the pipeline image) for the kubeflow
     profile, whose paths are the pods' and are not checked here; URIs (gs://...) are kept
-    as they are. `kubeflow.output_file` is always on this machine.
+    as they are. `kubeflow.output_file` is always on this machine. `check_files` checks the
+    data's files; `serving.tls`'s files are checked whenever they are set (local profile).
     """
     config_path = resolve_config_path(str(path) if path else None).resolve()
     source = str(config_path)
@@ -486,8 +487,9 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Iterable[str
 
     config._profile = profile  # pylint: disable=protected-access
     _resolve_paths(config, config_path.parent)
-    if check_files and profile == LOCAL:
-        problems = _file_problems(config)
+    if profile == LOCAL:  # the TLS files always: the serving commands need them, not the data
+        problems = [*(_file_problems(config) if check_files else []),
+                    *config.serving.tls.problems()]
         if problems:
             raise ConfigError(source, problems)
     return config
@@ -533,6 +535,7 @@ def _resolve_paths(config: PipelineConfig, config_dir: Path) -> None:
     config.data.input_base = absolute(config.data.input_base)
     config.data.schema_path = absolute(config.data.schema_path)
     config.serving.base_directory = absolute(config.serving.base_directory)
+    config.serving.tls.resolve(absolute)
     config.skew.requests = absolute(config.skew.requests or join_path(
         config.serving.base_directory, "request_logs", config.serving.model_name))
     config.kubeflow.output_file = str((config_dir / config.kubeflow.output_file).resolve())

@@ -75,16 +75,18 @@ def model_path(name: str, version: Optional[int] = None, label: Optional[str] = 
     return path
 
 
-def _get(url: str) -> httpx.Response:
+def _get(url: str, verify=True) -> httpx.Response:
     try:
-        return httpx.get(url, timeout=10)
+        return httpx.get(url, timeout=10, verify=verify)
     except httpx.HTTPError as err:
         raise ClientError(f"no server answers at {url} ({err}); start one with `mlops serve`") \
             from None
 
 
-def input_dtypes(base_url: str, path: str, signature: str) -> InputTypes:
-    response = _get(f"{base_url}{path}/metadata")
+def input_dtypes(base_url: str, path: str, signature: str, verify=True) -> InputTypes:
+    """``verify``: httpx's, an ``ssl.SSLContext`` for an https ``base_url``
+    (``server_files.rest_verify``)."""
+    response = _get(f"{base_url}{path}/metadata", verify)
     if response.status_code != 200:
         raise ClientError(f"metadata: HTTP {response.status_code}: {response.text.strip()}")
     signatures = response.json()["metadata"]["signature_def"]["signature_def"]
@@ -178,12 +180,13 @@ def read_json(path: Path) -> dict:
         raise ClientError(f"{path}: not valid JSON: {err}") from None
 
 
-def post(base_url: str, path: str, method: str, body: dict) -> tuple[int, Any]:
+def post(base_url: str, path: str, method: str, body: dict, verify=True
+         ) -> tuple[int, Any]:
     method, body = route(method, body)
     try:
         response = httpx.post(f"{base_url}{path}:{method}",
                               content=json.dumps(body, allow_nan=True), timeout=30,
-                              headers={"Content-Type": "application/json"})
+                              headers={"Content-Type": "application/json"}, verify=verify)
     except httpx.HTTPError as err:
         raise ClientError(f"no server answers at {base_url} ({err}); start one with "
                           "`mlops serve`") from None

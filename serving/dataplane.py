@@ -8,6 +8,7 @@ returns numpy arrays and protos. Errors are ``ServingError``s; the adapters only
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 from concurrent.futures import Executor
 from typing import Callable, Mapping, Optional
@@ -21,10 +22,17 @@ from serving import examples as examples_lib, servable as servable_lib
 from serving.batching import Batcher
 from serving.errors import invalid_argument
 from serving.repository import ModelRepository
+from serving.traffic import Router
 
 # A request's inputs as arrays, typed by the signature that will run them.
 InputDecoder = Callable[[servable_lib.Signature], Mapping[str, np.ndarray]]
 _ERROR_CODES = status_pb2.StatusProto.DESCRIPTOR.fields_by_name["error_code"].enum_type
+
+# The version the current request was resolved to (None until it is): the adapters read it
+# after the call, for the X-Model-Version header and the per-version metrics, whether the
+# call then succeeded or failed. Each request runs in its own task, so its own context.
+answering_version: contextvars.ContextVar[Optional[int]] = contextvars.ContextVar(
+    "answering_version", default=None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,11 +41,13 @@ class ModelSpec:
     version: Optional[int] = None
     label: Optional[str] = None
     signature_name: str = ""
+    request_key: Optional[str] = None  # makes the canary split sticky (serving.traffic)
 
     @classmethod
-    def from_proto(cls, spec: model_pb2.ModelSpec) -> "ModelSpec":
+    def from_proto(cls, spec: model_pb2.ModelSpec,
+                   request_key: Optional[str] = None) -> "ModelSpec":
         return cls(spec.name, spec.version.value if spec.HasField("version") else None,
-                   spec.version_label or None, spec.signature_name)
+                   spec.version_label or None, spec.signature_name, request_key)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,18 +69,21 @@ class DataPlane:
 
     Model calls run on `executor`'s threads (through `batcher` when batching is on), never
     on the event loop. Every error is a `ServingError` with TF Serving's code and text.
+    Requests naming neither a version nor a label follow `router`'s canary split, if any.
     """
 
     def __init__(self, repository: ModelRepository, executor: Executor,
-                 batcher: Optional[Batcher] = None) -> None:
+                 batcher: Optional[Batcher] = None, router: Optional[Router] = None) -> None:
         self.repository = repository
         self._executor = executor
         self._batcher = batcher
+        self.router = router if router is not None else Router()
 
     # --- lookups ---------------------------------------------------------------------------
 
     def servable(self, spec: ModelSpec) -> servable_lib.Servable:
-        """The version `spec` names (a version, a label, or the newest served).
+        """The version `spec` names (a version, a label, or, for neither, the canary
+        split's choice or else the newest served).
 
         Raises:
             ServingError: INVALID_ARGUMENT without a model name or for an unknown label,
@@ -78,7 +91,16 @@ class DataPlane:
         """
         if not spec.name:
             raise invalid_argument("Missing model name in request.")
-        return self.repository.resolve(spec.name, spec.version, spec.label)
+        servable = None
+        if spec.version is None and not spec.label:
+            view = self.repository.view(spec.name)  # one snapshot: choice and servable agree
+            if view is not None:
+                chosen = self.router.choose(spec.name, view.labels, spec.request_key)
+                servable = view.servables.get(chosen) if chosen is not None else None
+        if servable is None:
+            servable = self.repository.resolve(spec.name, spec.version, spec.label)
+        answering_version.set(servable.version)
+        return servable
 
     def signature(self, spec: ModelSpec):
         """(servable, signature) for `spec`; `signature_name` "" is serving_default.

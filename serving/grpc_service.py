@@ -3,6 +3,8 @@
 Built on the servicer base classes of the ``tensorflow-serving-api`` package, so the
 official client stubs (``prediction_service_pb2_grpc.PredictionServiceStub``...) talk to it
 unchanged. ``ServingError`` becomes the matching gRPC status; anything else is INTERNAL.
+Responses name the version that answered in ``model_spec.version``, as TF Serving's do;
+the metadata ``x-request-key`` keeps a request on one side of a canary split.
 """
 from __future__ import annotations
 
@@ -19,9 +21,10 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      regression_pb2)
 
 from serving import examples, tensors
-from serving.dataplane import DataPlane, ModelSpec
+from serving.dataplane import DataPlane, ModelSpec, answering_version
 from serving.errors import ServingError, invalid_argument
 from serving.metrics import Metrics
+from serving.traffic import REQUEST_KEY_HEADER
 
 log = logging.getLogger("serving.grpc")
 SIGNATURE_DEF_FIELD = "signature_def"
@@ -38,6 +41,7 @@ def _rpc(api: str) -> Callable:
         @functools.wraps(method)
         async def wrapper(self, request, context):
             started = time.perf_counter()
+            answering_version.set(None)
             try:
                 response = await method(self, request, context)
             except ServingError as err:
@@ -58,7 +62,17 @@ def _rpc(api: str) -> Callable:
 def _observe(metrics: Optional[Metrics], request, api: str, code: str, started: float) -> None:
     name = request.model_spec.name if request.HasField("model_spec") else ""
     if metrics is not None and name:
-        metrics.observe(name, api, "GRPC", code, time.perf_counter() - started)
+        metrics.observe(name, api, "GRPC", code, time.perf_counter() - started,
+                        answering_version.get())
+
+
+def _spec(request, context) -> ModelSpec:
+    """The request's model spec, with its canary key from the call's metadata if sent."""
+    key = None
+    for item in context.invocation_metadata() or ():
+        if item[0] == REQUEST_KEY_HEADER:
+            key = item[1] if isinstance(item[1], str) else item[1].decode("latin-1")
+    return ModelSpec.from_proto(request.model_spec, key)
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -68,7 +82,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_rpc("Predict")
     async def Predict(self, request: predict_pb2.PredictRequest, context):
-        spec = ModelSpec.from_proto(request.model_spec)
+        spec = _spec(request, context)
         result = await self.dataplane.predict(
             spec, lambda signature: tensors.inputs_from_protos(signature, request.inputs),
             tuple(request.output_filter))
@@ -79,7 +93,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_rpc("Classify")
     async def Classify(self, request: classification_pb2.ClassificationRequest, context):
-        result = await self.dataplane.classify(ModelSpec.from_proto(request.model_spec),
+        result = await self.dataplane.classify(_spec(request, context),
                                                examples.from_input(request.input))
         response = classification_pb2.ClassificationResponse(model_spec=result.model_spec())
         classes, scores = result.outputs.get("classes"), result.outputs.get("scores")
@@ -93,7 +107,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_rpc("Regress")
     async def Regress(self, request: regression_pb2.RegressionRequest, context):
-        result = await self.dataplane.regress(ModelSpec.from_proto(request.model_spec),
+        result = await self.dataplane.regress(_spec(request, context),
                                               examples.from_input(request.input))
         response = regression_pb2.RegressionResponse(model_spec=result.model_spec())
         for value in result.outputs["outputs"].reshape(-1):
@@ -109,7 +123,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         if not request.metadata_field:
             raise invalid_argument("GetModelMetadataRequest must specify at least one "
                                    "metadata_field")
-        model_spec, signatures = self.dataplane.metadata(ModelSpec.from_proto(request.model_spec))
+        model_spec, signatures = self.dataplane.metadata(_spec(request, context))
         response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=model_spec)
         packed = any_pb2.Any()
         packed.Pack(signatures)

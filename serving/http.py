@@ -40,8 +40,10 @@ import httptools
 
 log = logging.getLogger("serving.http")
 
-# (method, path without query, body or None when over the limit) -> (status, type, body)
-Handler = Callable[[str, str, Optional[bytes]], Awaitable[tuple[int, str, bytes]]]
+# (method, path without query, body or None when over the limit) -> (status, type, body);
+# with ``request_headers`` the handler also gets {lower-case name: value} of those headers,
+# and it may answer (status, type, body, extra response headers as (name, value) pairs).
+Handler = Callable[..., Awaitable[tuple]]
 
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers; llhttp itself has no limit
 MAX_PIPELINED = 64  # requests in flight on one connection before reading pauses
@@ -105,9 +107,12 @@ class RefusalLog:
 class _Shared:
     """What the connections of one server share: the handler, limits, counts and logs."""
 
-    def __init__(self, handler: "Handler", limits: Limits) -> None:
+    def __init__(self, handler: "Handler", limits: Limits,
+                 request_headers: tuple[str, ...] = ()) -> None:
         self.handler = handler
         self.limits = limits
+        self.wanted_headers = frozenset(name.lower().encode("latin-1")
+                                        for name in request_headers)
         self.open = 0  # admitted connections still open
         self.lingering = 0  # refused connections waiting for their 503 to be read
         self.timed_out = RefusalLog(
@@ -127,10 +132,12 @@ def _reason(status: int) -> str:
         return "Unknown"
 
 
-def response_bytes(status: int, content_type: str, body: bytes, close: bool) -> bytes:
+def response_bytes(status: int, content_type: str, body: bytes, close: bool,
+                   headers: tuple = ()) -> bytes:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
     head = (f"HTTP/1.1 {status} {_reason(status)}\r\n"
             f"Content-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\n"
+            f"Content-Length: {len(body)}\r\n" + extra
             + ("Connection: close\r\n" if close else "") + "\r\n")
     return head.encode("latin-1") + body
 
@@ -145,6 +152,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, shared: _Shared) -> None:
         self._shared = shared
         self._handler = shared.handler
+        self._wanted = shared.wanted_headers
         self._limit = shared.limits.max_body_bytes
         self._parser = httptools.HttpRequestParser(self)
         self._transport: Optional[asyncio.Transport] = None
@@ -165,6 +173,7 @@ class _Connection(asyncio.Protocol):
         self._chunks: list[bytes] = []
         self._body_bytes = 0
         self._expect_continue = False
+        self._headers: Optional[dict[str, str]] = {} if self._wanted else None
 
     # --- asyncio.Protocol ---------------------------------------------------------------
 
@@ -226,6 +235,8 @@ class _Connection(asyncio.Protocol):
             self._body_bytes = int(value)  # already over: nothing of it will be kept
         elif lowered == b"expect" and value.strip().lower() == b"100-continue":
             self._expect_continue = True
+        elif lowered in self._wanted:
+            self._headers[lowered.decode("latin-1")] = value.decode("latin-1").strip()
 
     def on_headers_complete(self) -> None:
         if self._expect_continue and self._transport is not None:
@@ -243,6 +254,7 @@ class _Connection(asyncio.Protocol):
         path = self._url.split(b"?", 1)[0].decode("utf-8", "replace")
         body = b"".join(self._chunks) if self._body_bytes <= self._limit else None
         keep_alive = self._parser.should_keep_alive()
+        headers = self._headers
         self._reset()
         self._in_message = False
         self._cancel_timer()  # in flight now: neither timeout applies until it is answered
@@ -251,7 +263,8 @@ class _Connection(asyncio.Protocol):
             self._transport.pause_reading()
             self._paused = True
         previous = self._previous
-        answer = asyncio.ensure_future(self._answer(method, path, body, keep_alive, previous))
+        answer = asyncio.ensure_future(self._answer(method, path, body, headers, keep_alive,
+                                                    previous))
         self._previous = answer
 
     # --- answers ----------------------------------------------------------------------------
@@ -262,10 +275,19 @@ class _Connection(asyncio.Protocol):
             self._fail(431, f"Request header fields larger than {MAX_HEAD_BYTES} bytes")
             raise httptools.HttpParserCallbackError("head too large")
 
-    async def _answer(self, method: str, path: str, body: Optional[bytes], keep_alive: bool,
+    async def _answer(self, method: str, path: str, body: Optional[bytes],
+                      headers: Optional[dict[str, str]], keep_alive: bool,
                       previous: Optional[asyncio.Future]) -> None:
+        extra: tuple = ()
         try:
-            status, content_type, payload = await self._handler(method, path, body)
+            if headers is None:
+                answer = await self._handler(method, path, body)
+            else:
+                answer = await self._handler(method, path, body, headers)
+            if len(answer) == 4:
+                status, content_type, payload, extra = answer
+            else:
+                status, content_type, payload = answer
         except Exception:  # the handler answers its own errors; this is a server fault
             log.exception("HTTP handler failed for %s %s", method, path)
             status, content_type, payload = 500, _JSON, _error_json("Internal error")
@@ -275,7 +297,8 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        transport.write(response_bytes(status, content_type, payload, close=not keep_alive))
+        transport.write(response_bytes(status, content_type, payload, close=not keep_alive,
+                                       headers=extra))
         if not keep_alive:
             transport.close()
             return
@@ -392,11 +415,13 @@ class HttpServer:
     ``limits`` is a ``Limits``, or just the largest body (the other limits at defaults).
     """
 
-    def __init__(self, handler: Handler, limits: "Limits | int") -> None:
+    def __init__(self, handler: Handler, limits: "Limits | int",
+                 request_headers: tuple[str, ...] = ()) -> None:
         if isinstance(limits, int):
             limits = Limits(max_body_bytes=limits)
         self.limits = limits
         self._handler = handler
+        self._request_headers = request_headers
         self._shared: Optional[_Shared] = None
         self._server: Optional[asyncio.base_events.Server] = None
 
@@ -413,7 +438,7 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         if self.limits.max_connections:
             _ensure_descriptors(self.limits.max_connections)
-        shared = self._shared = _Shared(self._handler, self.limits)
+        shared = self._shared = _Shared(self._handler, self.limits, self._request_headers)
         tls: dict = {}
         if ssl_context is not None:
             tls = {"ssl": ssl_context}

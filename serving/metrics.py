@@ -4,12 +4,20 @@
 ``:tensorflow:serving:request_latency`` (microseconds, by model, API and entrypoint) are
 what TF Serving's own exporter calls them, so dashboards built for the real server work on
 this one. Loaded versions and batch sizes are added for the operations that need them.
+
+TF Serving's two request metrics have no version label, and adding one would change
+their label sets, so the count and latency per version (what a canary split is judged by)
+are two more metrics under the same names in this project's namespace, with a ``version``
+label: ``:mlops:serving:request_count`` (by model, version, API, entrypoint and status)
+and ``:mlops:serving:request_latency`` (microseconds, by model, version, API and
+entrypoint). They count the requests that reached a version (resolved to it), whatever
+their outcome; a request for an unknown model or version has no version to count under.
 """
 from __future__ import annotations
 
 import threading
 from collections import Counter
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -26,12 +34,18 @@ class Metrics:
         """``loaded_versions`` yields (model, version, state) for every known version."""
         self.registry = CollectorRegistry(auto_describe=True)
         self._counts: Counter = Counter()
+        self._version_counts: Counter = Counter()
         self._lock = threading.Lock()
         self._loaded_versions = loaded_versions
         self._latency = Histogram(
             ":tensorflow:serving:request_latency",
             "Distribution of wall time (in microseconds) for TensorFlow Serving request.",
             ["model_name", "API", "entrypoint"], buckets=LATENCY_BUCKETS_US,
+            registry=self.registry)
+        self._version_latency = Histogram(
+            ":mlops:serving:request_latency",
+            "Wall time (in microseconds) of requests, by the model version that answered.",
+            ["model_name", "version", "API", "entrypoint"], buckets=LATENCY_BUCKETS_US,
             registry=self.registry)
         self._batch_size = Histogram(
             ":tensorflow:serving:batch_size", "Rows per model call made by the batcher.",
@@ -40,10 +54,17 @@ class Metrics:
         self.registry.register(self)
 
     def observe(self, model_name: str, api: str, entrypoint: str, status: str,
-                seconds: float) -> None:
+                seconds: float, version: Optional[int] = None) -> None:
+        """Counts one request; ``version``: the one it was resolved to, if any."""
         with self._lock:
             self._counts[(model_name, status)] += 1
+            if version is not None:
+                self._version_counts[(model_name, str(version), api, entrypoint,
+                                      status)] += 1
         self._latency.labels(model_name, api, entrypoint).observe(seconds * 1e6)
+        if version is not None:
+            self._version_latency.labels(model_name, str(version), api,
+                                         entrypoint).observe(seconds * 1e6)
 
     def observe_batch(self, model_name: str, rows: int) -> None:
         self._batch_size.labels(model_name).observe(rows)
@@ -70,6 +91,14 @@ class Metrics:
             counts = sorted(self._counts.items())
         for (model, status), value in counts:
             lines.append(f'{name}{{model_name="{_escape(model)}",status="{status}"}} {value}')
+        name = ":mlops:serving:request_count"
+        lines += [f"# HELP {name} The total number of requests, by the model version that "
+                  "answered.", f"# TYPE {name} counter"]
+        with self._lock:
+            by_version = sorted(self._version_counts.items())
+        for (model, version, api, entrypoint, status), value in by_version:
+            lines.append(f'{name}{{model_name="{_escape(model)}",version="{version}",'
+                         f'API="{api}",entrypoint="{entrypoint}",status="{status}"}} {value}')
         return "\n".join(lines) + "\n"
 
     def exposition(self) -> bytes:

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import httpx
 
 from serving.settings import ServingSettings
-from serving import config_files, server_files, versions
+from serving import config_files, server_files, traffic, versions
 from serving.config_files import ModelConfig, ModelServerConfig
 from serving.repository import aspired_versions, version_directories
 
@@ -69,10 +69,14 @@ def describe_policy(model: ModelConfig) -> str:
     return f"latest {policy.latest.num_versions or 1}"
 
 
-def server_status(url: str, name: str, timeout: float = 1.0) -> Optional[dict[int, dict]]:
-    """Version -> status entry from a running server's status API, or None if none answers."""
+def server_status(url: str, name: str, timeout: float = 1.0, verify=True
+                  ) -> Optional[dict[int, dict]]:
+    """Version -> status entry from a running server's status API, or None if none answers.
+
+    ``verify`` is httpx's: ``server_files.rest_verify(settings)`` for an https ``url``.
+    """
     try:
-        response = httpx.get(f"{url}/v1/models/{name}", timeout=timeout)
+        response = httpx.get(f"{url}/v1/models/{name}", timeout=timeout, verify=verify)
     except httpx.HTTPError:
         return None
     if response.status_code == 404:
@@ -96,7 +100,7 @@ def list_versions(settings: ServingSettings, url: Optional[str] = None) -> Listi
     on_disk = version_directories(model.base_path)
     aspired = aspired_versions(model, on_disk)
     url = url or server_files.rest_url(settings)
-    live = server_status(url, model.name)
+    live = server_status(url, model.name, verify=server_files.rest_verify(settings))
     labels: dict[int, list[str]] = {}
     for label, version in sorted(model.version_labels.items()):
         labels.setdefault(version, []).append(label)
@@ -213,18 +217,223 @@ def remove_label(settings: ServingSettings, label: str) -> str:
     return f"{model.name}: label {label!r} removed"
 
 
-def waiter(url: str, name: str, timeout_s: float = 60.0) -> Waiter:
+def waiter(url: str, name: str, timeout_s: float = 60.0, verify=True) -> Waiter:
     """Waits for a running server to report a version AVAILABLE (True at once if none runs)."""
 
     def wait(version: int) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            status = server_status(url, name)
+            status = server_status(url, name, verify=verify)
             if status is None:
                 return True  # no server: it applies labels after its initial load
             if status.get(version, {}).get("state") == "AVAILABLE":
                 return True
             time.sleep(0.5)
+        return False
+
+    return wait
+
+
+# --- the canary split (embedded server only) -------------------------------------------------
+
+EMBEDDED_ONLY = ("The split applies to the embedded server (`mlops serve --embedded`): "
+                 "tensorflow_model_server reads no traffic_split.json and answers the bare URL "
+                 "with its newest served version")
+
+
+@dataclasses.dataclass(frozen=True)
+class CanaryState:
+    """The labels `stable` / `canary` and the split of the bare URL (None: no split)."""
+
+    stable: Optional[int]
+    canary: Optional[int]
+    canary_weight: Optional[float]
+
+
+def split_file(settings: ServingSettings):
+    return traffic.split_path(server_files.models_config_path(settings))
+
+
+def canary_state(settings: ServingSettings) -> CanaryState:
+    models = server_files.read_models_config(settings)
+    model = _model(models, settings.serving.model_name)
+    split = traffic.read_splits(split_file(settings)).get(model.name)
+    labels = model.version_labels
+    return CanaryState(labels.get(traffic.STABLE_LABEL), labels.get(traffic.CANARY_LABEL),
+                       split.canary_weight if split else None)
+
+
+def _set_split(settings: ServingSettings, weight: Optional[float]) -> None:
+    """Sets (a weight) or ends (None) the model's split; other models' entries are kept."""
+    path = split_file(settings)
+    splits = traffic.read_splits(path)
+    if weight is None:
+        splits.pop(settings.serving.model_name, None)
+    else:
+        splits[settings.serving.model_name] = traffic.Split(float(weight))
+    traffic.write_splits(path, splits)
+
+
+def _check_weight(weight: float) -> None:
+    if not 0 <= weight <= 100:
+        raise OperationError(f"--weight must be a per cent from 0 to 100, not {weight:g}")
+
+
+def start_canary(settings: ServingSettings, version: Optional[int] = None,
+                 weight: Optional[float] = None, stable: Optional[int] = None,
+                 wait_until_served: Optional[Waiter] = None) -> str:
+    """Sends ``weight`` per cent of the bare URL's requests to ``version`` (label
+    ``canary``), the rest to label ``stable``; without ``version``, changes the weight.
+
+    The edits go in an order a polling server can follow at any point: the split entry
+    first at weight 0 (the bare URL follows ``stable`` once it is set), then a policy
+    serving both versions (and ``stable`` when already served), then, once a running
+    server has loaded them, both labels, and only then the weight.
+    """
+    models, model, on_disk = _load_for_edit(settings)
+    state = canary_state(settings)
+    if version is None:
+        if weight is None:
+            raise OperationError("give a VERSION to start a canary, or --weight to change "
+                                 "the running one")
+        _check_weight(weight)
+        if state.canary is None or state.canary_weight is None:
+            raise OperationError(f"{model.name} has no canary to re-weight: start one with "
+                                 "`mlops canary VERSION`")
+        _set_split(settings, weight)
+        return (f"{model.name}: canary version {state.canary} now gets {weight:g} % of the "
+                f"requests to the bare model URL (was {state.canary_weight:g} %), stable "
+                f"version {state.stable} the rest. {EMBEDDED_ONLY}.")
+    if weight is None:
+        weight = (state.canary_weight if state.canary == version and
+                  state.canary_weight is not None else settings.serving.canary.weight)
+    _check_weight(weight)
+    if version not in on_disk:
+        raise OperationError(f"version {version} is not in {model.base_path} (versions there: "
+                             f"{', '.join(map(str, sorted(on_disk))) or 'none'})")
+    served = aspired_versions(model, on_disk)
+    if stable is None:
+        stable = state.stable
+    if stable is None:  # the version the bare URL serves now, else the newest one before
+        older_served = [v for v in served if v != version]
+        older = [v for v in on_disk if v < version]
+        stable = max(older_served) if older_served else max(older) if older else None
+        if stable is None:
+            raise OperationError(f"no stable version to compare version {version} with: "
+                                 "give --stable N")
+    if stable not in on_disk:
+        raise OperationError(f"stable version {stable} is not in {model.base_path}")
+    if stable == version:
+        raise OperationError(f"version {version} is the stable version: a canary must be "
+                             "another one")
+    if state.canary_weight is None:
+        _set_split(settings, 0)
+    notes = []
+    needed = {stable, version}
+    if not needed <= served:
+        model.model_version_policy.specific.Clear()
+        model.model_version_policy.specific.versions.extend(sorted(served | needed))
+        notes.append(f"serving versions {', '.join(map(str, sorted(served | needed)))}; new "
+                     "pushes are not served until `mlops promote` / `abort` and `mlops restore`")
+        if stable in served:
+            model.version_labels[traffic.STABLE_LABEL] = stable
+        if model.version_labels.get(traffic.CANARY_LABEL) not in served | needed:
+            model.version_labels.pop(traffic.CANARY_LABEL, None)
+        _save(settings, models)  # TF Serving refuses labels on versions it does not serve
+        for wanted in sorted(needed - served):
+            if wait_until_served is not None and not wait_until_served(wanted):
+                raise OperationError(f"the server did not load version {wanted}: the canary "
+                                     "was not started (see `mlops versions`)")
+    model.version_labels[traffic.STABLE_LABEL] = stable
+    model.version_labels[traffic.CANARY_LABEL] = version
+    _save(settings, models)
+    _set_split(settings, weight)
+    return (f"{model.name}: canary version {version} gets {weight:g} % of the requests to the "
+            f"bare model URL, stable version {stable} the rest (labels stable -> {stable}, "
+            f"canary -> {version}"
+            + (f"; {'; '.join(notes)}" if notes else "") + "). Requests naming a version or "
+            f"a label bypass the split. {EMBEDDED_ONLY}.")
+
+
+VersionGone = Callable[[int], bool]  # version -> True once a running server no longer serves it
+
+
+def _end_canary(settings: ServingSettings, winner: int, loser: Optional[int],
+                wait_until_unloaded: Optional[VersionGone]) -> tuple[list[str], bool]:
+    """Serves ``winner`` alone, labelled stable, no canary label; then ends the split once
+    a running server has let ``loser`` go. Returns (labels dropped, split ended)."""
+    models, model, _ = _load_for_edit(settings)
+    model.model_version_policy.specific.Clear()
+    model.model_version_policy.specific.versions.append(winner)
+    model.version_labels[traffic.STABLE_LABEL] = winner
+    model.version_labels.pop(traffic.CANARY_LABEL, None)
+    dropped = _drop_labels_outside(model, {winner})
+    _save(settings, models)
+    # Until the server has applied that, an ended split would send the bare URL to its
+    # newest version, which may be the loser: the entry (all to stable) stays until then.
+    if loser is not None and wait_until_unloaded is not None and \
+            not wait_until_unloaded(loser):
+        _set_split(settings, 0)
+        return dropped, False
+    _set_split(settings, None)
+    return dropped, True
+
+
+def promote(settings: ServingSettings,
+            wait_until_unloaded: Optional[VersionGone] = None) -> Change:
+    """The canary becomes stable and the split ends: its version alone is served."""
+    state = canary_state(settings)
+    if state.canary is None:
+        raise OperationError(f"{settings.serving.model_name} has no canary to promote "
+                             "(`mlops canary VERSION` starts one)")
+    old = state.stable if state.stable != state.canary else None
+    dropped, ended = _end_canary(settings, state.canary, old, wait_until_unloaded)
+    note = f" Labels removed: {', '.join(dropped)}." if dropped else ""
+    return Change(
+        f"{settings.serving.model_name}: version {state.canary} promoted: label stable -> "
+        f"{state.canary}" + (f" (was {old})" if old else "") + ", label canary removed, the "
+        f"split ended: every request goes to version {state.canary}. Serving version "
+        f"{state.canary} only" + (f" ({old} stays on disk)" if old else "") + "; new pushes "
+        "are not served until `mlops restore` or the next `mlops canary N`." + note
+        + ("" if ended else _STILL_SPLIT.format(old)), state.canary)
+
+
+def abort(settings: ServingSettings,
+          wait_until_unloaded: Optional[VersionGone] = None) -> Change:
+    """All traffic back to stable: the canary's label goes and its version is no longer
+    served (it stays on disk); the split ends."""
+    state = canary_state(settings)
+    if state.canary is None and state.canary_weight is None:
+        raise OperationError(f"{settings.serving.model_name} has no canary to abort")
+    if state.stable is None:
+        raise OperationError(f"{settings.serving.model_name} has no stable label to go back "
+                             "to: `mlops label stable N` first")
+    _set_split(settings, 0)  # first: the bare URL goes to stable on the server's next poll
+    loser = state.canary if state.canary != state.stable else None
+    dropped, ended = _end_canary(settings, state.stable, loser, wait_until_unloaded)
+    note = f" Labels removed: {', '.join(dropped)}." if dropped else ""
+    return Change(
+        f"{settings.serving.model_name}: canary aborted: every request goes to stable version "
+        f"{state.stable}" + (f"; label canary removed, version {loser} no longer served (it "
+                             "stays on disk)" if loser else "")
+        + "; new pushes are not served until `mlops restore`." + note
+        + ("" if ended else _STILL_SPLIT.format(loser)), state.stable)
+
+
+_STILL_SPLIT = (" (The server has not let version {} go yet: traffic_split.json keeps a "
+                "weight of 0, all to stable, until it does; run the command again later.)")
+
+
+def unload_waiter(url: str, name: str, timeout_s: float = 60.0, **status_options) -> VersionGone:
+    """Waits for a running server to stop serving a version (True at once if none runs)."""
+
+    def wait(version: int) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = server_status(url, name, **status_options)
+            if status is None or status.get(version, {}).get("state") != "AVAILABLE":
+                return True
+            time.sleep(0.25)
         return False
 
     return wait

@@ -5,10 +5,15 @@ Paths are matched with TF Serving's own patterns (case-insensitive):
 ``POST /v1/models/{name}[/versions/{v} | /labels/{l}]:(predict|classify|regress)``.
 Anything else under ``/v1/`` is a 400 "Malformed request", anything outside it a 404.
 Every error leaves as ``{"error": "..."}`` with the status of its canonical code.
+
+Beyond TF Serving (the bodies stay exactly its own): every answer from a model version
+carries the header ``X-Model-Version`` naming it, and a request's ``X-Request-Key``
+header keeps it on one side of a canary split (``serving.traffic``).
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import time
@@ -18,10 +23,11 @@ from typing import Optional
 from google.protobuf import json_format
 
 from serving import examples, json_codec
-from serving.dataplane import DataPlane, ModelSpec
+from serving.dataplane import DataPlane, ModelSpec, answering_version
 from serving.errors import Code, ServingError, invalid_argument
 from serving.http import HttpServer, Limits
 from serving.metrics import Metrics
+from serving.traffic import REQUEST_KEY_HEADER
 
 log = logging.getLogger("serving.rest")
 
@@ -32,6 +38,7 @@ _STATUS_PATH = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
     re.IGNORECASE)
 _JSON_TYPE = "application/json"
+VERSION_HEADER = "X-Model-Version"
 _PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _JSON_OPTIONS = dict(including_default_value_fields=True, preserving_proto_field_name=True,
                      indent=1)
@@ -56,15 +63,26 @@ class RestApi:
     async def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
         """Answers one request: `/v1/models/<name>[/versions/<v>|/labels/<l>][/metadata]`
         (GET) and `...:predict|:classify|:regress` (POST)."""
+        status, payload, _ = await self.answer(method, path, body)
+        return status, payload
+
+    async def answer(self, method: str, path: str, body: bytes,
+                     request_key: Optional[str] = None
+                     ) -> tuple[int, bytes, Optional[int]]:
+        """As `handle`, with the request's canary key, and the version that answered (None
+        when the request reached no version)."""
         started = time.perf_counter()
         model_name, api = "", "unknown"
+        answering_version.set(None)
         try:
             route = self._route(method, path)
             if route is None:
                 if path.startswith("/v1/"):
                     raise invalid_argument(f"Malformed request: {method} {path}")
-                return 404, json_codec.error_body(f"Not found: {method} {path}")
+                return 404, json_codec.error_body(f"Not found: {method} {path}"), None
             model_name, api, spec, action = route
+            if request_key:
+                spec = dataclasses.replace(spec, request_key=request_key)
             document = await self._answer(api, spec, action, body)
             status, payload = 200, document
         except ServingError as err:
@@ -75,9 +93,11 @@ class RestApi:
             status, payload, code = 500, json_codec.error_body("Internal error"), "INTERNAL"
         else:
             code = "OK"
+        version = answering_version.get()  # (the status API lists versions: none)
         if self.metrics is not None and model_name:
-            self.metrics.observe(model_name, api, "REST", code, time.perf_counter() - started)
-        return status, payload
+            self.metrics.observe(model_name, api, "REST", code, time.perf_counter() - started,
+                                 version)
+        return status, payload, version
 
     def _route(self, method: str, path: str):
         if method == "POST":
@@ -132,21 +152,21 @@ class RestApi:
 
     async def _predict(self, spec: ModelSpec, body: bytes) -> bytes:
         request = json_codec.read_predict(body)
-        spec = ModelSpec(spec.name, spec.version, spec.label, request.signature_name)
+        spec = dataclasses.replace(spec, signature_name=request.signature_name)
         result = await self.dataplane.predict(
             spec, lambda signature: json_codec.predict_inputs(request, signature.input_dtypes))
         return json_codec.dumps(json_codec.predict_response(result.outputs, request.format))
 
     async def _classify(self, spec: ModelSpec, body: bytes) -> bytes:
         signature_name, items, context = json_codec.read_examples(body, "classify")
-        spec = ModelSpec(spec.name, spec.version, spec.label, signature_name)
+        spec = dataclasses.replace(spec, signature_name=signature_name)
         result = await self.dataplane.classify(spec, examples.from_json(items, context))
         return json_codec.dumps(json_codec.classify_response(result.outputs.get("classes"),
                                                              result.outputs.get("scores")))
 
     async def _regress(self, spec: ModelSpec, body: bytes) -> bytes:
         signature_name, items, context = json_codec.read_examples(body, "regress")
-        spec = ModelSpec(spec.name, spec.version, spec.label, signature_name)
+        spec = dataclasses.replace(spec, signature_name=signature_name)
         result = await self.dataplane.regress(spec, examples.from_json(items, context))
         return json_codec.dumps(json_codec.regress_response(result.outputs["outputs"]))
 
@@ -159,8 +179,8 @@ class RestHandler:
         self.metrics_path = metrics_path
         self.max_body_bytes = max_body_bytes
 
-    async def __call__(self, method: str, path: str,
-                       body: Optional[bytes]) -> tuple[int, str, bytes]:
+    async def __call__(self, method: str, path: str, body: Optional[bytes],
+                       headers: Optional[dict[str, str]] = None) -> tuple:
         if body is None:  # read and dropped: a clear answer, and the connection lives on
             return 413, _JSON_TYPE, json_codec.error_body(
                 f"Request body is larger than the server's limit of {self.max_body_bytes} "
@@ -168,9 +188,13 @@ class RestHandler:
         if self.metrics_path and path == self.metrics_path and method == "GET" and \
                 self.api.metrics is not None:
             return 200, _PROMETHEUS_TYPE, self.api.metrics.exposition()
-        status, payload = await self.api.handle(method, path, body)
-        return status, _JSON_TYPE, payload
+        status, payload, version = await self.api.answer(
+            method, path, body, headers.get(REQUEST_KEY_HEADER) if headers else None)
+        if version is None:
+            return status, _JSON_TYPE, payload
+        return status, _JSON_TYPE, payload, ((VERSION_HEADER, str(version)),)
 
 
 def make_http_server(api: RestApi, metrics_path: Optional[str], limits: Limits) -> HttpServer:
-    return HttpServer(RestHandler(api, metrics_path, limits.max_body_bytes), limits)
+    return HttpServer(RestHandler(api, metrics_path, limits.max_body_bytes), limits,
+                      request_headers=(REQUEST_KEY_HEADER,))

@@ -7,7 +7,8 @@ gRPC and REST ports. A background thread polls the base paths every
 ``--model_config_file_poll_wait_seconds`` (0: never); a config that fails to parse is
 reported and the running one kept. Unlike tensorflow_model_server, between polls it also
 glances at the base paths' listings ten times a second, so a pushed version starts loading
-at once instead of at the next poll.
+at once instead of at the next poll. Beside a ``--model_config_file`` it also reads the canary
+traffic split (``traffic_split.json``, ``serving.traffic``), at start and on the same poll.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import Optional
 
 import grpc
 
-from serving import config_files, grpc_service, tls
+from serving import config_files, grpc_service, tls, traffic
 from serving.batching import Batcher
 from serving.config_files import BatchingParameters, ModelServerConfig
 from serving.dataplane import DataPlane
@@ -89,6 +90,10 @@ class ModelServer:
                          if options.enable_batching else None)
         self.metrics_path = config_files.prometheus_path(options.monitoring_config_file)
         self.config = options.model_server_config()
+        self.split_file = (traffic.split_path(options.model_config_file)
+                           if options.model_config_file else None)
+        self.router = traffic.Router(traffic.read_splits(self.split_file)
+                                     if self.split_file else None)
         self.grpc_tls = (tls.read(options.ssl_config_file, "ssl_config_file")
                          if options.ssl_config_file else None)
         self.rest_tls = (tls.read(options.rest_ssl_config_file, "rest_ssl_config_file")
@@ -101,7 +106,7 @@ class ModelServer:
                                            thread_name_prefix="model")
         batcher = (Batcher(self.batching, self._run_batch, self.executor)
                    if self.batching else None)
-        self.dataplane = DataPlane(self.repository, self.executor, batcher)
+        self.dataplane = DataPlane(self.repository, self.executor, batcher, self.router)
         self.rest_api = RestApi(self.dataplane, self.metrics,
                                 options.rest_api_timeout_in_ms / 1000
                                 if options.rest_api_timeout_in_ms > 0 else None)
@@ -252,6 +257,18 @@ class ModelServer:
             log.info("Model config changed: applying %s", self.options.model_config_file)
             self.config = config
             self.repository.apply_config(config)
+        self._reread_split()  # after models.config: a split never runs ahead of its labels
+
+    def _reread_split(self) -> None:
+        try:
+            splits = traffic.read_splits(self.split_file)
+        except ServingError as err:
+            log.error("Keeping the running traffic split: %s", err.message)
+            return
+        if self.router.update(splits):
+            log.info("Traffic split changed: %s", ", ".join(
+                f"{name}: canary {split.canary_weight:g} %" for name, split in splits.items())
+                or "none")
 
 
 async def serve_forever(options: ServerOptions) -> None:

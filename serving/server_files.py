@@ -103,18 +103,32 @@ def server_command(settings: ServingSettings, files: ServerFiles, python: str,
                  f"--batching_parameters_file={files.batching_parameters}"]
     if files.monitoring_config:
         argv += [f"--monitoring_config_file={files.monitoring_config}"]
+    if s.tls.ssl_config_file:  # TF Serving's flag: gRPC over TLS, in both servers
+        argv += [f"--ssl_config_file={s.tls.ssl_config_file}"]
     if not real_binary:  # the embedded server's own flags; the real one refuses them
         argv += [f"--host={s.host}", f"--max_request_bytes={s.max_request_bytes}",
                  f"--rest_read_timeout_seconds={s.rest_read_timeout_seconds:g}",
                  f"--rest_idle_timeout_seconds={s.rest_idle_timeout_seconds:g}",
                  f"--rest_max_connections={s.rest_max_connections}"]
+        if s.tls.rest_ssl_config_file:
+            argv += [f"--rest_ssl_config_file={s.tls.rest_ssl_config_file}"]
     return argv + list(extra)
 
 
 def rest_url(settings: ServingSettings) -> str:
+    """Where the commands reach the REST port: https when ``serving.tls`` gives it TLS."""
     host = settings.serving.host if settings.serving.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    return f"http://{host}:{settings.serving.rest_api_port}"
+    scheme = "https" if settings.serving.tls.rest_ssl_config_file else "http"
+    return f"{scheme}://{host}:{settings.serving.rest_api_port}"
+
+
+def rest_verify(settings: ServingSettings):
+    """httpx's ``verify`` for :func:`rest_url`: an ``ssl.SSLContext`` trusting
+    ``serving.tls.ca_cert`` (the system's CAs without it) and presenting
+    ``client_cert`` when set; True (the default) for plain HTTP."""
+    return settings.serving.tls.client_context() or True
 
 
 __all__ = ["ServerFiles", "write_server_files", "server_command", "real_server_binary",
-           "models_config_path", "read_models_config", "default_models_config", "rest_url"]
+           "models_config_path", "read_models_config", "default_models_config", "rest_url",
+           "rest_verify"]

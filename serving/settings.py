@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import ssl
 from pathlib import Path
+from typing import Callable, ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*$"  # Kubernetes and Kubeflow v2 names
+_DNS_NAME = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$"  # Secret and IngressClass names, host names
 _URI_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
 
 
@@ -52,13 +55,140 @@ class KubernetesSection(StrictSection):
     target_cpu_utilization: int = Field(70, gt=0, le=100)
     volume_claim: str = Field("serving-models", pattern=NAME_PATTERN)
     storage: str = "10Gi"
+    # A TLS Ingress for the REST port (ingress.yaml), only when tls_secret is set: the
+    # Secret (type kubernetes.io/tls, made with `kubectl create secret tls`) and the host
+    # name its certificate is for. TLS ends at the Ingress; the pods serve plain HTTP.
+    tls_secret: Optional[str] = Field(None, pattern=_DNS_NAME)
+    ingress_host: Optional[str] = Field(None, pattern=r"^(\*\.)?" + _DNS_NAME[1:])
+    ingress_class: Optional[str] = Field(None, pattern=_DNS_NAME)  # None: cluster's default
 
     @model_validator(mode="after")
-    def _replica_range(self) -> "KubernetesSection":
+    def _consistent(self) -> "KubernetesSection":
         if self.max_replicas < self.replicas:
             raise ValueError(f"max_replicas ({self.max_replicas}) is below replicas "
                              f"({self.replicas})")
+        if (self.tls_secret is None) != (self.ingress_host is None):
+            raise ValueError("tls_secret and ingress_host go together: the TLS Ingress needs "
+                             "the Secret and the host name of its certificate")
+        if self.ingress_class and not self.tls_secret:
+            raise ValueError("ingress_class is set but no Ingress is made: set tls_secret "
+                             "and ingress_host")
         return self
+
+
+class TlsSection(StrictSection):
+    """TLS of the model server, and how the `mlops` commands reach it over HTTPS.
+
+    The server side names TF Serving's ``SSLConfig`` files (the PEM texts inside, not
+    paths), as the servers take them; the client side names PEM files, as curl and gRPC
+    clients take them. Paths are relative to the config file's folder.
+    """
+
+    ssl_config_file: Optional[str] = None  # gRPC over TLS: both servers' --ssl_config_file
+    rest_ssl_config_file: Optional[str] = None  # HTTPS on the REST port: embedded server only
+    ca_cert: Optional[str] = None  # PEM CA the commands trust for the server (default: system)
+    client_cert: Optional[str] = None  # PEM certificate the commands present (client_verify)
+    client_key: Optional[str] = None  # its unencrypted PEM key
+
+    FILE_KEYS: ClassVar[tuple[str, ...]] = (
+        "ssl_config_file", "rest_ssl_config_file", "ca_cert", "client_cert", "client_key")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TlsSection":
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together")
+        if not self.rest_ssl_config_file:
+            unused = [key for key in ("ca_cert", "client_cert") if getattr(self, key)]
+            if unused:
+                raise ValueError(f"{' and '.join(unused)} set without rest_ssl_config_file: "
+                                 "the mlops commands use them to reach the REST port over "
+                                 "HTTPS only")
+        return self
+
+    def resolve(self, absolute: Callable[[Optional[str]], Optional[str]]) -> None:
+        for key in self.FILE_KEYS:
+            setattr(self, key, absolute(getattr(self, key)))
+
+    def problems(self, prefix: str = "serving.tls") -> list[str]:
+        """One line per problem, naming the key: a missing file, an SSLConfig the server
+        would refuse (as it would say it), a CA or client certificate Python cannot load,
+        a server that requires a client certificate the commands do not have."""
+        problems, missing = [], set()
+        for key in self.FILE_KEYS:
+            path = getattr(self, key)
+            if path and not Path(path).is_file():
+                problems.append(f"{prefix}.{key}: file not found: {path}")
+                missing.add(key)
+        from serving import tls  # the server's own checks; protobuf, no TensorFlow
+        from serving.errors import ServingError
+
+        for key in ("ssl_config_file", "rest_ssl_config_file"):
+            path = getattr(self, key)
+            if path and key not in missing:
+                try:
+                    config = tls.read(path, key)
+                except ServingError as err:
+                    problems.append(f"{prefix}.{key}: "
+                                    + err.message.removeprefix(f"--{key}={path}: "))
+                    continue
+                if key == "rest_ssl_config_file" and config.client_verify and \
+                        not self.client_cert:
+                    problems.append(f"{prefix}.client_cert: the REST port requires a client "
+                                    "certificate (client_verify in rest_ssl_config_file): set "
+                                    "client_cert and client_key")
+        if not missing & {"ca_cert", "client_cert", "client_key"}:
+            try:
+                self.client_context()
+            except TlsFileError as err:
+                problems.append(f"{prefix}.{err.key}: {err}")
+        return problems
+
+    def client_context(self) -> Optional[ssl.SSLContext]:
+        """What the commands verify the REST port with (None: it is plain HTTP).
+
+        Raises:
+            TlsFileError: the CA, or the client certificate and key, cannot be loaded.
+        """
+        if not self.rest_ssl_config_file:
+            return None
+        try:
+            context = ssl.create_default_context(cafile=self.ca_cert)
+        except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
+            raise TlsFileError("ca_cert", f"not a PEM certificate: {self.ca_cert} "
+                               f"({_reason(err)})") from None
+        if self.client_cert:
+            try:
+                context.load_cert_chain(self.client_cert, self.client_key,
+                                        password=_no_password)
+            except (OSError, ValueError) as err:
+                raise TlsFileError("client_cert", "client_cert and client_key are not a "
+                                   "PEM certificate and its unencrypted key "
+                                   f"({_reason(err)})") from None
+        return context
+
+
+class TlsFileError(ValueError):
+    """A TLS file of the config that Python's ssl cannot load; ``key`` names the key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _no_password() -> bytes:
+    raise ValueError("the key is encrypted")
+
+
+def _reason(err: BaseException) -> str:
+    return getattr(err, "reason", None) or str(err)
+
+
+class CanarySection(StrictSection):
+    """The canary split of the embedded server (`mlops canary / promote / abort`)."""
+
+    # Per cent of bare-URL requests `mlops canary VERSION` sends to the canary when no
+    # --weight is given (0: load the canary, reachable by its label, with no traffic yet).
+    weight: float = Field(10, ge=0, le=100)
 
 
 class ServingSection(StrictSection):
@@ -76,6 +206,8 @@ class ServingSection(StrictSection):
     rest_idle_timeout_seconds: float = Field(60.0, ge=0)
     rest_max_connections: int = Field(1024, ge=0)
     batching: BatchingSection = Field(default_factory=BatchingSection)
+    canary: CanarySection = Field(default_factory=CanarySection)
+    tls: TlsSection = Field(default_factory=TlsSection)
     image: str = "tensorflow/serving:2.16.1"
     kubernetes: KubernetesSection = Field(default_factory=KubernetesSection)
 

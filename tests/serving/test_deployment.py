@@ -351,3 +351,48 @@ def test_check_reports_hand_edits_and_missing_files(tmp_path, config):
     assert set(deployment.check(config, out)) == {str(hpa), str(out / "models.config")}
     deployment.write(config, out)
     assert deployment.check(config, out) == []
+
+
+def test_a_tls_ingress_links_the_service_and_the_secret_only_when_configured(tmp_path,
+                                                                            config):
+    out = tmp_path / "deploy"
+    deployment.write(config, out)
+    ingress_file = out / "kubernetes" / deployment.INGRESS_FILE
+    assert not ingress_file.exists()  # off by default: the committed files have none
+    tls = variant(tmp_path, {"serving.kubernetes.tls_secret": "chicago-taxi-tls",
+                             "serving.kubernetes.ingress_host": "models.example.com",
+                             "serving.kubernetes.ingress_class": "nginx"})
+    assert set(deployment.check(tls, out)) == {
+        str(ingress_file), str(out / "kubernetes" / deployment.KUSTOMIZATION)}
+    deployment.write(tls, out)
+    objects = manifests(out / "kubernetes")
+    ingress, service = objects["Ingress"], objects["Service"]
+    assert ingress["apiVersion"] == "networking.k8s.io/v1"
+    assert ingress["metadata"]["namespace"] == service["metadata"]["namespace"]
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    [entry] = ingress["spec"]["tls"]
+    assert entry == {"hosts": ["models.example.com"], "secretName": "chicago-taxi-tls"}
+    [rule] = ingress["spec"]["rules"]
+    assert rule["host"] in entry["hosts"]  # the Secret's certificate covers the routed host
+    [path] = rule["http"]["paths"]
+    backend = path["backend"]["service"]
+    assert backend["name"] == service["metadata"]["name"]
+    service_ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    assert backend["port"] == {"number": service_ports["http"]}  # REST, not gRPC
+    probe = container(objects)["readinessProbe"]["httpGet"]["path"]
+    assert path["pathType"] == "Prefix" and probe.startswith(path["path"])  # the API routed
+    kustomization = yaml.safe_load((out / "kubernetes" / deployment.KUSTOMIZATION).read_text())
+    assert deployment.INGRESS_FILE in kustomization["resources"]
+
+    deployment.write(config, out)  # switched off again: the file goes
+    assert not ingress_file.exists() and deployment.check(config, out) == []
+
+
+def test_the_ingress_needs_both_its_secret_and_its_host(tmp_path):
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        variant(tmp_path, {"serving.kubernetes.tls_secret": "chicago-taxi-tls"})
+    assert caught.value.problems == [
+        "serving.kubernetes: tls_secret and ingress_host go together: the TLS Ingress needs "
+        "the Secret and the host name of its certificate"]

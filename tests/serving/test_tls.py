@@ -1,4 +1,4 @@
-"""TLS on both ports, on loopback, with a test CA made here (``cryptography``).
+"""TLS on both ports, on loopback, with a test CA made in the test (`tests/serving/pki.py`).
 
 gRPC takes TF Serving's ``--ssl_config_file`` (an ``SSLConfig`` text proto holding the PEM
 texts); the REST port takes ``--rest_ssl_config_file`` in the same format. Clients are the
@@ -9,9 +9,6 @@ a wrong, missing or mismatched key or certificate is one start-up error (exit 2,
 """
 from __future__ import annotations
 
-import dataclasses
-import datetime
-import ipaddress
 import ssl
 import subprocess
 import sys
@@ -20,10 +17,6 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc,
                                      prediction_service_pb2_grpc)
 
@@ -32,96 +25,17 @@ from serving.config_files import ssl_config_text
 from serving.errors import ServingError
 from tests.conftest import REPO
 from tests.serving.conftest import MODEL_NAME, ROWS, RunningServer
+from tests.serving.pki import Pair, Pki, https_context, make_pki, write_ssl_config
 
 TIMEOUT = 30
 
 
-# --- a test PKI -----------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Pair:
-    key: str  # PEM
-    cert: str  # PEM
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _key_pem(key) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
-
-
-class Authority:
-    """A self-signed CA that issues server and client certificates."""
-
-    def __init__(self, name: str) -> None:
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        self._name = _name(name)
-        now = datetime.datetime.now(datetime.timezone.utc)
-        self.cert = (x509.CertificateBuilder().subject_name(self._name)
-                     .issuer_name(self._name).public_key(self._key.public_key())
-                     .serial_number(x509.random_serial_number())
-                     .not_valid_before(now - datetime.timedelta(hours=1))
-                     .not_valid_after(now + datetime.timedelta(days=1))
-                     .add_extension(x509.BasicConstraints(ca=True, path_length=None),
-                                    critical=True)
-                     .sign(self._key, hashes.SHA256()))
-        self.pem = self.cert.public_bytes(serialization.Encoding.PEM).decode()
-
-    def issue(self, name: str, client: bool = False) -> Pair:
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
-        builder = (x509.CertificateBuilder().subject_name(_name(name))
-                   .issuer_name(self._name).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(hours=1))
-                   .not_valid_after(now + datetime.timedelta(days=1))
-                   .add_extension(x509.ExtendedKeyUsage(
-                       [ExtendedKeyUsageOID.CLIENT_AUTH if client
-                        else ExtendedKeyUsageOID.SERVER_AUTH]), critical=False))
-        if not client:
-            builder = builder.add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False)
-        cert = builder.sign(self._key, hashes.SHA256())
-        return Pair(_key_pem(key), cert.public_bytes(serialization.Encoding.PEM).decode())
-
-
-@dataclasses.dataclass(frozen=True)
-class Pki:
-    ca: Authority
-    other_ca: Authority
-    server: Pair
-    client: Pair  # issued by ca
-    stranger: Pair  # a client certificate issued by other_ca
-
-
 @pytest.fixture(scope="module")
 def pki() -> Pki:
-    ca, other = Authority("test CA"), Authority("another CA")
-    return Pki(ca, other, ca.issue("localhost"), ca.issue("client", client=True),
-               other.issue("stranger", client=True))
-
-
-def write_ssl_config(path: Path, pki: Pki, client_verify: bool = False) -> Path:
-    path.write_text(ssl_config_text(pki.server.key, pki.server.cert,
-                                    pki.ca.pem if client_verify else "", client_verify))
-    return path
+    return make_pki()
 
 
 # --- clients ---------------------------------------------------------------------------------
-
-def https_context(ca_pem: str, client: Pair | None = None, tmp: Path | None = None
-                  ) -> ssl.SSLContext:
-    context = ssl.create_default_context(cadata=ca_pem)
-    if client is not None:
-        (tmp / "client.pem").write_text(client.cert)
-        (tmp / "client.key").write_text(client.key)
-        context.load_cert_chain(tmp / "client.pem", tmp / "client.key")
-    return context
-
 
 def model_status(rest_port: int, context: ssl.SSLContext) -> str:
     response = httpx.get(f"https://localhost:{rest_port}/v1/models/{MODEL_NAME}",

@@ -1,0 +1,240 @@
+"""The canary split on a running embedded server, with the model the pipeline trained.
+
+One server for the module, on a serving directory laid out by `mlops serve`'s own files:
+versions 1 and 2, and a canary started (`mlops canary 2 --weight 20`'s operation) before the
+server starts, so the server reads the split at start as after a restart. Then, in order:
+the split over 2,000 REST requests, the X-Model-Version header and the per-version metrics,
+the bypass by version and label, sticky keys on REST and gRPC; and, with REST and gRPC
+clients running throughout, the weight changed, the canary aborted, started again and
+promoted through the `mlops` operations: not one request may fail.
+"""
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+from pipeline.config import load_config
+from serving import operations, server_files
+from tests.conftest import write_config
+from tests.serving.conftest import MODEL_NAME, ROWS, add_version, dtype_of, wait_for
+
+pytestmark = pytest.mark.slow
+
+MODEL = f"/v1/models/{MODEL_NAME}"
+METRICS_PATH = "/monitoring/prometheus/metrics"
+BODY = httpx.Request("POST", "/", json={"instances": [ROWS[0]]}).content
+
+
+@pytest.fixture(scope="module")
+def site(pipeline_model, tmp_path_factory):
+    from tests.serving.conftest import RunningServer
+
+    root = tmp_path_factory.mktemp("canary")
+    settings = load_config(write_config(root, {
+        "serving.file_system_poll_wait_seconds": 1,
+        "serving.model_config_file_poll_wait_seconds": 1}),
+        check_files=False).serving_settings()
+    base = Path(settings.serving_model_dir)
+    base.mkdir(parents=True)
+    add_version(base, pipeline_model, 1)
+    add_version(base, pipeline_model, 2)
+    files = server_files.write_server_files(settings)
+    operations.start_canary(settings, 2, 20)  # no server yet: it reads the split at start
+    server = RunningServer(model_config_file=str(files.models_config),
+                           monitoring_config_file=str(files.monitoring_config),
+                           file_system_poll_wait_seconds=1,
+                           model_config_file_poll_wait_seconds=1, enable_batching=True,
+                           batching_parameters_file=str(files.batching_parameters))
+    yield settings, server
+    server.stop()
+
+
+def predict(client: httpx.Client, path: str = f"{MODEL}:predict", key=None) -> int:
+    response = client.post(path, content=BODY,
+                           headers={"X-Request-Key": key} if key else None)
+    assert response.status_code == 200, response.text
+    assert list(response.json()) == ["predictions"]  # the body stays TF Serving's
+    return int(response.headers["X-Model-Version"])
+
+
+def version_counts(url: str) -> Counter:
+    text = httpx.get(url + METRICS_PATH, timeout=30).text
+    counts: Counter = Counter()
+    pattern = re.compile(r'^:mlops:serving:request_count\{model_name="chicago-taxi",'
+                         r'version="(\d+)",API="Predict",entrypoint="REST",status="OK"\} (\S+)$',
+                         re.MULTILINE)
+    for version, value in pattern.findall(text):
+        counts[int(version)] += float(value)
+    return counts
+
+
+def grpc_request():
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL_NAME
+    for name, value in ROWS[0].items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto([value], dtype=dtype_of(name)))
+    return request
+
+
+def test_the_split_over_2000_requests_with_the_version_header_and_metrics(site):
+    _, server = site
+    before = version_counts(server.rest_url)
+
+    def batch(_: int) -> Counter:
+        with httpx.Client(base_url=server.rest_url, timeout=60) as client:
+            return Counter(predict(client) for _ in range(500))
+
+    with ThreadPoolExecutor(4) as pool:
+        counts = sum(pool.map(batch, range(4)), Counter())
+    assert sum(counts.values()) == 2000 and set(counts) == {1, 2}
+    assert abs(counts[2] / 2000 * 100 - 20) < 3.5, counts  # sd 0.9 %
+    after = version_counts(server.rest_url)
+    assert {v: after[v] - before[v] for v in (1, 2)} == {1: counts[1], 2: counts[2]}
+
+
+def test_a_version_or_a_label_bypasses_the_split(site):
+    _, server = site
+    with httpx.Client(base_url=server.rest_url, timeout=60) as client:
+        for path, version in ((f"{MODEL}/versions/1:predict", 1),
+                              (f"{MODEL}/versions/2:predict", 2),
+                              (f"{MODEL}/labels/stable:predict", 1),
+                              (f"{MODEL}/labels/canary:predict", 2)):
+            assert {predict(client, path) for _ in range(60)} == {version}, path
+        metadata = client.get(f"{MODEL}/versions/1/metadata")
+        assert metadata.headers["X-Model-Version"] == "1"
+        assert "X-Model-Version" not in client.get(MODEL).headers  # status: every version
+
+
+def test_a_request_key_gets_the_same_version_on_rest_and_grpc(site):
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    _, server = site
+    keys = [f"customer-{i}" for i in range(150)]
+    with httpx.Client(base_url=server.rest_url, timeout=60) as client:
+        chosen = {key: predict(client, key=key) for key in keys}
+        for _ in range(2):
+            assert {key: predict(client, key=key) for key in keys} == chosen
+    assert set(chosen.values()) == {1, 2}
+    request = grpc_request()
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for key in keys[:60]:
+            response = stub.Predict(request, timeout=30, metadata=(("x-request-key", key),))
+            assert response.model_spec.version.value == chosen[key], key
+        unkeyed = Counter(stub.Predict(request, timeout=30).model_spec.version.value
+                          for _ in range(200))
+    assert set(unkeyed) == {1, 2}
+
+
+class Load:
+    """REST and gRPC clients on the bare URL; they record failures and who answered."""
+
+    def __init__(self, rest_url: str, grpc_target: str) -> None:
+        self.rest_url, self.grpc_target = rest_url, grpc_target
+        self.failures: list[str] = []
+        self.answers: list[int] = []  # versions, in the order answers arrived
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._rest, daemon=True) for _ in range(3)]
+        self._threads.append(threading.Thread(target=self._grpc, daemon=True))
+
+    def __enter__(self) -> "Load":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def _record(self, version: int) -> None:
+        with self._lock:
+            self.answers.append(version)
+
+    def _rest(self) -> None:
+        with httpx.Client(base_url=self.rest_url, timeout=30) as client:
+            while not self._stop.is_set():
+                response = client.post(f"{MODEL}:predict", content=BODY)
+                if response.status_code != 200 or "predictions" not in response.json():
+                    self.failures.append(f"REST {response.status_code} {response.text}")
+                else:
+                    self._record(int(response.headers["X-Model-Version"]))
+
+    def _grpc(self) -> None:
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        request = grpc_request()
+        with grpc.insecure_channel(self.grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            while not self._stop.is_set():
+                try:
+                    self._record(stub.Predict(request, timeout=30).model_spec.version.value)
+                except grpc.RpcError as err:
+                    self.failures.append(f"gRPC {err.code()} {err.details()}")
+
+    def share_after(self, seconds: float, count: int = 600) -> Counter:
+        """Who answered the next ``count`` requests once ``seconds`` have passed (the
+        server's config poll is 1 s)."""
+        time.sleep(seconds)
+        start = len(self.answers)
+        wait_for(lambda: len(self.answers) >= start + count, f"{count} answers")
+        return Counter(self.answers[start:start + count])
+
+
+def states(url: str) -> dict[int, str]:
+    body = httpx.get(f"{url}{MODEL}", timeout=30).json()
+    return {int(s["version"]): s["state"] for s in body["model_version_status"]}
+
+
+def test_weights_change_under_load_then_abort_then_promote(site):
+    settings, server = site
+    url = server.rest_url
+    loaded = operations.waiter(url, MODEL_NAME)
+    gone = operations.unload_waiter(url, MODEL_NAME)
+    with Load(url, server.grpc_target) as load:
+        wait_for(lambda: len(load.answers) > 50, "clients to get going")
+        share = load.share_after(0)
+        assert share[2] / 600 < 0.35, share  # 20 %
+
+        operations.start_canary(settings, weight=80)  # `mlops canary --weight 80`
+        share = load.share_after(2.5)
+        assert 0.70 < share[2] / 600 < 0.90, share
+
+        operations.start_canary(settings, weight=0)
+        assert load.share_after(2.5, 300) == {1: 300}
+        operations.start_canary(settings, weight=50)
+        share = load.share_after(2.5)
+        assert 0.40 < share[2] / 600 < 0.60, share
+
+        change = operations.abort(settings, gone)  # `mlops abort`
+        assert "every request goes to stable version 1" in change.message
+        assert load.share_after(0.5, 300) == {1: 300}
+        wait_for(lambda: states(url) == {2: "END", 1: "AVAILABLE"}, "the canary to unload")
+        assert not operations.split_file(settings).exists()
+
+        operations.start_canary(settings, 2, 50, wait_until_served=loaded)  # again
+        wait_for(lambda: states(url) == {2: "AVAILABLE", 1: "AVAILABLE"}, "the canary to load")
+        share = load.share_after(2.5)
+        assert 0.40 < share[2] / 600 < 0.60, share
+
+        change = operations.promote(settings, gone)  # `mlops promote`
+        assert "version 2 promoted" in change.message
+        assert load.share_after(0.5, 300) == {2: 300}
+        wait_for(lambda: states(url) == {2: "AVAILABLE", 1: "END"}, "the old stable to unload")
+        assert not operations.split_file(settings).exists()
+        count = len(load.answers)
+
+    assert load.failures == [], load.failures[:5]
+    assert count > 3000
