@@ -536,8 +536,9 @@ def _resolve_paths(config: PipelineConfig, config_dir: Path) -> None:
     config.data.schema_path = absolute(config.data.schema_path)
     config.serving.base_directory = absolute(config.serving.base_directory)
     config.serving.tls.resolve(absolute)
+    config.serving.request_log.directory = absolute(config.serving.request_log.directory)
     config.skew.requests = absolute(config.skew.requests or join_path(
-        config.serving.base_directory, "request_logs", config.serving.model_name))
+        config.serving.request_log_dir, config.serving.model_name))
     config.kubeflow.output_file = str((config_dir / config.kubeflow.output_file).resolve())
 
 

@@ -20,6 +20,7 @@ from tensorflow_serving.apis.get_model_metadata_pb2 import SignatureDefMap
 
 from serving import examples as examples_lib, servable as servable_lib
 from serving.batching import Batcher
+from serving.request_log import RequestLogs
 from serving.errors import invalid_argument
 from serving.repository import ModelRepository
 from serving.traffic import Router
@@ -73,11 +74,13 @@ class DataPlane:
     """
 
     def __init__(self, repository: ModelRepository, executor: Executor,
-                 batcher: Optional[Batcher] = None, router: Optional[Router] = None) -> None:
+                 batcher: Optional[Batcher] = None, router: Optional[Router] = None,
+                 request_logs: Optional[RequestLogs] = None) -> None:
         self.repository = repository
         self._executor = executor
         self._batcher = batcher
         self.router = router if router is not None else Router()
+        self.request_logs = request_logs  # a sample of what is asked, for `mlops skew`
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -114,6 +117,8 @@ class DataPlane:
     # --- model calls ------------------------------------------------------------------------
 
     async def _call(self, servable, signature, inputs: Mapping[str, np.ndarray]) -> dict:
+        if self.request_logs is not None:
+            self.request_logs.sample(servable, signature, inputs)
         if self._batcher is not None:
             return await self._batcher.run(servable, signature.name, inputs)
         loop = asyncio.get_running_loop()

@@ -48,6 +48,9 @@ _HELP = {
                             "close (0: no bound)",
     "rest_ssl_config_file": "[embedded server] SSLConfig text proto, as --ssl_config_file: "
                             "HTTPS on the REST port",
+    "request_log_sample_rate": "[embedded server] share of requests logged as tf.Examples "
+                               "for `mlops skew` (0: none)",
+    "request_log_dir": "[embedded server] where the request log goes (a folder per model)",
 }
 
 

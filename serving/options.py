@@ -39,12 +39,19 @@ class ServerOptions:
     rest_idle_timeout_seconds: float = 60.0
     rest_max_connections: int = 1024
     rest_ssl_config_file: str = ""  # SSLConfig text proto too: HTTPS on the REST port
+    # Ours: a sample of the requests as tf.Examples, for `mlops skew` (0: off).
+    request_log_sample_rate: float = 0.0
+    request_log_dir: str = ""
 
     def __post_init__(self) -> None:
         for name in ("rest_read_timeout_seconds", "rest_idle_timeout_seconds",
                      "rest_max_connections", "max_request_bytes"):
             if getattr(self, name) < 0:
                 raise invalid_argument(f"--{name} must not be negative")
+        if not 0 <= self.request_log_sample_rate <= 1:
+            raise invalid_argument("--request_log_sample_rate must be between 0 and 1")
+        if self.request_log_sample_rate and not self.request_log_dir:
+            raise invalid_argument("--request_log_sample_rate needs --request_log_dir")
 
     def model_server_config(self) -> ModelServerConfig:
         if self.model_config_file:

@@ -26,6 +26,7 @@ from serving import config_files, grpc_service, tls, traffic
 from serving.batching import Batcher
 from serving.config_files import BatchingParameters, ModelServerConfig
 from serving.dataplane import DataPlane
+from serving.request_log import RequestLogs
 from serving.errors import ServingError
 from serving.metrics import Metrics
 from serving.options import ServerOptions
@@ -106,7 +107,11 @@ class ModelServer:
                                            thread_name_prefix="model")
         batcher = (Batcher(self.batching, self._run_batch, self.executor)
                    if self.batching else None)
-        self.dataplane = DataPlane(self.repository, self.executor, batcher, self.router)
+        self.request_logs = (RequestLogs(options.request_log_dir,
+                                         options.request_log_sample_rate)
+                             if options.request_log_sample_rate else None)
+        self.dataplane = DataPlane(self.repository, self.executor, batcher, self.router,
+                                   self.request_logs)
         self.rest_api = RestApi(self.dataplane, self.metrics,
                                 options.rest_api_timeout_in_ms / 1000
                                 if options.rest_api_timeout_in_ms > 0 else None)
@@ -180,7 +185,8 @@ class ModelServer:
                  " (HTTPS)" if self.rest_tls else "", self.options.host, self.rest_port)
 
     async def stop(self) -> None:
-        """Stops listening, lets in-flight calls finish (1 s grace), unloads every model."""
+        """Stops listening, lets in-flight calls finish (1 s grace), closes the request
+        log, unloads every model."""
         self._stop.set()
         if self._http is not None:
             self._http.stop()
@@ -189,6 +195,8 @@ class ModelServer:
         if self._poller is not None:
             self._poller.join(timeout=30)
         self.executor.shutdown(wait=True, cancel_futures=True)
+        if self.request_logs is not None:  # everything sampled is on disk after a clean stop
+            self.request_logs.close()
         self.repository.apply_config(ModelServerConfig())
 
     async def reload_config(self, config: ModelServerConfig) -> None:

@@ -112,6 +112,9 @@ def server_command(settings: ServingSettings, files: ServerFiles, python: str,
                  f"--rest_max_connections={s.rest_max_connections}"]
         if s.tls.rest_ssl_config_file:
             argv += [f"--rest_ssl_config_file={s.tls.rest_ssl_config_file}"]
+        if s.request_log.sample_rate:
+            argv += [f"--request_log_sample_rate={s.request_log.sample_rate:g}",
+                     f"--request_log_dir={s.request_log_dir}"]
     return argv + list(extra)
 
 

@@ -191,6 +191,15 @@ class CanarySection(StrictSection):
     weight: float = Field(10, ge=0, le=100)
 
 
+class RequestLogSection(StrictSection):
+    """The embedded server's sample of requests, as tf.Examples, for `mlops skew`."""
+
+    sample_rate: float = Field(0.0, ge=0, le=1, description="share of requests logged "
+                                                            "(0: off)")
+    directory: Optional[str] = Field(None, description="default: <base_directory>/"
+                                                       "request_logs (a folder per model)")
+
+
 class ServingSection(StrictSection):
     model_name: str = Field(pattern=NAME_PATTERN)
     base_directory: str = "serving_models"
@@ -207,6 +216,7 @@ class ServingSection(StrictSection):
     rest_max_connections: int = Field(1024, ge=0)
     batching: BatchingSection = Field(default_factory=BatchingSection)
     canary: CanarySection = Field(default_factory=CanarySection)
+    request_log: RequestLogSection = Field(default_factory=lambda: RequestLogSection())
     tls: TlsSection = Field(default_factory=TlsSection)
     image: str = "tensorflow/serving:2.16.1"
     kubernetes: KubernetesSection = Field(default_factory=KubernetesSection)
@@ -217,6 +227,11 @@ class ServingSection(StrictSection):
             raise ValueError(f"grpc_port and rest_api_port are both {self.grpc_port}: the "
                              "two APIs need a port each")
         return self
+
+    @property
+    def request_log_dir(self) -> str:
+        """Where the embedded server logs requests (a folder per model inside)."""
+        return self.request_log.directory or join_path(self.base_directory, "request_logs")
 
     @property
     def model_dir(self) -> str:

@@ -114,3 +114,28 @@ def test_example_signatures_are_logged_as_their_examples_and_predict_as_columns(
     assert [r.SerializeToString() for r in rows[:2]] == serialized
     assert rows[2].features.feature["trip_start_hour"].int64_list.value == [19]
     assert len(rows) == 4
+
+
+def test_the_server_options_and_mlops_serve_carry_the_request_log(tmp_path):
+    from pipeline.config import load_config
+    from serving import server_files
+    from serving.errors import ServingError
+    from serving.options import ServerOptions
+    from tests.conftest import write_config
+
+    with pytest.raises(ServingError, match="needs --request_log_dir"):
+        ServerOptions(model_base_path="m", request_log_sample_rate=0.1)
+    with pytest.raises(ServingError, match="between 0 and 1"):
+        ServerOptions(model_base_path="m", request_log_sample_rate=2, request_log_dir="d")
+    config = load_config(write_config(tmp_path, {"serving.request_log.sample_rate": 0.1}),
+                         check_files=False)
+    files = server_files.ServerFiles(models_config=tmp_path / "models.config",
+                                     batching_parameters=None, monitoring_config=None)
+    argv = server_files.server_command(config.serving_settings(), files, "python", None)
+    assert "--request_log_sample_rate=0.1" in argv
+    assert f"--request_log_dir={tmp_path / 'serving_models' / 'request_logs'}" in argv
+    assert config.skew.requests == str(tmp_path / "serving_models" / "request_logs" /
+                                       "chicago-taxi")  # where mlops skew reads by default
+    real = server_files.server_command(config.serving_settings(), files, "python",
+                                       "/usr/bin/tensorflow_model_server")
+    assert not [a for a in real if a.startswith("--request_log")]
