@@ -12,6 +12,7 @@
     mlops history [--limit N] [--json | --html] / mlops lineage VERSION [--json]
     mlops report [RUN] [--open]                  a run's HTML report
     mlops skew [--requests DIR] [--previous DIR] served requests vs the training data
+    mlops span-from-requests --labels CSV        labelled requests as the next span
     mlops kfp compile | image | upload | run | schedule | unschedule | list   Kubeflow
 
 Exit codes: 0 success (whether or not a model was pushed), 1 the run failed (data
@@ -179,6 +180,36 @@ def lineage_(version: int = typer.Argument(..., help="A version in the serving d
         return
     for line in found.lines():
         typer.echo(line)
+
+
+@app.command("span-from-requests")
+def span_from_requests_(labels: Path = typer.Option(..., "--labels", metavar="CSV",
+                                                    help="A CSV of request keys and labels."),
+                        key_column: str = typer.Option("request_key", "--key-column",
+                                                       help="Its column of request keys."),
+                        label_column: Optional[str] = typer.Option(
+                            None, "--label-column", help="Its column of labels (default: "
+                                                         "label.column)."),
+                        requests: Optional[str] = typer.Option(
+                            None, "--requests", metavar="DIR",
+                            help="The request log (default: skew.requests)."),
+                        config_file: Optional[str] = ConfigOption,
+                        overrides: Optional[list[str]] = SetOption) -> None:
+    """Served requests joined to labels known later, written as the next span."""
+    config = load_or_exit(config_file, overrides, check_files=False)
+    process.prepare(verbose=False)
+    from pipeline import requests_span
+
+    try:
+        made = requests_span.span_from_requests(config, requests or config.skew.requests,
+                                                str(labels), key_column, label_column)
+    except requests_span.SpanError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"Wrote span {made.span}: {made.rows} labelled requests -> {made.path} "
+               f"({made.requests_without_label} without a label, "
+               f"{made.requests_without_key} without a key, left out). The next run "
+               "trains on it.")
 
 
 @app.command("skew")

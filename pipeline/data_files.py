@@ -17,21 +17,34 @@ from typing import Union
 SPAN_TOKEN = "{SPAN}"
 
 
+def spans(input_base: str, span_pattern: str) -> dict[int, list[str]]:
+    """Every span present, with its files."""
+    full = os.path.join(input_base, span_pattern)
+    before, _, _ = full.partition(SPAN_TOKEN)
+    number = re.compile(re.escape(before).replace(r"\*", "[^/]*") + r"(\d+)")
+    found: dict[int, list[str]] = {}
+    for path in glob.glob(full.replace(SPAN_TOKEN, "*")):
+        match = number.match(path)
+        if match:
+            found.setdefault(int(match.group(1)), []).append(path)
+    return found
+
+
+def new_span_file(input_base: str, span_pattern: str, span: int, name: str) -> str:
+    """Where a file of span `span` goes: the pattern with `{SPAN}` filled and its glob
+    (`*`) replaced by `name` (`span-{SPAN}/*.csv` -> `span-4/<name>.csv`)."""
+    return os.path.join(input_base,
+                        span_pattern.replace(SPAN_TOKEN, str(span)).replace("*", name))
+
+
 def span_files(input_base: str, span_pattern: str, span: Union[str, int]) -> list[str]:
     """The files of the span a run reads: `span`, or the newest one for "latest" (as TFX's
     ExampleGen resolves `{SPAN}`: the highest number that matches)."""
     if span != "latest":
         return sorted(glob.glob(os.path.join(
             input_base, span_pattern.replace(SPAN_TOKEN, str(span)))))
-    full = os.path.join(input_base, span_pattern)
-    before, _, after = full.partition(SPAN_TOKEN)
-    number = re.compile(re.escape(before).replace(r"\*", "[^/]*") + r"(\d+)")
-    by_span: dict[int, list[str]] = {}
-    for path in glob.glob(full.replace(SPAN_TOKEN, "*")):
-        match = number.match(path)
-        if match:
-            by_span.setdefault(int(match.group(1)), []).append(path)
-    return sorted(by_span[max(by_span)]) if by_span else []
+    found = spans(input_base, span_pattern)
+    return sorted(found[max(found)]) if found else []
 
 
 def header(path: str) -> list[str]:

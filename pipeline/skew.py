@@ -98,7 +98,7 @@ def request_files(folder: str) -> list[str]:
     return files
 
 
-def _records(files: Iterable[str]) -> Iterator[bytes]:
+def read_records(files: Iterable[str]) -> Iterator[bytes]:
     import tensorflow as tf
 
     for path in files:
@@ -216,14 +216,14 @@ def skew(config: PipelineConfig, requests_dir: str, version: Optional[int] = Non
                         "its training data is what the requests are compared with")
     schema = comparing_schema(_read_schema(run.schema_uri), config)
     options = stats_options.StatsOptions(schema=schema)
-    served = batch_statistics(_batches(_records(files)), options)
+    served = batch_statistics(_batches(read_records(files)), options)
     training = _training_statistics(run.examples_uri, options)
     requests = int(served.datasets[0].num_examples) if served.datasets else 0
     skewed = tfdv.validate_statistics(training, schema, environment="TRAINING",
                                       serving_statistics=served)
     drift: list[Shift] = []
     if previous_dir:
-        before = batch_statistics(_batches(_records(request_files(previous_dir))), options)
+        before = batch_statistics(_batches(read_records(request_files(previous_dir))), options)
         drift = _shifts(tfdv.validate_statistics(served, schema, environment="SERVING",
                                                  previous_statistics=before), "drift")
     checked = tfdv.validate_statistics(served, schema, environment="SERVING")

@@ -116,9 +116,10 @@ class DataPlane:
 
     # --- model calls ------------------------------------------------------------------------
 
-    async def _call(self, servable, signature, inputs: Mapping[str, np.ndarray]) -> dict:
+    async def _call(self, servable, signature, inputs: Mapping[str, np.ndarray],
+                    key: Optional[str] = None) -> dict:
         if self.request_logs is not None:
-            self.request_logs.sample(servable, signature, inputs)
+            self.request_logs.sample(servable, signature, inputs, key)
         if self._batcher is not None:
             return await self._batcher.run(servable, signature.name, inputs)
         loop = asyncio.get_running_loop()
@@ -146,7 +147,7 @@ class DataPlane:
                 raise invalid_argument(
                     f"output tensor alias not found in signature: {alias} Outputs expected "
                     f"to be in the set {{{','.join(sorted(signature.outputs))}}}.")
-        outputs = await self._call(servable, signature, inputs)
+        outputs = await self._call(servable, signature, inputs, spec.request_key)
         if output_filter:
             outputs = {key: outputs[key] for key in output_filter}
         return Result(servable, signature, outputs)
@@ -164,7 +165,7 @@ class DataPlane:
         if not ({"classes", "scores"} & set(signature.outputs)):
             raise invalid_argument("Expected classification signature outputs to contain "
                                    "classes or scores")
-        return await self._run_examples(servable, signature, examples)
+        return await self._run_examples(servable, signature, examples, spec.request_key)
 
     async def regress(self, spec: ModelSpec, examples: list[bytes]) -> Result:
         """TF Serving's Regress: serialized tf.Examples through a regress signature.
@@ -176,7 +177,7 @@ class DataPlane:
                                                        "regression")
         if "outputs" not in signature.outputs:
             raise invalid_argument("Expected regression signature outputs to contain outputs")
-        return await self._run_examples(servable, signature, examples)
+        return await self._run_examples(servable, signature, examples, spec.request_key)
 
     def _examples_signature(self, spec: ModelSpec, method: str, kind: str):
         servable, signature = self.signature(spec)
@@ -187,9 +188,11 @@ class DataPlane:
             raise invalid_argument(f"Expected one input Tensor in the {kind} signature.")
         return servable, signature
 
-    async def _run_examples(self, servable, signature, examples: list[bytes]) -> Result:
+    async def _run_examples(self, servable, signature, examples: list[bytes],
+                            key: Optional[str] = None) -> Result:
         (name,) = signature.inputs
-        outputs = await self._call(servable, signature, {name: examples_lib.as_batch(examples)})
+        outputs = await self._call(servable, signature,
+                                   {name: examples_lib.as_batch(examples)}, key)
         return Result(servable, signature, outputs)
 
     # --- model information ---------------------------------------------------------------------

@@ -30,6 +30,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 SUFFIX = ".tfrecord"
+# A request's key (X-Request-Key, x-request-key), kept with its rows so that labels known
+# later can be joined to them (`mlops span-from-requests`).
+REQUEST_KEY_FEATURE = "request_key"
 _STOP = object()
 Rows = Union[Mapping[str, np.ndarray], Sequence[bytes]]  # columns, or serialized examples
 
@@ -62,6 +65,14 @@ def examples_from_columns(columns: Mapping[str, np.ndarray]) -> list[bytes]:
     return out
 
 
+def _with_key(record: bytes, key: str) -> bytes:
+    from tensorflow.core.example import example_pb2
+
+    example = example_pb2.Example.FromString(record)
+    example.features.feature[REQUEST_KEY_FEATURE].bytes_list.value[:] = [key.encode()]
+    return example.SerializeToString()
+
+
 class RequestLog:
     """Samples requests of one model into `<directory>/<model>/requests-*.tfrecord`."""
 
@@ -88,12 +99,12 @@ class RequestLog:
         self._thread = threading.Thread(target=self._drain, name="request-log", daemon=True)
         self._thread.start()
 
-    def sample(self, version: int, rows: Rows) -> bool:
-        """Queues the request's rows if it is sampled; True when it was."""
+    def sample(self, version: int, rows: Rows, key: Optional[str] = None) -> bool:
+        """Queues the request's rows (and its key) if it is sampled; True when it was."""
         if self._random.random() >= self.sample_rate:
             return False
         try:
-            self._queue.put_nowait((version, rows))
+            self._queue.put_nowait((version, rows, key))
         except queue.Full:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
@@ -120,12 +131,12 @@ class RequestLog:
             if item is _STOP:
                 self._finish_file()
                 return
-            version, rows = item
+            version, rows, key = item
             try:
                 records = (examples_from_columns(rows) if isinstance(rows, Mapping)
                            else list(rows))
                 for record in records:
-                    self._write(record)
+                    self._write(_with_key(record, key) if key else record)
             except Exception:  # a malformed request must not stop the log
                 log.exception("Request log: a sample of version %s was not written", version)
 
@@ -181,13 +192,14 @@ class RequestLogs:
         self._logs: dict[str, RequestLog] = {}
         self._lock = threading.Lock()
 
-    def sample(self, servable, signature, inputs: Mapping[str, np.ndarray]) -> bool:
+    def sample(self, servable, signature, inputs: Mapping[str, np.ndarray],
+               key: Optional[str] = None) -> bool:
         with self._lock:
             model_log = self._logs.get(servable.name)
             if model_log is None:
                 model_log = self._logs[servable.name] = RequestLog(
                     self.directory, servable.name, self.sample_rate, **self._options)
-        return model_log.sample(servable.version, rows_of(signature, inputs))
+        return model_log.sample(servable.version, rows_of(signature, inputs), key)
 
     def close(self) -> None:
         with self._lock:
