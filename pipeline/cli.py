@@ -244,8 +244,11 @@ def skew_(requests: Optional[str] = typer.Option(
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=1))
     else:
+        from pipeline import report as html_report
+
         for line in report.lines():
             typer.echo(line)
+        typer.echo(f"Report: {html_report.write_skew(config, report)}")
     raise typer.Exit(1 if report.problems else 0)
 
 

@@ -83,6 +83,10 @@ def test_a_shifted_number_and_a_new_category_are_named(served, tmp_path: Path):
     assert cli.returncode == 1, cli.stderr
     document = json.loads(cli.stdout)
     assert {s["feature"] for s in document["skew"] if s["exceeded"]} == {"fare", "payment_type"}
+    text = mlops("skew", "--requests", str(log), "--config", str(config_file), timeout=300)
+    page = Path(text.stdout.splitlines()[-1].removeprefix("Report: "))
+    html = page.read_text()
+    assert page.name == "skew-v1.html" and "shifted" in html and "Crypto" in html
 
 
 def test_drift_between_two_request_logs(served, tmp_path: Path):

@@ -70,6 +70,18 @@ def write_history(config: PipelineConfig, entries: list, output: Optional[str] =
     return path
 
 
+def write_skew(config: PipelineConfig, found) -> str:
+    """Writes a skew check's page beside the reports; returns its path."""
+    from pipeline.report import page
+
+    path = os.path.join(config.pipeline.root, REPORTS_DIR, f"skew-v{found.version}.html")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
+        handle.write(page.build_skew(config.pipeline.name, found))
+    os.replace(f"{path}.tmp", path)
+    return path
+
+
 def find(config: PipelineConfig, run_id: Optional[str] = None) -> RunReport:
     """The record of run `run_id`, or of the newest run."""
     from pipeline import run_records

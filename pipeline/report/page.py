@@ -467,6 +467,28 @@ def build_history(pipeline_name: str, entries: Sequence, records: Sequence[RunRe
     return _page(f"{pipeline_name} history", header_html + chart + runs, generated_at)
 
 
+def build_skew(pipeline_name: str, found, generated_at: Optional[str] = None) -> str:
+    """A skew check's page (`mlops skew`): each feature's distance with its threshold,
+    the drift when asked, and the anomalies (`skew.SkewReport`)."""
+    def shifts(items) -> str:
+        rows = [(_e(s.feature), _e(s.measure), _fmt(s.value), _e(f"{s.threshold:g}"),
+                 '<span class="bad">shifted</span>' if s.exceeded else
+                 '<span class="ok">ok</span>') for s in items]
+        return _table(("feature", "measure", "value", "threshold", ""), rows, "metrics")
+
+    verdict = (f'<span class="badge bad">{len(found.problems)} problem(s)</span>'
+               if found.problems else '<span class="badge ok">no skew</span>')
+    body = (f"<header><h1>{_e(pipeline_name)}: served requests {verdict}</h1>"
+            f'<p class="facts">{found.requests} requests ({len(found.files)} files) against '
+            f"the training data of version {found.version}</p></header>"
+            + _section("skew", "Skew: requests against the training data", shifts(found.skew)))
+    if found.drift:
+        body += _section("drift", "Drift: against the previous requests", shifts(found.drift))
+    body += _section("anomalies", "Anomalies against the schema", "".join(
+        f"<p>{_e(a)}</p>" for a in found.anomalies) or '<p class="muted">None.</p>')
+    return _page(f"{pipeline_name} skew, version {found.version}", body, generated_at)
+
+
 def build(report: RunReport, history: Iterable[RunReport] = (),
           slice_metrics: Sequence[SliceMetrics] = (),
           feature_statistics: Optional[dict[str, list[FeatureSummary]]] = None,
