@@ -3,7 +3,7 @@ PY := .venv/bin/python
 MLOPS := .venv/bin/mlops
 ARGS ?=
 
-.PHONY: setup run serve test test-fast bench bench-serving bench-kubeflow bench-history check-config deploy-files kfp-compile image lock clean
+.PHONY: setup run serve test test-fast bench bench-serving bench-kubeflow bench-history bench-serving-options check-config deploy-files kfp-compile image lock clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -28,6 +28,9 @@ bench-serving: setup  ## Serving throughput and latency (REST, gRPC), push-to-an
 
 bench-kubeflow: setup  ## The compiled Kubeflow package run as KFP does, beside mlops run
 	@$(PY) bench/kubeflow $(ARGS)
+
+bench-serving-options: setup  ## What TLS and the request log cost the REST port (needs wrk)
+	@$(PY) bench/serving_options $(ARGS)
 
 bench-history: setup  ## mlops history over 100 runs
 	@$(PY) bench/history $(ARGS)

@@ -1,8 +1,8 @@
 """A sample of the requests a server answers, kept as TFRecord files of `tf.Example`s.
 
 What `mlops skew` compares with the training data: the features a model was asked about,
-in the form the pipeline's own data has (one `tf.Example` per row, a missing value left
-out), so TFDV reads requests and training data alike.
+in the form the pipeline's own data has (one `tf.Example` per row, a missing value an
+empty list), so TFDV reads requests and training data alike.
 
 - Sampling is per request (`sample_rate`), decided on the request path at the cost of a
   random draw; everything else happens on one background thread, so a logged request
@@ -34,35 +34,58 @@ SUFFIX = ".tfrecord"
 # later can be joined to them (`mlops span-from-requests`).
 REQUEST_KEY_FEATURE = "request_key"
 _STOP = object()
+_BATCH = 512  # queued samples the writer takes at once
+_POLL_SECONDS = 0.1
 Rows = Union[Mapping[str, np.ndarray], Sequence[bytes]]  # columns, or serialized examples
 
 
 def examples_from_columns(columns: Mapping[str, np.ndarray]) -> list[bytes]:
     """One serialized tf.Example per row of `[batch]` columns (a predict request's inputs):
-    floats as float_list (NaN left out), integers as int64_list, text as bytes_list ("" left
-    out), as the pipeline's CSV ingestion writes them."""
-    from tensorflow.core.example import example_pb2
+    floats as float_list, integers as int64_list, text as bytes_list, a missing value (NaN,
+    "") an empty list, as the pipeline's CSV ingestion writes an empty cell; encoded by
+    tfx_bsl's C++ encoder."""
+    import pyarrow as pa
+    from tfx_bsl.coders import example_coder
 
-    rows = len(next(iter(columns.values()))) if columns else 0
-    out = []
-    for row in range(rows):
-        example = example_pb2.Example()
-        features = example.features.feature
-        for name, values in columns.items():
-            if values.ndim != 1:
-                continue  # not a per-row scalar feature: not something TFDV compares
-            value = values[row]
-            if values.dtype.kind == "f":
-                if not np.isnan(value):
-                    features[name].float_list.value.append(float(value))
-            elif values.dtype.kind in "iu":
-                features[name].int64_list.value.append(int(value))
-            else:
-                text = value if isinstance(value, bytes) else str(value).encode()
-                if text:
-                    features[name].bytes_list.value.append(text)
-        out.append(example.SerializeToString())
-    return out
+    names, lists = [], []
+    for name, values in columns.items():
+        if values.ndim != 1:
+            continue  # not a per-row scalar feature: not something TFDV compares
+        if values.dtype.kind == "f":
+            present = ~np.isnan(values)
+            kept = pa.array(values[present].astype(np.float32))
+        elif values.dtype.kind in "iu":
+            present = np.ones(len(values), dtype=bool)
+            kept = pa.array(values.astype(np.int64))
+        else:
+            texts = [v if isinstance(v, bytes) else str(v).encode() for v in values]
+            present = np.array([bool(t) for t in texts], dtype=bool)
+            kept = pa.array([t for t in texts if t], pa.binary())
+        offsets = np.zeros(len(values) + 1, dtype=np.int32)
+        np.cumsum(present, out=offsets[1:])
+        names.append(name)
+        lists.append(pa.ListArray.from_arrays(pa.array(offsets), kept))
+    if not names:
+        return []
+    return example_coder.RecordBatchToExamplesEncoder().encode(
+        pa.RecordBatch.from_arrays(lists, names))
+
+
+def _merged(items: list) -> list:
+    """Queued samples with the same columns and key merged into one batch of columns, so
+    the encoder runs once per batch rather than once per (often one-row) request."""
+    merged: list = []
+    groups: dict = {}
+    for version, rows, key in items:
+        if not isinstance(rows, Mapping):
+            merged.append((version, rows, key))
+            continue
+        signature = (version, key, tuple((n, v.dtype.str, v.ndim) for n, v in rows.items()))
+        groups.setdefault(signature, []).append(rows)
+    for (version, key, _), batches in groups.items():
+        columns = {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+        merged.append((version, columns, key))
+    return merged
 
 
 def _with_key(record: bytes, key: str) -> bytes:
@@ -120,25 +143,35 @@ class RequestLog:
     # --- the writer thread -----------------------------------------------------------
 
     def _drain(self) -> None:
+        """Every `_POLL_SECONDS`, writes what was queued meanwhile. Polling, not a blocking
+        get: a writer woken by each sample would take the GIL from the request path
+        hundreds of times a second."""
+        stopping = False
         while True:
-            try:
-                item = self._queue.get(timeout=min(1.0, self.rotate_seconds))
-            except queue.Empty:
+            items = []
+            while len(items) < _BATCH:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stopping = stopping or any(item is _STOP for item in items)
+            for version, rows, key in _merged([i for i in items if i is not _STOP]):
+                try:
+                    records = (examples_from_columns(rows) if isinstance(rows, Mapping)
+                               else list(rows))
+                    for record in records:
+                        self._write(_with_key(record, key) if key else record)
+                except Exception:  # a malformed request must not stop the log
+                    log.exception("Request log: a sample of version %s was not written",
+                                  version)
+            if stopping and self._queue.empty():
+                self._finish_file()
+                return
+            if len(items) < _BATCH:
+                time.sleep(_POLL_SECONDS)
                 if self._writer is not None and \
                         time.monotonic() - self._opened >= self.rotate_seconds:
                     self._finish_file()
-                continue
-            if item is _STOP:
-                self._finish_file()
-                return
-            version, rows, key = item
-            try:
-                records = (examples_from_columns(rows) if isinstance(rows, Mapping)
-                           else list(rows))
-                for record in records:
-                    self._write(_with_key(record, key) if key else record)
-            except Exception:  # a malformed request must not stop the log
-                log.exception("Request log: a sample of version %s was not written", version)
 
     def _write(self, record: bytes) -> None:
         import tensorflow as tf

@@ -36,6 +36,6 @@ def test_predict_and_classify_requests_are_logged_as_tf_examples(base_path: Path
     first = rows[0].features.feature
     assert first["trip_start_hour"].int64_list.value == [ROWS[0]["trip_start_hour"]]
     assert first["fare"].float_list.value[0] == pytest.approx(ROWS[0]["fare"])
-    assert "company" not in first  # "" is a missing value, left out as in the data
+    assert not first["company"].bytes_list.value  # "" is missing: empty, as in the data
     assert rows[-1].features.feature["payment_type"].bytes_list.value == [
         ROWS[-1]["payment_type"].encode()]
