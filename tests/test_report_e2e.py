@@ -19,15 +19,10 @@ from pipeline import cli, local, run_records
 from pipeline import report as html_report
 from pipeline.config import load_config
 from tests.conftest import REPO, copy_taxi_span, write_config
+from tests.test_pipeline_e2e import FAST_TRAINING, LENIENT, ROWS
 
 pytestmark = pytest.mark.slow
 
-ROWS = 1500
-FAST_TRAINING = {"training.train_steps": 150, "training.eval_steps": 10,
-                 "training.batch_size": 64}
-LENIENT = {"evaluation.thresholds": [
-    {"metric": "BinaryAccuracy", "lower_bound": 0.6, "max_regression": 0.2},
-    {"metric": "AUC", "lower_bound": 0.6, "max_regression": 0.2}]}
 ARTIFACT = REPO / "build" / "test-artifacts" / "report.png"
 
 

@@ -143,6 +143,42 @@ def nested(value, levels: int):
     return value
 
 
+class BackgroundClients:
+    """Client threads running `target`s until the `with` block ends (then joined)."""
+
+    def __init__(self, *targets: Callable[[], None]) -> None:
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=t, daemon=True) for t in targets]
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+
+def wait_until_serving(url: str, process, verify=True, timeout: float = 180) -> None:
+    """Polls a server process's model status URL until it answers 200 (`verify`: httpx's
+    TLS setting, e.g. an SSLContext trusting the test CA); fails if the process exits."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited: {process.stderr.read()}")
+        try:
+            if httpx.get(url, timeout=1, verify=verify).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError("server did not come up")
+
+
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
     """Polls ``condition`` until it holds; fails naming ``what`` was awaited if it never does."""
     deadline = time.monotonic() + timeout

@@ -24,7 +24,8 @@ import pytest
 from pipeline.config import load_config
 from serving import operations, server_files
 from tests.conftest import write_config
-from tests.serving.conftest import MODEL_NAME, ROWS, add_version, dtype_of, wait_for
+from tests.serving.conftest import (MODEL_NAME, ROWS, BackgroundClients, add_version,
+                                   dtype_of, wait_for)
 
 pytestmark = pytest.mark.slow
 
@@ -137,7 +138,7 @@ def test_a_request_key_gets_the_same_version_on_rest_and_grpc(site):
     assert set(unkeyed) == {1, 2}
 
 
-class Load:
+class Load(BackgroundClients):
     """REST and gRPC clients on the bare URL; they record failures and who answered."""
 
     def __init__(self, rest_url: str, grpc_target: str) -> None:
@@ -145,19 +146,7 @@ class Load:
         self.failures: list[str] = []
         self.answers: list[int] = []  # versions, in the order answers arrived
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._rest, daemon=True) for _ in range(3)]
-        self._threads.append(threading.Thread(target=self._grpc, daemon=True))
-
-    def __enter__(self) -> "Load":
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
+        super().__init__(*[self._rest] * 3, self._grpc)
 
     def _record(self, version: int) -> None:
         with self._lock:

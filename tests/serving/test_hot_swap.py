@@ -9,7 +9,6 @@ status API must tell the truth at every step.
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -20,7 +19,8 @@ import pytest
 from pipeline.config import load_config
 from serving import operations, server_files
 from tests.conftest import write_config
-from tests.serving.conftest import MODEL_NAME, add_version, dtype_of, wait_for
+from tests.serving.conftest import (MODEL_NAME, BackgroundClients, add_version, dtype_of,
+                                   wait_for)
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ ROW = {"fare": 9.25, "trip_miles": 1.5, "trip_seconds": 420, "pickup_latitude": 
        "trip_start_day": 2, "trip_start_month": 6}
 
 
-class Load:
+class Load(BackgroundClients):
     """Background REST and gRPC clients; they record failures and the versions answering."""
 
     def __init__(self, rest_url: str, grpc_target: str) -> None:
@@ -39,19 +39,7 @@ class Load:
         self.failures: list[str] = []
         self.versions: list[int] = []
         self.count = 0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._rest, daemon=True) for _ in range(3)]
-        self._threads += [threading.Thread(target=self._grpc, daemon=True) for _ in range(2)]
-
-    def __enter__(self) -> "Load":
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
+        super().__init__(*[self._rest] * 3, *[self._grpc] * 2)
 
     def _rest(self) -> None:
         body = httpx.Request("POST", "/", json={"instances": [ROW]}).content

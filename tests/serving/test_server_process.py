@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.config import load_config
 from tests.conftest import MLOPS, REPO, copy_taxi_span, write_config
-from tests.serving.conftest import MODEL_NAME, add_version
+from tests.serving.conftest import MODEL_NAME, add_version, wait_until_serving
 
 
 
@@ -38,20 +38,6 @@ def free_port() -> int:
 def run(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
                           cwd=REPO)
-
-
-def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited: {process.stderr.read()}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError("server did not come up")
 
 
 @pytest.mark.slow

@@ -9,17 +9,15 @@ import signal
 import ssl
 import stat
 import subprocess
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from pipeline.config import ConfigError, load_config
 from serving import flags, server_files
 from serving.config_files import ssl_config_text
 from tests.conftest import MLOPS, REPO, TAXI_DATA, mlops, write_config
-from tests.serving.conftest import MODEL_NAME, add_version
+from tests.serving.conftest import MODEL_NAME, add_version, wait_until_serving
 from tests.serving.pki import Pki, make_pki, write_ssl_config
 from tests.serving.test_server_process import free_port, run, terminal_signals
 
@@ -160,21 +158,6 @@ def test_serve_refuses_rest_tls_with_a_server_that_has_none(workspace: Path, pki
 
 
 # --- the commands over HTTPS, against `mlops serve --embedded` -----------------------------
-
-def wait_until_serving(url: str, process: subprocess.Popen, context: ssl.SSLContext,
-                       timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited: {process.stderr.read()}")
-        try:
-            if httpx.get(url, timeout=1, verify=context).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError("server did not come up")
-
 
 @pytest.mark.slow
 def test_mlops_predict_versions_and_restore_over_https_with_a_client_certificate(
