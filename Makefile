@@ -3,7 +3,7 @@ PY := .venv/bin/python
 MLOPS := .venv/bin/mlops
 ARGS ?=
 
-.PHONY: setup run serve test test-fast bench bench-serving bench-kubeflow bench-history bench-serving-options check-config deploy-files kfp-compile image lock clean
+.PHONY: setup run serve test test-fast bench bench-serving bench-kubeflow bench-history bench-serving-options bench-scale check-config deploy-files kfp-compile image lock clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -31,6 +31,9 @@ bench-kubeflow: setup  ## The compiled Kubeflow package run as KFP does, beside 
 
 bench-serving-options: setup  ## What TLS and the request log cost the REST port (needs wrk)
 	@$(PY) bench/serving_options $(ARGS)
+
+bench-scale: setup  ## Time and memory at 15 k, 150 k and 1.5 M rows (the sample repeated)
+	@$(PY) bench/scale $(ARGS)
 
 bench-history: setup  ## mlops history over 100 runs
 	@$(PY) bench/history $(ARGS)
