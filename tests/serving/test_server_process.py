@@ -29,6 +29,16 @@ def terminal_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def stop_with_ctrl_c(server: subprocess.Popen) -> None:
+    """Ctrl-C to a server process; it must leave cleanly (killed after 30 s otherwise)."""
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    assert server.returncode in (0, -signal.SIGINT), server.stderr.read()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -92,12 +102,7 @@ def test_mlops_serve_predict_versions_rollback(workspace: Path, pipeline_model: 
         assert "AVAILABLE" in lines["1"] and "END" in lines["2"]
         assert "no server answers" not in result.stdout
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-    assert server.returncode in (0, -signal.SIGINT), server.stderr.read()
+        stop_with_ctrl_c(server)
 
 
 def test_python_m_serving_refuses_bad_flags_clearly(tmp_path: Path):

@@ -5,7 +5,6 @@ port over HTTPS with the configured CA and client certificate (a test CA made wi
 from __future__ import annotations
 
 import os
-import signal
 import ssl
 import stat
 import subprocess
@@ -19,7 +18,8 @@ from serving.config_files import ssl_config_text
 from tests.conftest import MLOPS, REPO, TAXI_DATA, mlops, write_config
 from tests.serving.conftest import MODEL_NAME, add_version, wait_until_serving
 from tests.serving.pki import Pki, make_pki, write_ssl_config
-from tests.serving.test_server_process import free_port, run, terminal_signals
+from tests.serving.test_server_process import (free_port, run, stop_with_ctrl_c,
+                                               terminal_signals)
 
 TLS_KEYS = ("ssl_config_file", "rest_ssl_config_file", "ca_cert", "client_cert", "client_key")
 
@@ -204,9 +204,4 @@ def test_mlops_predict_versions_and_restore_over_https_with_a_client_certificate
         result = run(MLOPS, "versions", *other, "--config", str(config_file))
         assert result.returncode == 0 and "no server answers" in result.stdout
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-    assert server.returncode in (0, -signal.SIGINT), server.stderr.read()
+        stop_with_ctrl_c(server)
