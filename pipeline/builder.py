@@ -19,6 +19,7 @@ from tfx.dsl.components.base import executor_spec
 
 from components import curated_schema
 from components import evaluator as evaluator_executor
+from components import parallelism
 from components import serving_baseline
 from components import span_window
 from components import statistics
@@ -57,8 +58,12 @@ def beam_pipeline_args(config: PipelineConfig) -> list[str]:
     a package that would not even carry `models/`, which Transform and the Evaluator load
     on a distributed runner's workers. This project's package is what a worker needs; the
     direct runner ignores the option. A dependency option in the config is kept as given.
+    `pipeline.threads` goes along as `--in_process_threads` (`components.parallelism`),
+    unless the Beam arguments already say it.
     """
     args = list(config.pipeline.beam_args)
+    if not any(arg.startswith(f"--{parallelism.OPTION}") for arg in args):
+        args.append(f"--{parallelism.OPTION}={config.pipeline.threads}")
     setup_file = fingerprints.package_dir("models").parent / "setup.py"
     options = PipelineOptions(flags=args).get_all_options()
     declared = any(options.get(name) for name in _BEAM_DEPENDENCY_OPTIONS)

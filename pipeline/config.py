@@ -84,6 +84,9 @@ class PipelineSection(_Section):
     enable_cache: bool = True
     beam_args: list[str] = Field(default_factory=lambda: [
         "--direct_running_mode=in_memory", "--direct_num_workers=1"])
+    threads: Union[Literal["auto"], PositiveInt] = Field(
+        "auto", description="threads of the components' in-process paths: 'auto' (one on "
+                            "small data, else the cores, at most 4) or a number")
 
 
 class DataSection(_Section):

@@ -132,14 +132,26 @@ def test_beam_gets_this_project_as_its_code_dependency(config):
 
     args = builder.create_pipeline(config).beam_pipeline_args
     setup_file = Path(builder.__file__).resolve().parents[1] / "setup.py"
-    assert args == [*config.pipeline.beam_args, f"--setup_file={setup_file}"]
+    assert args == [*config.pipeline.beam_args, "--in_process_threads=auto",
+                    f"--setup_file={setup_file}"]
     assert dependency_utils.make_beam_dependency_flags(args) == args
 
 
 def test_a_dependency_option_in_the_config_is_kept_as_given(config):
     config.pipeline.beam_args = ["--runner=DataflowRunner",
-                                 "--extra_package=dist/mlops_pipeline.tar.gz"]
+                                 "--extra_package=dist/mlops_pipeline.tar.gz",
+                                 "--in_process_threads=1"]
     assert builder.beam_pipeline_args(config) == config.pipeline.beam_args
+
+
+def test_pipeline_threads_reach_the_components_as_a_beam_option(config):
+    """`pipeline.threads` is what `components.parallelism` reads in every Beam component."""
+    from components import parallelism
+
+    config.pipeline.threads = 3
+    args = builder.beam_pipeline_args(config)
+    assert "--in_process_threads=3" in args
+    assert parallelism.threads_for(args, input_bytes=0) == 3
 
 
 def test_statistics_use_the_in_process_executor(config):
