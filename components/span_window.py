@@ -18,12 +18,13 @@ a scheduled run reads the newest span present when it starts, not when it was co
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 from typing import Any, Iterator, NamedTuple, Sequence
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
 import tensorflow as tf
 from google.protobuf import struct_pb2
 from tfx import types
@@ -39,7 +40,7 @@ from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
-from components import csv_columns
+from components import csv_columns, parallelism, split_writer
 from components.beam_runner import beam_would_distribute
 
 SPAN_PATTERN_KEY = "span_pattern"  # in custom_config: the pattern with {SPAN} unresolved
@@ -118,20 +119,20 @@ def _window_csv_files(exec_properties: dict[str, Any],
                             window.train_spans, resolved_pattern)
 
 
-def window_examples(files: list[str], header: list[str],
-                    missing_values: Sequence[str] = ()) -> Iterator[tf.train.Example]:
-    """The window's rows as tf.Examples, read twice: column types first, then the rows.
+def window_records(files: list[str], header: list[str],
+                   missing_values: Sequence[str] = ()) -> Iterator[pa.Array]:
+    """The window's rows as deterministically serialized tf.Examples, a batch at a time,
+    read twice: column types first, then the rows.
 
     Two passes over the files keep memory to one batch of rows at a time.
     """
-    def batches() -> Iterator:
+    def batches() -> Iterator[pa.RecordBatch]:
         for path in files:
             yield from csv_columns.read_batches(path, header, missing_values)
 
     kinds = csv_columns.merge_kinds(csv_columns.batch_kinds(batch) for batch in batches())
     for batch in batches():
-        for record in csv_columns.to_examples(batch, kinds):
-            yield tf.train.Example.FromString(record)
+        yield csv_columns.to_records(batch, kinds)
 
 
 def resolve_span(exec_properties: dict[str, Any]) -> dict[str, Any]:
@@ -169,6 +170,11 @@ class _SpanWindowCsvToExample(beam.PTransform):
         super().__init__()
         self._files, self._header = _window_csv_files(exec_properties, split_pattern)
         self._missing_values = read_window_config(exec_properties).missing_values
+        output_config = proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY],
+            example_gen_pb2.Output())
+        self._partition_by_feature = output_config.split_config.HasField(
+            "partition_feature_name")
 
     def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
         batches = (pipeline
@@ -179,18 +185,27 @@ class _SpanWindowCsvToExample(beam.PTransform):
             batches
             | "BatchColumnKinds" >> beam.Map(csv_columns.batch_kinds)
             | "InferColumnKinds" >> beam.CombineGlobally(csv_columns.merge_kinds))
-        return (batches
-                | "ToTFExample" >> beam.FlatMap(csv_columns.to_examples, kinds)
-                # As messages, not bytes: the base executor then hashes their deterministic
-                # serialization, so each row lands in the train/eval split CsvExampleGen
-                # gives it (the C++ encoder's field order differs).
-                | "ParseExample" >> beam.Map(tf.train.Example.FromString))
+        # Deterministically serialized records: the base executor hashes the bytes as
+        # they are, which are the bytes CsvExampleGen hashes for the same row.
+        records = batches | "ToTFExample" >> beam.FlatMap(csv_columns.to_examples, kinds)
+        if self._partition_by_feature:  # the base executor reads that feature from messages
+            records |= "ParseExample" >> beam.Map(tf.train.Example.FromString)
+        return records
 
 
 def hash_split_buckets(output_config: example_gen_pb2.Output) -> list[int]:
     """Cumulative hash buckets of the output splits, as TFX's ExampleGen computes them."""
     return list(itertools.accumulate(
         split.hash_buckets for split in output_config.split_config.splits))
+
+
+def split_of_records(records: pa.Array, output_config: example_gen_pb2.Output) -> np.ndarray:
+    """Each record's output split number, by TFX's own partition function on its bytes."""
+    buckets = hash_split_buckets(output_config)
+    split_config = output_config.split_config
+    partition = base_executor._PartitionFn  # pylint: disable=protected-access
+    return np.fromiter((partition(record, len(buckets), buckets, split_config)
+                        for record in records.to_pylist()), dtype=np.int32, count=len(records))
 
 
 class Executor(BaseExampleGenExecutor):
@@ -230,6 +245,7 @@ class Executor(BaseExampleGenExecutor):
                       # One input split hash-split into gzipped tf.Examples, as configured
                       # by the builder; anything else is TFX's to write.
                       and bool(output_config.split_config.splits)
+                      and not output_config.split_config.HasField("partition_feature_name")
                       and len(input_config.splits) == 1
                       and payload in (None, example_gen_pb2.FORMAT_TF_EXAMPLE)
                       and file_format in (None, example_gen_pb2.FILE_FORMAT_UNSPECIFIED,
@@ -242,21 +258,16 @@ class Executor(BaseExampleGenExecutor):
         split_names = example_gen_utils.generate_output_split_names(input_config, output_config)
         for artifact in output:
             artifact.split_names = artifact_utils.encode_split_names(split_names)
-        buckets = hash_split_buckets(output_config)
         files, header = _window_csv_files(exec_properties, input_config.splits[0].pattern)
-        with contextlib.ExitStack() as stack:
-            writers = []
-            for name in split_names:
-                folder = artifact_utils.get_split_uri(output, name)
-                fileio.makedirs(folder)
-                writers.append(stack.enter_context(tf.io.TFRecordWriter(
-                    os.path.join(folder, f"{write_split.DEFAULT_TF_RECORD_FILE_NAME}"
-                                         "-00000-of-00001.gz"), options="GZIP")))
-            missing_values = read_window_config(exec_properties).missing_values
-            for example in window_examples(files, header, missing_values):
-                split = base_executor._PartitionFn(  # pylint: disable=protected-access
-                    example, len(buckets), buckets, output_config.split_config)
-                writers[split].write(example.SerializeToString())
+        missing_values = read_window_config(exec_properties).missing_values
+        threads = parallelism.threads_for(self._beam_pipeline_args,
+                                          parallelism.stored_bytes(files))
+        folders = [artifact_utils.get_split_uri(output, name) for name in split_names]
+        with split_writer.SplitWriter(folders, shards=threads) as writer:
+            for records in window_records(files, header, missing_values):
+                chosen = split_of_records(records, output_config)
+                for split in range(len(folders)):
+                    writer.write(split, records.filter(pa.array(chosen == split)).to_pylist())
         # The properties TFX's ExampleGen sets on what it wrote.
         for artifact in output:
             if payload is not None:

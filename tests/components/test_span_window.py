@@ -111,6 +111,37 @@ def test_in_process_ingestion_writes_what_the_beam_path_writes(tmp_path: Path) -
                 == beam.get_string_custom_property(name) != "")
 
 
+def test_threads_write_shards_holding_the_same_records(tmp_path: Path) -> None:
+    """`--in_process_threads=2` (`pipeline.threads`): each split in two gzipped shards named
+    as TFX names shards, together the records one thread writes."""
+    copy_taxi_span(1, tmp_path / "data", rows=1500)
+    one = run_example_gen(tmp_path / "data", tmp_path / "one",
+                          ["--direct_num_workers=1", "--in_process_threads=1"])
+    two = run_example_gen(tmp_path / "data", tmp_path / "two",
+                          ["--direct_num_workers=1", "--in_process_threads=2"])
+    for split in ("train", "eval"):
+        folder = tmp_path / "two" / f"Split-{split}"
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "data_tfrecord-00000-of-00002.gz", "data_tfrecord-00001-of-00002.gz"]
+        assert split_records(two, split) == split_records(one, split)
+
+
+def test_records_are_written_as_tfx_hashes_them(tmp_path: Path) -> None:
+    """Each record is the deterministic serialization of its Example: the bytes TFX's
+    partition function hashes, so no row is parsed or serialized again to pick its split."""
+    import tensorflow as tf
+    from tfx.types import artifact_utils
+
+    copy_taxi_span(1, tmp_path / "data", rows=300)
+    examples = run_example_gen(tmp_path / "data", tmp_path / "out", ["--direct_num_workers=1"])
+    folder = artifact_utils.get_split_uri([examples], "eval")
+    records = [r.numpy() for r in tf.data.TFRecordDataset(tf.io.gfile.glob(f"{folder}/*"),
+                                                           compression_type="GZIP")]
+    assert records and all(
+        record == tf.train.Example.FromString(record).SerializeToString(deterministic=True)
+        for record in records)
+
+
 def kubeflow_exec_properties(data: Path, **extra) -> dict:
     """ExampleGen's exec properties as a Kubeflow task gets them: no driver ran."""
     from tfx.proto import example_gen_pb2
