@@ -20,7 +20,7 @@ from tfx.dsl.io import fileio
 
 # Chunks waiting per thread: enough to keep the threads busy, few enough that memory holds
 # a handful of batches, not the data.
-_CHUNKS_PER_THREAD = 2
+_CHUNKS_PER_THREAD = 1
 
 
 def shard_path(folder: str, shard: int, shards: int) -> str:
