@@ -272,12 +272,12 @@ def serve(config_file: Optional[str] = ConfigOption,
     settings = _serving_settings(config_file, overrides)
     binary = None if embedded or docker else server_files.real_server_binary()
     tls = settings.serving.tls
-    if (docker or binary) and (tls.rest_ssl_config_file or (docker and tls.ssl_config_file)):
-        key = "rest_ssl_config_file" if tls.rest_ssl_config_file else "ssl_config_file"
-        typer.echo(f"error: serving.tls.{key} is set, but "
-                   + ("the docker compose file runs tensorflow_model_server without TLS"
-                      if docker else f"{binary} serves REST over plain HTTP only")
-                   + ": use `mlops serve --embedded`, or unset it", err=True)
+    if (docker or binary) and tls.rest_ssl_config_file:
+        typer.echo("error: serving.tls.rest_ssl_config_file is set, but "
+                   + ("the tensorflow/serving image" if docker else binary)
+                   + " serves REST over plain HTTP only: use `mlops serve --embedded`, or "
+                   "unset it (gRPC over TLS, serving.tls.ssl_config_file, works with both)",
+                   err=True)
         raise typer.Exit(2)
     files = server_files.write_server_files(settings)
     if docker:
@@ -288,7 +288,9 @@ def serve(config_file: Optional[str] = ConfigOption,
         compose = Path(__file__).resolve().parents[1] / deployment.DEFAULT_OUT_DIR / \
             "docker-compose.yaml"
         argv = ["docker", "compose", "-f", str(compose), "up"]
-        os.environ["MLOPS_SERVING_DIR"] = settings.serving.base_directory
+        os.environ[deployment.SERVING_DIR_VAR] = settings.serving.base_directory
+        if tls.ssl_config_file:
+            os.environ[deployment.SSL_CONFIG_VAR] = tls.ssl_config_file
         which = f"docker compose ({settings.serving.image})"
     else:
         argv = server_files.server_command(settings, files, sys.executable, binary,

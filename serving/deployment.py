@@ -40,6 +40,9 @@ REST_PORT = 8501
 CONTAINER_MODELS_DIR = "/models"          # where the model volume is mounted (Kubernetes)
 CONTAINER_CONFIG_DIR = "/etc/tfserving"   # where the ConfigMap is mounted (Kubernetes)
 SERVING_DIR_VAR = "MLOPS_SERVING_DIR"     # host serving directory, same path in compose
+CONTAINER_TLS_DIR = "/etc/tfserving-tls"  # where the SSLConfig is mounted (both targets)
+SSL_CONFIG_NAME = "ssl_config.txt"        # its file name there (the Secret's key)
+SSL_CONFIG_VAR = "MLOPS_SSL_CONFIG_FILE"  # host SSLConfig file, for compose
 
 MODELS_CONFIG = server_files.MODELS_CONFIG
 BATCHING_FILE = server_files.BATCHING_FILE
@@ -119,9 +122,11 @@ def configmap_name(settings: ServingSettings) -> str:
     return f"{_name(settings)}-config"
 
 
-def server_args(settings: ServingSettings, config_dir: str) -> list[str]:
+def server_args(settings: ServingSettings, config_dir: str, grpc_tls: bool = False
+                ) -> list[str]:
     """tensorflow_model_server's flags, ``--flag=value`` (its parser needs the ``=``), with
-    the server files read from ``config_dir``; batching and monitoring only when enabled."""
+    the server files read from ``config_dir``; batching and monitoring only when enabled;
+    ``--ssl_config_file`` (gRPC over TLS) from the TLS mount when ``grpc_tls``."""
     s = settings.serving
     args = [f"--port={GRPC_PORT}", f"--rest_api_port={REST_PORT}",
             f"--model_config_file={config_dir}/{MODELS_CONFIG}",
@@ -132,6 +137,8 @@ def server_args(settings: ServingSettings, config_dir: str) -> list[str]:
                  f"--batching_parameters_file={config_dir}/{BATCHING_FILE}"]
     if s.monitoring:
         args += [f"--monitoring_config_file={config_dir}/{MONITORING_FILE}"]
+    if grpc_tls:
+        args += [f"--ssl_config_file={CONTAINER_TLS_DIR}/{SSL_CONFIG_NAME}"]
     return args
 
 
@@ -172,18 +179,25 @@ def _healthcheck_command(settings: ServingSettings) -> str:
 
 
 def compose(settings: ServingSettings) -> dict[str, Any]:
+    """The compose service; with ``serving.tls.ssl_config_file``, gRPC over TLS from that
+    file, mounted from ``$MLOPS_SSL_CONFIG_FILE`` (which ``mlops serve --docker`` sets)."""
     s = settings.serving
     serving_dir = f"${{{SERVING_DIR_VAR}}}"
+    grpc_tls = bool(s.tls.ssl_config_file)
+    # No '$' or ':' in the messages: compose would read them as syntax.
+    volumes = [f"${{{SERVING_DIR_VAR}:?set it to the absolute serving directory "
+               f"(mlops serve --docker does)}}:{serving_dir}:ro"]
+    if grpc_tls:
+        volumes.append(f"${{{SSL_CONFIG_VAR}:?set it to serving.tls.ssl_config_file "
+                       f"(mlops serve --docker does)}}:{CONTAINER_TLS_DIR}/{SSL_CONFIG_NAME}:ro")
     return {
         "name": _name(settings),
         "services": {_name(settings): {
             "image": s.image,
             "entrypoint": [server_files.REAL_SERVER],
-            "command": server_args(settings, serving_dir),
+            "command": server_args(settings, serving_dir, grpc_tls=grpc_tls),
             "ports": [f"{s.grpc_port}:{GRPC_PORT}", f"{s.rest_api_port}:{REST_PORT}"],
-            # No '$' or ':' in the message: compose would read them as syntax.
-            "volumes": [f"${{{SERVING_DIR_VAR}:?set it to the absolute serving directory "
-                        f"(mlops serve --docker does)}}:{serving_dir}:ro"],
+            "volumes": volumes,
             "healthcheck": {"test": ["CMD", "bash", "-c", _healthcheck_command(settings)],
                             "interval": "10s", "timeout": "5s", "retries": 3,
                             "start_period": "60s"},
@@ -227,7 +241,8 @@ def k8s_deployment(settings: ServingSettings) -> dict[str, Any]:
         "name": "tensorflow-serving",
         "image": s.image,
         "command": [server_files.REAL_SERVER],
-        "args": server_args(settings, CONTAINER_CONFIG_DIR),
+        "args": server_args(settings, CONTAINER_CONFIG_DIR,
+                            grpc_tls=bool(k.ssl_config_secret)),
         "ports": [{"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
                   {"name": "http", "containerPort": REST_PORT, "protocol": "TCP"}],
         # The server opens its ports only once the models have loaded: the startup probe
@@ -246,6 +261,16 @@ def k8s_deployment(settings: ServingSettings) -> dict[str, Any]:
             {"name": "server-config", "mountPath": CONTAINER_CONFIG_DIR, "readOnly": True}],
         "securityContext": {"allowPrivilegeEscalation": False},
     }
+    volumes: list[dict[str, Any]] = [
+        {"name": "models", "persistentVolumeClaim": {
+            "claimName": k.volume_claim, "readOnly": True}},
+        {"name": "server-config", "configMap": {"name": configmap_name(settings)}}]
+    if k.ssl_config_secret:
+        container["volumeMounts"].append(
+            {"name": "grpc-tls", "mountPath": CONTAINER_TLS_DIR, "readOnly": True})
+        volumes.append({"name": "grpc-tls", "secret": {
+            "secretName": k.ssl_config_secret,
+            "items": [{"key": SSL_CONFIG_NAME, "path": SSL_CONFIG_NAME}]}})
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": _metadata(settings, _name(settings)),
@@ -256,10 +281,7 @@ def k8s_deployment(settings: ServingSettings) -> dict[str, Any]:
                          "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {"metadata": template_meta, "spec": {
                 "containers": [container],
-                "volumes": [
-                    {"name": "models", "persistentVolumeClaim": {
-                        "claimName": k.volume_claim, "readOnly": True}},
-                    {"name": "server-config", "configMap": {"name": configmap_name(settings)}}],
+                "volumes": volumes,
             }},
         },
     }
@@ -329,6 +351,9 @@ every model_config_file_poll_wait_seconds. Re-applying this file returns to the 
 """,
     "deployment.yaml": """
 The ConfigMap is mounted as a directory (no subPath) so that applied edits reach running pods.
+With serving.kubernetes.ssl_config_secret, gRPC is served over TLS; create that Secret first:
+  kubectl -n <namespace> create secret generic <ssl_config_secret> --from-file=ssl_config.txt=F
+(F: TF Serving's SSLConfig text: server_key, server_cert, custom_ca, client_verify.)
 """,
     INGRESS_FILE: """
 HTTPS to the REST API. Create the Secret first, from the host's certificate and key:

@@ -61,6 +61,9 @@ class KubernetesSection(StrictSection):
     tls_secret: Optional[str] = Field(None, pattern=_DNS_NAME)
     ingress_host: Optional[str] = Field(None, pattern=r"^(\*\.)?" + _DNS_NAME[1:])
     ingress_class: Optional[str] = Field(None, pattern=_DNS_NAME)  # None: cluster's default
+    # gRPC over TLS in the pods: a Secret whose key `ssl_config.txt` is TF Serving's
+    # SSLConfig (made with `kubectl create secret generic`), mounted for --ssl_config_file.
+    ssl_config_secret: Optional[str] = Field(None, pattern=_DNS_NAME)
 
     @model_validator(mode="after")
     def _consistent(self) -> "KubernetesSection":

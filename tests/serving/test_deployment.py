@@ -35,7 +35,7 @@ REAL_SERVER_FLAGS = {
     "model_config_file", "model_config_file_poll_wait_seconds",
     "file_system_poll_wait_seconds", "enable_batching", "batching_parameters_file",
     "monitoring_config_file", "enable_model_warmup", "model_name", "model_base_path",
-    "tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"}
+    "tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism", "ssl_config_file"}
 FILE_FLAGS = ("model_config_file", "batching_parameters_file", "monitoring_config_file")
 
 # apiVersion of each kind in the Kubernetes API (autoscaling/v2 is GA since 1.23).
@@ -396,3 +396,36 @@ def test_the_ingress_needs_both_its_secret_and_its_host(tmp_path):
     assert caught.value.problems == [
         "serving.kubernetes: tls_secret and ingress_host go together: the TLS Ingress needs "
         "the Secret and the host name of its certificate"]
+
+
+def test_grpc_tls_in_the_pods_mounts_the_ssl_config_secret(tmp_path, config):
+    """`serving.kubernetes.ssl_config_secret`: the real server's --ssl_config_file (TF
+    Serving's SSLConfig, model_servers/main.cc) read from the Secret's `ssl_config.txt`."""
+    assert "ssl_config_file" not in flags(container(manifests(DEPLOY / "kubernetes"))["args"])
+    out = tmp_path / "deploy"
+    deployment.write(variant(tmp_path, {"serving.kubernetes.ssl_config_secret": "grpc-tls"}),
+                     out)
+    objects = manifests(out / "kubernetes")
+    server = container(objects)
+    path = flags(server["args"])["ssl_config_file"]
+    folder, _, name = path.rpartition("/")
+    [mount] = [m for m in server["volumeMounts"] if m["mountPath"] == folder]
+    assert mount["readOnly"]
+    volumes = {v["name"]: v for v in objects["Deployment"]["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[mount["name"]]["secret"] == {
+        "secretName": "grpc-tls", "items": [{"key": name, "path": name}]}
+    assert "create secret generic <ssl_config_secret> --from-file=ssl_config.txt=" in (
+        out / "kubernetes" / "deployment.yaml").read_text()
+
+
+def test_grpc_tls_in_compose_mounts_the_configured_ssl_config_file(tmp_path):
+    """With serving.tls.ssl_config_file the compose service serves gRPC over TLS from that
+    file, which `mlops serve --docker` passes as $MLOPS_SSL_CONFIG_FILE (unset: an error)."""
+    settings = variant(tmp_path, {})
+    settings.serving.tls.ssl_config_file = str(tmp_path / "ssl.config")  # not read to render
+    service, = deployment.compose(settings)["services"].values()
+    path = flags(service["command"])["ssl_config_file"]
+    [volume] = [v for v in service["volumes"] if v.endswith(f":{path}:ro")]
+    assert volume.startswith("${MLOPS_SSL_CONFIG_FILE:?")
+    plain, = deployment.compose(variant(tmp_path, {}))["services"].values()
+    assert "ssl_config_file" not in flags(plain["command"]) and len(plain["volumes"]) == 1

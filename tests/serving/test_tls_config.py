@@ -151,10 +151,12 @@ def test_serve_refuses_rest_tls_with_a_server_that_has_none(workspace: Path, pki
     assert result.returncode == 2 and "started" not in result.stdout
     assert result.stderr.strip() == (
         f"error: serving.tls.rest_ssl_config_file is set, but {fake} serves REST over plain "
-        "HTTP only: use `mlops serve --embedded`, or unset it")
+        "HTTP only: use `mlops serve --embedded`, or unset it (gRPC over TLS, "
+        "serving.tls.ssl_config_file, works with both)")
     result = mlops("serve", "--docker", "--config", str(config_file))
     assert result.returncode == 2
-    assert "the docker compose file runs tensorflow_model_server without TLS" in result.stderr
+    assert ("error: serving.tls.rest_ssl_config_file is set, but the tensorflow/serving image "
+            "serves REST over plain HTTP only") in result.stderr
 
 
 # --- the commands over HTTPS, against `mlops serve --embedded` -----------------------------
