@@ -23,6 +23,8 @@ from typing import Any, Optional
 
 import httpx
 
+from serving import tls
+
 _NUMERIC = {"DT_FLOAT", "DT_DOUBLE", "DT_HALF", "DT_BFLOAT16"}
 _INTEGER = {"DT_INT8", "DT_INT16", "DT_INT32", "DT_INT64", "DT_UINT8", "DT_UINT16"}
 # TF Serving's method names of the tf.Example signatures, and the REST verb of each.
@@ -79,8 +81,16 @@ def _get(url: str, verify=True) -> httpx.Response:
     try:
         return httpx.get(url, timeout=10, verify=verify)
     except httpx.HTTPError as err:
-        raise ClientError(f"no server answers at {url} ({err}); start one with `mlops serve`") \
-            from None
+        raise unreachable(url, err) from None
+
+
+def unreachable(url: str, error: httpx.HTTPError) -> ClientError:
+    """The error for a request that got no answer: a TLS mismatch says which setting to
+    change, anything else that no server answers."""
+    failure = tls.client_failure(error)
+    if failure:
+        return ClientError(f"{url}: {failure}")
+    return ClientError(f"no server answers at {url} ({error}); start one with `mlops serve`")
 
 
 def input_dtypes(base_url: str, path: str, signature: str, verify=True) -> InputTypes:
@@ -188,8 +198,7 @@ def post(base_url: str, path: str, method: str, body: dict, verify=True
                               content=json.dumps(body, allow_nan=True), timeout=30,
                               headers={"Content-Type": "application/json"}, verify=verify)
     except httpx.HTTPError as err:
-        raise ClientError(f"no server answers at {base_url} ({err}); start one with "
-                          "`mlops serve`") from None
+        raise unreachable(base_url, err) from None
     try:
         return response.status_code, response.json()
     except ValueError:

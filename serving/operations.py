@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import httpx
 
 from serving.settings import ServingSettings
-from serving import config_files, server_files, traffic, versions
+from serving import config_files, server_files, tls, traffic, versions
 from serving.config_files import ModelConfig, ModelServerConfig
 from serving.repository import aspired_versions, version_directories
 
@@ -74,10 +74,14 @@ def server_status(url: str, name: str, timeout: float = 1.0, verify=True
     """Version -> status entry from a running server's status API, or None if none answers.
 
     ``verify`` is httpx's: ``server_files.rest_verify(settings)`` for an https ``url``.
+    A failed TLS handshake is an OperationError saying which setting to change.
     """
     try:
         response = httpx.get(f"{url}/v1/models/{name}", timeout=timeout, verify=verify)
-    except httpx.HTTPError:
+    except httpx.HTTPError as err:
+        failure = tls.client_failure(err)
+        if failure:  # a server answers, but not to these TLS settings: say so
+            raise OperationError(f"{url}: {failure}") from None
         return None
     if response.status_code == 404:
         return {}

@@ -119,3 +119,52 @@ def grpc_credentials(config: TlsConfig):
         [(config.server_key.encode(), config.server_cert.encode())],
         root_certificates=config.custom_ca.encode() or None,
         require_client_auth=config.client_verify)
+
+
+# OpenSSL's reason for a failed handshake, as the client sees it -> what to change.
+_CLIENT_HINTS = (
+    ("CERTIFICATE_VERIFY_FAILED", "the server's certificate is not signed by a CA the "
+                                  "commands trust: set serving.tls.ca_cert to that CA"),
+    ("CERTIFICATE_REQUIRED", "the server requires a client certificate: set "
+                             "serving.tls.client_cert and client_key"),
+    ("HANDSHAKE_FAILURE", "the server refused the handshake (a client certificate it "
+                          "requires or does not trust?): check serving.tls.client_cert"),
+    ("UNKNOWN_CA", "the server does not trust the client certificate's CA: use one signed "
+                   "by the SSLConfig's custom_ca"),
+    ("WRONG_VERSION_NUMBER", "the port does not speak TLS: unset "
+                             "serving.tls.rest_ssl_config_file, or check the port"),
+)
+
+
+def client_failure(error: BaseException) -> Optional[str]:
+    """What a client's failed TLS handshake means and what to change, or None when
+    `error` (an httpx error, say) was not caused by TLS.
+
+    Under TLS 1.3 a server checks the client's certificate after the handshake, so a
+    missing or untrusted one reaches the client as a connection closed without an answer.
+    """
+    if _closed_after_handshake(error):
+        return ("TLS: the server closed the connection without an answer: it may require a "
+                "client certificate (serving.tls.client_cert and client_key) signed by its "
+                "custom_ca")
+    seen: set[int] = set()
+    cause: Optional[BaseException] = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLError):
+            reason = cause.reason or str(cause)
+            hint = next((text for key, text in _CLIENT_HINTS if key in str(reason)), None)
+            return f"TLS failed ({reason})" + (f": {hint}" if hint else "")
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _closed_after_handshake(error: BaseException) -> bool:
+    import httpx
+
+    if not isinstance(error, httpx.RemoteProtocolError):
+        return False
+    try:
+        return error.request.url.scheme == "https"
+    except RuntimeError:  # an error raised without its request
+        return False

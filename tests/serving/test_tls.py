@@ -23,6 +23,7 @@ from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grp
 from serving import tls
 from serving.config_files import ssl_config_text
 from serving.errors import ServingError
+from serving.operations import OperationError, server_status
 from tests.conftest import REPO
 from tests.serving.conftest import MODEL_NAME, ROWS, RunningServer
 from tests.serving.pki import Pair, Pki, https_context, make_pki, write_ssl_config
@@ -68,9 +69,10 @@ def grpc_refused(target: str, ca_pem: str, client: Pair | None = None) -> None:
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value
 
 
-def rest_refused(rest_port: int, context: ssl.SSLContext) -> None:
-    with pytest.raises(httpx.TransportError):
+def rest_refused(rest_port: int, context: ssl.SSLContext) -> httpx.TransportError:
+    with pytest.raises(httpx.TransportError) as caught:
         model_status(rest_port, context)
+    return caught.value
 
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
@@ -106,10 +108,16 @@ def test_rest_and_grpc_over_tls_and_a_client_trusting_another_ca_is_refused(
             predict_request(), timeout=TIMEOUT)
     assert response.model_spec.version.value == 1 and response.outputs
 
-    rest_refused(rest, https_context(pki.other_ca.pem))  # the server's cert: unknown CA
+    unknown_ca = rest_refused(rest, https_context(pki.other_ca.pem))  # server cert: unknown CA
+    assert "set serving.tls.ca_cert to that CA" in tls.client_failure(unknown_ca)
+    with pytest.raises(OperationError, match=r"TLS failed \(CERTIFICATE_VERIFY_FAILED\): the "
+                       r"server's certificate is not signed by a CA the commands trust"):
+        server_status(f"https://localhost:{rest}", MODEL_NAME, verify=https_context(
+            pki.other_ca.pem))  # what `mlops versions` says, instead of "no server answers"
     grpc_refused(target, pki.other_ca.pem)
-    with pytest.raises(httpx.TransportError):  # plain HTTP on the HTTPS port
+    with pytest.raises(httpx.TransportError) as plain_http:  # plain HTTP on the HTTPS port
         httpx.get(f"http://127.0.0.1:{rest}/v1/models/{MODEL_NAME}", timeout=TIMEOUT)
+    assert tls.client_failure(plain_http.value) is None  # no TLS on the client's side
     with grpc.insecure_channel(target) as plain:  # plaintext gRPC on the TLS port
         with pytest.raises(grpc.RpcError):
             model_service_pb2_grpc.ModelServiceStub(plain).GetModelStatus(
@@ -125,7 +133,9 @@ def test_client_certificates_are_enforced_when_required(pki, tls_server,
     assert model_status(rest, https_context(pki.ca.pem, pki.client, tmp_path)) == "AVAILABLE"
     assert grpc_status(target, pki.ca.pem, pki.client) == AVAILABLE
 
-    rest_refused(rest, https_context(pki.ca.pem))  # no client certificate
+    missing = rest_refused(rest, https_context(pki.ca.pem))  # no client certificate
+    assert "may require a client certificate" in tls.client_failure(missing)  # TLS 1.3: the
+    # refusal comes after the handshake, as a closed connection
     rest_refused(rest, https_context(pki.ca.pem, pki.stranger, tmp_path))  # another CA's
     grpc_refused(target, pki.ca.pem)
     grpc_refused(target, pki.ca.pem, pki.stranger)

@@ -204,6 +204,11 @@ def test_mlops_predict_versions_and_restore_over_https_with_a_client_certificate
         assert result.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in result.stderr
         assert "Traceback" not in result.stderr
         result = run(MLOPS, "versions", *other, "--config", str(config_file))
-        assert result.returncode == 0 and "no server answers" in result.stdout
+        # not "no server answers": the server is there, the CA setting is wrong
+        assert result.returncode == 1 and "no server answers" not in result.stdout
+        assert result.stderr.strip().endswith(
+            "TLS failed (CERTIFICATE_VERIFY_FAILED): the server's certificate is not signed "
+            "by a CA the commands trust: set serving.tls.ca_cert to that CA")
+        assert "Traceback" not in result.stderr
     finally:
         stop_with_ctrl_c(server)
