@@ -74,6 +74,10 @@ def run(parsed: tuple[Any, list[str]]) -> None:
     """Runs the executor TFX's entrypoint would, on the repaired ExecutorInput."""
     from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor as tfx_entry
 
+    # Declares this project's Beam option (--in_process_threads) before any executor parses
+    # the Beam arguments, so that a stock executor does not warn it discards an unknown one.
+    from components import parallelism  # noqa: F401
+
     args, beam_args = parsed
     inputs_spec = json.loads(args.json_serialized_inputs_spec_args or "{}")
     repaired, dropped = repair(json.loads(args.json_serialized_invocation_args), inputs_spec)
