@@ -6,6 +6,11 @@ Beam pipeline around 1 s of statistics. TFDV has a Beam-free path (`generate_sta
 `tfdv.generate_statistics_from_dataframe`); here the split's records stream through the
 same generators in batches, so memory stays bounded by the sketches, not the data.
 
+Decoding the records was 88 % of this path's time at 1.5 M rows; gzipped tf.Examples are
+read and decoded by `example_batches` (C++ reading, small decode calls, several threads
+above `parallelism.AUTO_MIN_BYTES`), other payloads through TFX's TFXIO. On those 1.5 M
+rows, 2 cores: 10.7 s (18.0 CPU s) against 26.7 s (39.9 CPU s) with TFXIO's reading.
+
 One difference in method, none in the defaults' results at this scale: top-k values and
 unique counts come from TFDV's sketches (Misra-Gries with 1,024 counters, KMV with 16,384
 hashes), which are exact below those numbers of distinct values and estimates above.
@@ -16,7 +21,7 @@ statistics option this path does not cover, gets the stock Beam executor unchang
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import pyarrow as pa
 
@@ -28,12 +33,14 @@ from tfx import types
 from tfx.components.statistics_gen import executor as stock
 from tfx.components.util import examples_utils
 from tfx.components.util import tfxio_utils
+from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.types import standard_component_specs as specs
 from tfx.utils import io_utils
 from tfx.utils import json_utils
 from tfx_bsl.tfxio import dataset_options
 
+from components import example_batches, parallelism
 from components.beam_runner import beam_would_distribute
 
 BATCH_SIZE = 8192
@@ -58,15 +65,41 @@ def unsupported_option(exec_properties: dict[str, Any],
     return None
 
 
+def example_patterns(examples: types.Artifact, split: str) -> Optional[list[str]]:
+    """The split's file patterns if it holds gzipped tf.Examples (what
+    `example_batches` reads), else None."""
+    payload_format, data_view_uri = tfxio_utils.resolve_payload_format_and_data_view_uri(
+        [examples])
+    patterns, file_formats = tfxio_utils.get_file_format_and_patterns([examples], split)
+    if (payload_format != example_gen_pb2.FORMAT_TF_EXAMPLE or data_view_uri
+            or any(file_format != "tfrecords_gzip" for file_format in file_formats)):
+        return None
+    return patterns
+
+
+def split_batches(examples: types.Artifact, split: str, beam_pipeline_args: list[str]
+                  ) -> Iterator[pa.RecordBatch]:
+    """The split's records as record batches: through `example_batches` in
+    `parallelism.threads_for` threads for gzipped tf.Examples, else through TFX's TFXIO."""
+    patterns = example_patterns(examples, split)
+    if patterns is None:
+        tfxio = tfxio_utils.get_split_tfxio(
+            examples=[examples], split=split, telemetry_descriptors=["StatisticsGen"])
+        return tfxio.RecordBatches(dataset_options.RecordBatchesOptions(
+            batch_size=BATCH_SIZE, drop_final_batch=False, num_epochs=1, shuffle=False))
+    threads = parallelism.threads_for(beam_pipeline_args,
+                                      parallelism.stored_bytes(patterns))
+    logging.info("Reading split %s in %d thread(s).", split, threads)
+    return example_batches.read(patterns, None, BATCH_SIZE, threads)
+
+
 def split_statistics(examples: types.Artifact, split: str,
-                     options: tfdv_options.StatsOptions
+                     options: tfdv_options.StatsOptions,
+                     beam_pipeline_args: Optional[list[str]] = None
                      ) -> statistics_pb2.DatasetFeatureStatisticsList:
     """Statistics of one split, its records read in batches through TFDV's generators."""
-    tfxio = tfxio_utils.get_split_tfxio(
-        examples=[examples], split=split, telemetry_descriptors=["StatisticsGen"])
-    batches = tfxio.RecordBatches(dataset_options.RecordBatchesOptions(
-        batch_size=BATCH_SIZE, drop_final_batch=False, num_epochs=1, shuffle=False))
-    return batch_statistics(batches, options)
+    return batch_statistics(split_batches(examples, split, beam_pipeline_args or []),
+                            options)
 
 
 def batch_statistics(batches: Iterable[pa.RecordBatch], options: tfdv_options.StatsOptions
@@ -113,7 +146,8 @@ class Executor(stock.Executor):
 
         for split in splits:
             logging.info("Generating statistics for split %s in this process.", split)
-            result = split_statistics(examples, split, tfdv_options.StatsOptions())
+            result = split_statistics(examples, split, tfdv_options.StatsOptions(),
+                                      self._beam_pipeline_args)
             io_utils.write_bytes_file(
                 os.path.join(artifact_utils.get_split_uri(output, split),
                              stock.DEFAULT_FILE_NAME),

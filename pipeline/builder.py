@@ -23,6 +23,7 @@ from components import parallelism
 from components import serving_baseline
 from components import span_window
 from components import statistics
+from components import transform as transform_executor
 from components import versioned_pusher
 from components.data_gate import DataValidationGate
 from models import features as feature_lib
@@ -198,6 +199,7 @@ def create_pipeline(
         # The Trainer applies the transform graph as it reads (models/model.py), so no
         # transformed copy of the data is written, which was most of Transform's output.
         materialize=False)
+    transform.executor_spec = executor_spec.BeamExecutorSpec(transform_executor.Executor)
     transform.add_upstream_node(data_gate)  # no training on data that failed validation
 
     trainer = tfx.components.Trainer(

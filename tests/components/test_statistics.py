@@ -13,7 +13,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
-from components import csv_columns, statistics
+from components import csv_columns, example_batches, statistics
 from tests.conftest import copy_taxi_span, executor_beam_args
 
 SPLITS = ("train", "eval")
@@ -65,20 +65,29 @@ def examples(tmp_path_factory) -> standard_artifacts.Examples:
 
 
 @pytest.fixture(scope="module")
-def both(examples, tmp_path_factory):
-    """The stock (Beam) executor's and this project's output on the same Examples."""
+def runs(examples, tmp_path_factory) -> dict[str, standard_artifacts.ExampleStatistics]:
+    """The stock (Beam) executor's and this project's output on the same Examples, ours
+    decoding in this thread and in two more (`components.example_batches`)."""
     out = tmp_path_factory.mktemp("statistics")
-    return (run_executor(stock.Executor, examples, out / "stock"),
-            run_executor(statistics.Executor, examples, out / "ours"))
+    return {"stock": run_executor(stock.Executor, examples, out / "stock"),
+            **{name: run_executor(statistics.Executor, examples, out / name,
+                                  beam_args=[*BEAM_ARGS, f"--in_process_threads={threads}"])
+               for name, threads in (("ours", 1), ("ours in threads", 2))}}
+
+
+@pytest.fixture(scope="module")
+def both(runs):
+    return runs["stock"], runs["ours"]
 
 
 def by_name(stats) -> dict[str, Any]:
     return {feature.path.step[0]: feature for feature in stats.datasets[0].features}
 
 
+@pytest.mark.parametrize("ours_name", ["ours", "ours in threads"])
 @pytest.mark.parametrize("split", SPLITS)
-def test_same_statistics_as_the_beam_executor(both, split: str) -> None:
-    stock_stats, ours = (load(artifact, split) for artifact in both)
+def test_same_statistics_as_the_beam_executor(runs, split: str, ours_name: str) -> None:
+    stock_stats, ours = (load(runs[name], split) for name in ("stock", ours_name))
     assert ours.datasets[0].num_examples == stock_stats.datasets[0].num_examples > 500
     expected, actual = by_name(stock_stats), by_name(ours)
     assert actual.keys() == expected.keys()
@@ -145,3 +154,36 @@ def test_options_only_beam_handles_are_named(examples, exec_properties, reason) 
     schema = standard_artifacts.Schema()
     assert (statistics.unsupported_option(exec_properties, {**inputs, "schema": [schema]})
             == "a schema input")
+
+
+def sparse_examples(path: Path, rows: int) -> None:
+    """Gzipped tf.Examples where `late` has values only after row 1,500 (a piece of
+    `example_batches.DECODE_ROWS` rows without any) and `empty` is an empty float list."""
+    with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
+        for row in range(rows):
+            example = tf.train.Example()
+            example.features.feature["row"].int64_list.value.append(row)
+            example.features.feature["empty"].float_list.SetInParent()
+            if row > 1500:
+                example.features.feature["late"].bytes_list.value.append(b"x%d" % row)
+            writer.write(example.SerializeToString())
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_example_batches_decode_as_tfxio_does(tmp_path: Path, threads: int) -> None:
+    from tfx_bsl.arrow import table_util
+    from tfx_bsl.tfxio import dataset_options, tf_example_record
+
+    path = tmp_path / "data.gz"
+    sparse_examples(path, rows=5000)
+    (expected,) = tf_example_record.TFExampleRecord(str(path)).RecordBatches(
+        dataset_options.RecordBatchesOptions(
+            batch_size=5000, drop_final_batch=False, num_epochs=1, shuffle=False))
+    batches = list(example_batches.read([str(path)], None, batch_size=3000, threads=threads))
+    assert [batch.num_rows for batch in batches] == [3000, 2000]
+    # Columns come in the order of their first appearance in each batch, as with TFXIO.
+    actual = table_util.MergeRecordBatches(batches)
+    assert sorted(actual.schema.names) == sorted(expected.schema.names) == [
+        "empty", "late", "row"]
+    for name in expected.schema.names:
+        assert actual.column(name).equals(expected.column(name)), name

@@ -1,0 +1,158 @@
+"""The Transform executor writes the transform graph TFX's stock executor writes."""
+from __future__ import annotations
+
+import filecmp
+import json
+from pathlib import Path
+
+import apache_beam as beam
+from apache_beam.testing import util as beam_util
+import numpy as np
+import pyarrow as pa
+import pytest
+import tensorflow as tf
+import tensorflow_data_validation as tfdv
+import tensorflow_transform as tft
+from tfx.components.transform import executor as stock
+from tfx.components.util import tfxio_utils
+from tfx.dsl.components.base import base_beam_executor
+from tfx.proto import example_gen_pb2
+from tfx_bsl.tfxio import dataset_options
+from tfx.types import standard_artifacts
+
+from components import example_batches, transform
+from pipeline.builder import PREPROCESSING_FN
+from pipeline.config import load_config
+from tests.components.test_statistics import BEAM_ARGS, taxi_examples
+from tests.conftest import REPO
+
+THREADS = [*BEAM_ARGS, "--in_process_threads=2"]
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory) -> standard_artifacts.Examples:
+    return taxi_examples(tmp_path_factory.mktemp("examples"), rows=3000)
+
+
+@pytest.fixture(scope="module")
+def schema(examples, tmp_path_factory) -> standard_artifacts.Schema:
+    """The schema SchemaGen infers for the examples (as the pipeline runs it)."""
+    pattern = str(Path(examples.uri) / "Split-train" / "*")
+    stats = tfdv.generate_statistics_from_tfrecord(pattern)
+    artifact = standard_artifacts.Schema()
+    artifact.uri = str(tmp_path_factory.mktemp("schema"))
+    tfdv.write_schema_text(tfdv.infer_schema(stats, infer_feature_shape=False),
+                           str(Path(artifact.uri) / "schema.pbtxt"))
+    return artifact
+
+
+def run_executor(executor_class: type, examples, schema, out: Path,
+                 beam_args: list[str]) -> Path:
+    graph = standard_artifacts.TransformGraph()
+    graph.uri = str(out)
+    executor = executor_class(base_beam_executor.BaseBeamExecutor.Context(
+        beam_pipeline_args=beam_args, tmp_dir=str(out / "tmp")))
+    config = load_config(REPO / "pipeline_config.yaml")
+    # The properties the pipeline's Transform passes (pipeline/builder.py).
+    executor.Do({"examples": [examples], "schema": [schema]}, {"transform_graph": [graph]},
+                {"preprocessing_fn": PREPROCESSING_FN,
+                 "custom_config": json.dumps(config.model_custom_config()),
+                 "force_tf_compat_v1": 1, "disable_statistics": 1})
+    return out
+
+
+@pytest.fixture(scope="module")
+def graphs(examples, schema, tmp_path_factory) -> tuple[Path, Path]:
+    """The stock executor's and this project's transform graphs (ours in two threads)."""
+    out = tmp_path_factory.mktemp("transform")
+    return (run_executor(stock.Executor, examples, schema, out / "stock", BEAM_ARGS),
+            run_executor(transform.Executor, examples, schema, out / "ours", THREADS))
+
+
+def test_same_vocabularies(graphs) -> None:
+    stock_assets, our_assets = (graph / "transform_fn" / "assets" for graph in graphs)
+    names = sorted(path.name for path in stock_assets.iterdir())
+    assert "company" in names
+    assert sorted(path.name for path in our_assets.iterdir()) == names
+    _, mismatch, errors = filecmp.cmpfiles(stock_assets, our_assets, names, shallow=False)
+    assert not mismatch and not errors
+
+
+def test_same_transformed_features_and_metadata(graphs, examples) -> None:
+    records = list(example_batches.raw_batches(
+        example_batches.matching_files([str(Path(examples.uri) / "Split-eval" / "*")]),
+        batch_size=1000, prefetch=1))[0]
+    stock_output, ours = (tft.TFTransformOutput(str(graph)) for graph in graphs)
+    assert ours.transformed_metadata.schema == stock_output.transformed_metadata.schema
+    expected, actual = (transformed(output, records) for output in (stock_output, ours))
+    assert actual.keys() == expected.keys() and len(expected) > 10
+    for name, values in expected.items():
+        if values.dtype.kind == "f":
+            # z-scores: a mean and variance summed in other batches may differ in the
+            # last bits, as between two stock runs.
+            np.testing.assert_allclose(actual[name], values, rtol=1e-6, atol=1e-6,
+                                       err_msg=name)
+        else:  # bucket and vocabulary indices
+            np.testing.assert_array_equal(actual[name], values, name)
+
+
+def transformed(output: tft.TFTransformOutput, records) -> dict[str, np.ndarray]:
+    """The graph applied to serialized examples (a TF1 graph, as `force_tf_compat_v1`
+    writes it, so in graph mode)."""
+    with tf.Graph().as_default():
+        parsed = tf.io.parse_example(records, output.raw_feature_spec())
+        tensors = output.transform_raw_features(parsed)
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.tables_initializer())
+            return session.run(tensors)
+
+
+def test_beam_source_gives_tf_transform_the_stock_record_batches(examples, schema) -> None:
+    """Same rows, columns, types and order as TFX's TFXIO, projected as tf.Transform does."""
+    stock_tfxio = tfxio_utils.make_tfxio(
+        file_pattern=[str(Path(examples.uri) / "Split-train" / "*")],
+        file_format=["tfrecords_gzip"], telemetry_descriptors=["test"],
+        payload_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
+        schema=tfdv.load_schema_text(str(Path(schema.uri) / "schema.pbtxt")))
+    ours = transform.in_process_tfxio(stock_tfxio, THREADS)
+    assert ours is not None and ours.threads == 2
+    columns = ["company", "fare", "trip_start_hour"]
+    stock_tfxio, ours = (tfxio.Project(columns) for tfxio in (stock_tfxio, ours))
+    assert ours.TensorAdapterConfig().arrow_schema == stock_tfxio.ArrowSchema()
+    # The same decoder without Beam: what the stock Beam source yields, in one table.
+    expected = pa.Table.from_batches(stock_tfxio.RecordBatches(
+        dataset_options.RecordBatchesOptions(
+            batch_size=1000, drop_final_batch=False, num_epochs=1, shuffle=False)))
+    assert expected.num_rows > 2000 and sorted(expected.column_names) == sorted(columns)
+
+    def same_table(batches: list[pa.RecordBatch]) -> None:
+        assert pa.Table.from_batches(batches).equals(expected)
+
+    with beam.Pipeline() as pipeline:
+        beam_util.assert_that(pipeline | ours.BeamSource(), same_table)
+
+
+def test_other_payloads_and_small_data_in_one_thread_keep_tfx_reading(examples) -> None:
+    def tfxio(**raw):
+        return tfxio_utils.make_tfxio(
+            file_pattern=[str(Path(examples.uri) / "Split-train" / "*")],
+            file_format=["tfrecords_gzip"], telemetry_descriptors=["test"],
+            payload_format=example_gen_pb2.FORMAT_TF_EXAMPLE, **raw)
+
+    raw_records = tfxio(read_as_raw_records=True, raw_record_column_name="raw")
+    assert transform.in_process_tfxio(raw_records, THREADS) is None
+    assert transform.in_process_tfxio(tfxio(), BEAM_ARGS) is None  # "auto": 1 thread
+    assert transform.in_process_tfxio(tfxio(), THREADS) is not None
+
+
+@pytest.mark.parametrize("beam_args,in_process", [
+    (BEAM_ARGS, True),
+    ([*BEAM_ARGS, "--direct_num_workers=2"], False),
+    (["--runner=DataflowRunner"], False),
+])
+def test_a_distributing_runner_gets_the_stock_processor(beam_args, in_process) -> None:
+    executor = transform.Executor(base_beam_executor.BaseBeamExecutor.Context(
+        beam_pipeline_args=beam_args))
+    processor = executor.processor_class()
+    assert (processor is not stock.TransformProcessor) == in_process
+    assert issubclass(processor, stock.TransformProcessor)
