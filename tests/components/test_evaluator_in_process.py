@@ -25,7 +25,7 @@ from tensorflow_model_analysis.proto import validation_result_pb2
 from tfx.utils import proto_utils
 
 from components import batched_evaluation, evaluator
-from tests.components.test_statistics import BEAM_ARGS, taxi_examples
+from tests.components.taxi_examples import BEAM_ARGS, taxi_examples
 from tests.conftest import executor_beam_args
 
 LABEL = "tips_xf"

@@ -23,7 +23,7 @@ from tfx.types import standard_artifacts
 from components import example_batches, transform
 from pipeline.builder import PREPROCESSING_FN
 from pipeline.config import load_config
-from tests.components.test_statistics import BEAM_ARGS, taxi_examples
+from tests.components.taxi_examples import BEAM_ARGS, taxi_examples
 from tests.conftest import REPO
 
 THREADS = [*BEAM_ARGS, "--in_process_threads=2"]
