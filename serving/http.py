@@ -23,6 +23,12 @@ Protection for a port that faces a network (each 0 = off):
   close; the admitted ones are not touched.
 Each kind of refusal is logged at its first occurrence, then as a count at most every
 ``log_every`` seconds, never once per connection.
+
+Requests in flight across all connections (arrived whole, handler not finished) are kept
+in an ``in_flight`` counter that the server's user may share: the REST API's data plane
+runs a model call on the event loop when its request is the only one (``serving.dataplane``).
+A request is counted when the parser completes it, before its task first runs, so a burst
+of requests read in one go is counted whole before the first of them reaches the model.
 """
 from __future__ import annotations
 
@@ -34,7 +40,7 @@ import socket
 import ssl
 import time
 from http import HTTPStatus
-from typing import Awaitable, Callable, Optional
+from typing import Awaitable, Callable, Optional, Protocol
 
 import httptools
 
@@ -104,13 +110,28 @@ class RefusalLog:
         self._flush()
 
 
+class Counter(Protocol):
+    """Requests in flight, shared with the handler's side (``serving.dataplane.InFlight``)."""
+
+    count: int
+
+
+class _Count:
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
 class _Shared:
     """What the connections of one server share: the handler, limits, counts and logs."""
 
     def __init__(self, handler: "Handler", limits: Limits,
-                 request_headers: tuple[str, ...] = ()) -> None:
+                 request_headers: tuple[str, ...] = (),
+                 in_flight: Optional[Counter] = None) -> None:
         self.handler = handler
         self.limits = limits
+        self.in_flight: Counter = in_flight if in_flight is not None else _Count()
         self.wanted_headers = frozenset(name.lower().encode("latin-1")
                                         for name in request_headers)
         self.open = 0  # admitted connections still open
@@ -259,6 +280,7 @@ class _Connection(asyncio.Protocol):
         self._in_message = False
         self._cancel_timer()  # in flight now: neither timeout applies until it is answered
         self._in_flight += 1
+        self._shared.in_flight.count += 1
         if self._in_flight >= MAX_PIPELINED and self._transport is not None:
             self._transport.pause_reading()
             self._paused = True
@@ -291,6 +313,8 @@ class _Connection(asyncio.Protocol):
         except Exception:  # the handler answers its own errors; this is a server fault
             log.exception("HTTP handler failed for %s %s", method, path)
             status, content_type, payload = 500, _JSON, _error_json("Internal error")
+        finally:
+            self._shared.in_flight.count -= 1
         if previous is not None and not previous.done():
             await asyncio.shield(previous)  # answers leave in the order requests came
         self._in_flight -= 1
@@ -412,16 +436,19 @@ def _ensure_descriptors(max_connections: int) -> None:
 class HttpServer:
     """Listens on (host, port) and answers every request with ``handler``.
 
-    ``limits`` is a ``Limits``, or just the largest body (the other limits at defaults).
+    ``limits`` is a ``Limits``, or just the largest body (the other limits at defaults);
+    ``in_flight``, a counter this server keeps its requests in flight in (its own if None).
     """
 
     def __init__(self, handler: Handler, limits: "Limits | int",
-                 request_headers: tuple[str, ...] = ()) -> None:
+                 request_headers: tuple[str, ...] = (),
+                 in_flight: Optional[Counter] = None) -> None:
         if isinstance(limits, int):
             limits = Limits(max_body_bytes=limits)
         self.limits = limits
         self._handler = handler
         self._request_headers = request_headers
+        self._in_flight = in_flight
         self._shared: Optional[_Shared] = None
         self._server: Optional[asyncio.base_events.Server] = None
 
@@ -438,7 +465,8 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         if self.limits.max_connections:
             _ensure_descriptors(self.limits.max_connections)
-        shared = self._shared = _Shared(self._handler, self.limits, self._request_headers)
+        shared = self._shared = _Shared(self._handler, self.limits, self._request_headers,
+                                        self._in_flight)
         tls: dict = {}
         if ssl_context is not None:
             tls = {"ssl": ssl_context}

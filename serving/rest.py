@@ -67,10 +67,11 @@ class RestApi:
         return status, payload
 
     async def answer(self, method: str, path: str, body: bytes,
-                     request_key: Optional[str] = None
+                     request_key: Optional[str] = None, counted: bool = False
                      ) -> tuple[int, bytes, Optional[int]]:
         """As `handle`, with the request's canary key, and the version that answered (None
-        when the request reached no version)."""
+        when the request reached no version). ``counted``: the HTTP layer counts the
+        request in the data plane's in-flight requests, so its model call may run inline."""
         started = time.perf_counter()
         model_name, api = "", "unknown"
         answering_version.set(None)
@@ -83,7 +84,7 @@ class RestApi:
             model_name, api, spec, action = route
             if request_key:
                 spec = dataclasses.replace(spec, request_key=request_key)
-            document = await self._answer(api, spec, action, body)
+            document = await self._answer(api, spec, action, body, counted)
             status, payload = 200, document
         except ServingError as err:
             status, payload = err.http_status, json_codec.error_body(err.message)
@@ -120,7 +121,8 @@ class RestApi:
         return ModelSpec(urllib.parse.unquote(name), int(version) if version else None,
                          urllib.parse.unquote(label) if label else None)
 
-    async def _answer(self, api: str, spec: ModelSpec, action: str, body: bytes) -> bytes:
+    async def _answer(self, api: str, spec: ModelSpec, action: str, body: bytes,
+                      counted: bool) -> bytes:
         if action == "GetModelStatus":
             return json_format.MessageToJson(self.dataplane.status(spec),
                                              **_JSON_OPTIONS).encode()
@@ -134,14 +136,14 @@ class RestApi:
             timer = asyncio.get_running_loop().call_later(
                 self.timeout_s, lambda: (expired.append(True), task.cancel()))
             try:
-                return await call(spec, body)
+                return await call(spec, body, counted)
             except asyncio.CancelledError:
                 if expired:
                     raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded") from None
                 raise
             finally:
                 timer.cancel()
-        return await call(spec, body)
+        return await call(spec, body, counted)
 
     def _metadata(self, spec: ModelSpec) -> bytes:
         model_spec, signatures = self.dataplane.metadata(spec)
@@ -150,29 +152,36 @@ class RestApi:
         return (f'{{\n"model_spec":{model_spec_json},\n"metadata": {{"signature_def": '
                 f'{signatures_json}}}\n}}\n').encode()
 
-    async def _predict(self, spec: ModelSpec, body: bytes) -> bytes:
+    async def _predict(self, spec: ModelSpec, body: bytes, counted: bool) -> bytes:
         request = json_codec.read_predict(body)
         spec = dataclasses.replace(spec, signature_name=request.signature_name)
         result = await self.dataplane.predict(
-            spec, lambda signature: json_codec.predict_inputs(request, signature.input_dtypes))
+            spec, lambda signature: json_codec.predict_inputs(request, signature.input_dtypes),
+            counted=counted)
         return json_codec.dumps(json_codec.predict_response(result.outputs, request.format))
 
-    async def _classify(self, spec: ModelSpec, body: bytes) -> bytes:
+    async def _classify(self, spec: ModelSpec, body: bytes, counted: bool) -> bytes:
         signature_name, items, context = json_codec.read_examples(body, "classify")
         spec = dataclasses.replace(spec, signature_name=signature_name)
-        result = await self.dataplane.classify(spec, examples.from_json(items, context))
+        result = await self.dataplane.classify(spec, examples.from_json(items, context),
+                                               counted)
         return json_codec.dumps(json_codec.classify_response(result.outputs.get("classes"),
                                                              result.outputs.get("scores")))
 
-    async def _regress(self, spec: ModelSpec, body: bytes) -> bytes:
+    async def _regress(self, spec: ModelSpec, body: bytes, counted: bool) -> bytes:
         signature_name, items, context = json_codec.read_examples(body, "regress")
         spec = dataclasses.replace(spec, signature_name=signature_name)
-        result = await self.dataplane.regress(spec, examples.from_json(items, context))
+        result = await self.dataplane.regress(spec, examples.from_json(items, context),
+                                              counted)
         return json_codec.dumps(json_codec.regress_response(result.outputs["outputs"]))
 
 
 class RestHandler:
-    """The HTTP handler of the REST port: the metrics page, the 413 answer, else the API."""
+    """The HTTP handler of the REST port: the metrics page, the 413 answer, else the API.
+
+    Served by ``make_http_server``'s server, which counts every request in the data plane's
+    in-flight requests from its arrival: so the API is told its requests are ``counted``.
+    """
 
     def __init__(self, api: RestApi, metrics_path: Optional[str], max_body_bytes: int) -> None:
         self.api = api
@@ -189,7 +198,8 @@ class RestHandler:
                 self.api.metrics is not None:
             return 200, _PROMETHEUS_TYPE, self.api.metrics.exposition()
         status, payload, version = await self.api.answer(
-            method, path, body, headers.get(REQUEST_KEY_HEADER) if headers else None)
+            method, path, body, headers.get(REQUEST_KEY_HEADER) if headers else None,
+            counted=True)
         if version is None:
             return status, _JSON_TYPE, payload
         return status, _JSON_TYPE, payload, ((VERSION_HEADER, str(version)),)
@@ -197,4 +207,5 @@ class RestHandler:
 
 def make_http_server(api: RestApi, metrics_path: Optional[str], limits: Limits) -> HttpServer:
     return HttpServer(RestHandler(api, metrics_path, limits.max_body_bytes), limits,
-                      request_headers=(REQUEST_KEY_HEADER,))
+                      request_headers=(REQUEST_KEY_HEADER,),
+                      in_flight=api.dataplane.inline.in_flight)

@@ -108,6 +108,21 @@ def test_nan_and_empty_string_are_accepted_values():
     assert arrays["payment_type"][0] == b""
 
 
+def test_one_instance_reads_as_it_does_within_a_batch():
+    """The one-instance fast path (the usual online request) against the batch path."""
+    dtypes = {**TAXI_DTYPES, "trips": INT}
+    row = {**ROW, "trips": 3}
+    alone, batched = predict({"instances": [row]}, dtypes), predict({"instances": [row] * 2}, dtypes)
+    for name, array in alone.items():
+        assert (array.dtype, array.shape) == (batched[name].dtype, (1,))
+        assert array.tolist() == batched[name][:1].tolist()
+    assert "does not fit in int64" in invalid(predict, {"instances": [{**row, "trips": 2 ** 70}]},
+                                              dtypes)
+    assert "Type: True is not of expected type: int64" in invalid(
+        predict, {"instances": [{**row, "trips": True}]}, dtypes)
+    assert "missing input(s): trips" in invalid(predict, {"instances": [ROW]}, dtypes)
+
+
 def test_row_format_names_a_missing_input():
     partial = {key: value for key, value in ROW.items() if key != "company"}
     message = invalid(predict, {"instances": [ROW, partial]})
