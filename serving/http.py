@@ -341,17 +341,17 @@ class _Connection(asyncio.Protocol):
         self._reading_timer = False
 
     def _arm_read(self) -> None:
-        self._cancel_timer()
-        seconds = self._shared.limits.read_timeout
-        if seconds > 0:
-            self._timer = asyncio.get_running_loop().call_later(seconds, self._read_timed_out)
-            self._reading_timer = True
+        self._arm(self._shared.limits.read_timeout, self._read_timed_out, reading=True)
 
     def _arm_idle(self) -> None:
+        self._arm(self._shared.limits.idle_timeout, self._idle_timed_out, reading=False)
+
+    def _arm(self, seconds: float, on_timeout: Callable[[], None], reading: bool) -> None:
+        """The connection's one timer, replacing any other; none when ``seconds`` is 0."""
         self._cancel_timer()
-        seconds = self._shared.limits.idle_timeout
         if seconds > 0:
-            self._timer = asyncio.get_running_loop().call_later(seconds, self._idle_timed_out)
+            self._timer = asyncio.get_running_loop().call_later(seconds, on_timeout)
+            self._reading_timer = reading
 
     def _read_timed_out(self) -> None:
         self._timer = None
