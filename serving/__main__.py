@@ -1,7 +1,6 @@
 """``python -m serving``: the embedded server, with tensorflow_model_server's flags."""
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 
@@ -14,11 +13,12 @@ def main(argv=None) -> int:
     quiet_libraries(verbose)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname).1s %(name)s] %(message)s")
+    from serving import event_loop
     from serving.errors import ServingError
     from serving.server import serve_forever
 
     try:
-        asyncio.run(serve_forever(options))
+        event_loop.run(serve_forever(options))
     except ServingError as err:
         print(f"error: {err.message}", file=sys.stderr)
         return 2

@@ -212,13 +212,14 @@ class RunningServer:
     """An embedded ModelServer on its own event loop thread, on free loopback ports."""
 
     def __init__(self, **options) -> None:
+        from serving import event_loop
         from serving.options import ServerOptions
         from serving.server import ModelServer
 
         options.setdefault("port", 0)
         options.setdefault("rest_api_port", 0)
         self.server = ModelServer(ServerOptions(**options))
-        self.loop = asyncio.new_event_loop()
+        self.loop = event_loop.new_event_loop()  # the loop `python -m serving` runs on
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(120)
