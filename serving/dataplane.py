@@ -50,13 +50,14 @@ answering_version: contextvars.ContextVar[Optional[int]] = contextvars.ContextVa
 
 
 INLINE_BUDGET_S = 0.005  # the longest a model call should block the event loop (InlineCalls)
-INLINE_COOLDOWN_S = 30.0  # after a call over the budget, its signature runs on threads
+INLINE_COOLDOWN_S = 1.0  # after a call over the budget, its signature runs on threads...
+INLINE_MAX_COOLDOWN_S = 30.0  # ...this long at most, doubling while such calls recur
 
 
 class InFlight:
-    """Requests that have arrived whole and are not answered yet, counted by an adapter
-    that sees them arrive (the HTTP layer counts on parsing a request, before its task
-    first runs: a burst read in one go counts whole before any of it reaches the model)."""
+    """Requests that have arrived whole and are not answered yet, counted by the adapters:
+    the HTTP layer on parsing a request, before its task first runs (a burst read in one
+    go counts whole before any of it reaches the model); gRPC when a call's handler starts."""
 
     __slots__ = ("count",)
 
@@ -65,12 +66,17 @@ class InFlight:
 
 
 class Timing(NamedTuple):
-    """A signature's last call: its rows and seconds, and when a call last took over the
-    budget (perf_counter; -inf: never)."""
+    """A signature's last call: its rows and seconds; when the last call over the budget
+    ended (perf_counter; -inf: never) and the cooldown it started."""
 
     rows: int
     seconds: float
-    slow_at: float
+    slow_end: float
+    cooldown: float
+
+    @property
+    def cooling_until(self) -> float:
+        return self.slow_end + self.cooldown
 
 
 class InlineCalls:
@@ -83,16 +89,22 @@ class InlineCalls:
     else (concurrency, a first call, a slow model, a larger batch than seen fast) goes to
     the executor, which keeps the loop free. A call whose inputs make it slow although
     the last was fast cannot be foreseen: it blocks the loop once, and its signature then
-    runs on threads for ``cooldown`` seconds, so such calls block the loop at most once per
-    cooldown. The durations are kept per servable, weakly: an unloaded version is not held
-    in memory by them.
+    runs on threads for a cooldown, so such calls block the loop at most once per
+    cooldown. The cooldown starts at ``cooldown`` seconds and doubles, up to
+    ``max_cooldown``, each time a slow call comes again within a cooldown of the last
+    one's end: a machine that stalls a call now and then (a busy or virtual machine does,
+    every few seconds to minutes) costs a second of threaded calls, not half a minute,
+    while inputs that keep making the model slow are soon kept off the loop for
+    ``max_cooldown``. The durations are kept per servable, weakly: an unloaded version is
+    not held in memory by them.
     """
 
-    def __init__(self, budget: float = INLINE_BUDGET_S,
-                 cooldown: float = INLINE_COOLDOWN_S) -> None:
+    def __init__(self, budget: float = INLINE_BUDGET_S, cooldown: float = INLINE_COOLDOWN_S,
+                 max_cooldown: float = INLINE_MAX_COOLDOWN_S) -> None:
         self.in_flight = InFlight()
         self.budget = budget
         self.cooldown = cooldown
+        self.max_cooldown = max_cooldown
         self.inline_calls = 0  # for tests and benchmarks: how many calls ran on the loop
         self._threaded: set[Future] = set()  # calls running on the executor
         self._last: "weakref.WeakKeyDictionary[object, dict[str, Timing]]" = \
@@ -115,18 +127,25 @@ class InlineCalls:
             return False
         last = timings.get(signature_name)
         return (last is not None and rows <= last.rows and last.seconds < self.budget
-                and time.perf_counter() - last.slow_at >= self.cooldown)
+                and time.perf_counter() >= last.cooling_until)
 
     def run(self, servable, signature_name: str, inputs: Mapping[str, np.ndarray], rows: int,
             timings: dict[str, "Timing"]) -> dict:
         """``servable.run``, its duration noted for the next decision (on any thread)."""
         started = time.perf_counter()
         outputs = servable.run(signature_name, inputs)
-        seconds = time.perf_counter() - started
+        ended = time.perf_counter()
+        seconds = ended - started
         previous = timings.get(signature_name)
-        slow_at = started if seconds >= self.budget else \
-            previous.slow_at if previous is not None else -math.inf
-        timings[signature_name] = Timing(rows, seconds, slow_at)
+        if seconds < self.budget:
+            slow_end, cooldown = ((previous.slow_end, previous.cooldown) if previous is not None
+                                  else (-math.inf, 0.0))
+        elif previous is not None and ended <= previous.cooling_until + previous.cooldown:
+            slow_end, cooldown = ended, min(self.max_cooldown,
+                                            max(self.cooldown, 2 * previous.cooldown))
+        else:
+            slow_end, cooldown = ended, self.cooldown
+        timings[signature_name] = Timing(rows, seconds, slow_end, cooldown)
         return outputs
 
     def track(self, future: Future) -> Future:

@@ -34,7 +34,12 @@ def _rpc(api: str) -> Callable:
     """Translates errors to gRPC statuses and counts the call, in one place for all RPCs.
 
     The call is counted before its answer leaves, as TF Serving does: a client that has its
-    answer (or its error) and then reads the metrics sees its own call in them.
+    answer (or its error) and then reads the metrics sees its own call in them. While it
+    runs it is also counted in the data plane's requests in flight, so that a call that is
+    the only one runs its model on the event loop (``serving.dataplane.InlineCalls``), as
+    a lone REST request does. It is counted when its handler starts, not when gRPC has
+    read it: a call that arrives while another runs inline waits for that one, at most
+    the inline budget.
     """
 
     def decorate(method):
@@ -42,6 +47,8 @@ def _rpc(api: str) -> Callable:
         async def wrapper(self, request, context):
             started = time.perf_counter()
             answering_version.set(None)
+            in_flight = self.dataplane.inline.in_flight
+            in_flight.count += 1
             try:
                 response = await method(self, request, context)
             except ServingError as err:
@@ -52,6 +59,8 @@ def _rpc(api: str) -> Callable:
             else:
                 _observe(self.metrics, request, api, "OK", started)
                 return response
+            finally:
+                in_flight.count -= 1
             _observe(self.metrics, request, api, code, started)
             await context.abort(status, message)
         return wrapper
@@ -85,7 +94,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         spec = _spec(request, context)
         result = await self.dataplane.predict(
             spec, lambda signature: tensors.inputs_from_protos(signature, request.inputs),
-            tuple(request.output_filter))
+            tuple(request.output_filter), counted=True)
         response = predict_pb2.PredictResponse(model_spec=result.model_spec())
         for name, array in result.outputs.items():
             response.outputs[name].CopyFrom(tensors.to_proto(array))
@@ -94,7 +103,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     @_rpc("Classify")
     async def Classify(self, request: classification_pb2.ClassificationRequest, context):
         result = await self.dataplane.classify(_spec(request, context),
-                                               examples.from_input(request.input))
+                                               examples.from_input(request.input), counted=True)
         response = classification_pb2.ClassificationResponse(model_spec=result.model_spec())
         classes, scores = result.outputs.get("classes"), result.outputs.get("scores")
         rows, width = (scores if scores is not None else classes).shape[:2]
@@ -108,7 +117,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     @_rpc("Regress")
     async def Regress(self, request: regression_pb2.RegressionRequest, context):
         result = await self.dataplane.regress(_spec(request, context),
-                                              examples.from_input(request.input))
+                                              examples.from_input(request.input), counted=True)
         response = regression_pb2.RegressionResponse(model_spec=result.model_spec())
         for value in result.outputs["outputs"].reshape(-1):
             response.result.regressions.add(value=float(value))

@@ -1,8 +1,9 @@
 """Model calls on the event loop for a request that is alone (``serving.dataplane.InlineCalls``).
 
 With stand-in models (no server): which calls run inline and which on the executor's
-threads, and that both answer and fail alike. On a real server: a lone REST client is
-answered inline with the model's answers (the pipeline's model, marked slow), and with a
+threads, that both answer and fail alike, and how long a slow call keeps its signature off
+the loop. On a real server: a lone REST or gRPC client is answered inline with the
+model's answers (the pipeline's model, marked slow), and with a
 model as slow as a request asks, a slow call blocks the loop at most once, after which
 requests sent while one is in the model are answered at once, not behind it.
 """
@@ -107,17 +108,47 @@ def test_a_call_running_on_a_thread_keeps_the_next_one_off_the_loop(plane):
 
 
 def test_a_call_over_the_budget_sends_its_signature_to_the_threads_for_the_cooldown(plane):
+    plane.inline.cooldown = 0.3
+
     async def scenario() -> list[str]:
         await call(plane, [1.0])
         threads = [(await call(plane, [SLOW_X]))[1]]  # alone, known fast: inline, but slow
         threads.append((await call(plane, [1.0]))[1])  # fast, but the cooldown runs
-        plane.inline.cooldown = 0.0
+        await asyncio.sleep(0.35)
         threads.append((await call(plane, [1.0]))[1])
         return threads
 
     on_loop = threading.current_thread().name
     slow, during_cooldown, after = asyncio.run(scenario())
     assert slow == on_loop and during_cooldown.startswith("model") and after == on_loop
+
+
+def last_timing(plane: DataPlane):
+    (timings,) = plane.inline._last.values()
+    (timing,) = timings.values()
+    return timings, timing
+
+
+def test_slow_calls_that_recur_double_the_cooldown_and_a_lone_stall_does_not(plane):
+    """A machine's stall now and then costs one base cooldown; inputs that keep making the
+    model slow keep its signature off the loop longer and longer, up to the maximum."""
+    plane.inline.cooldown, plane.inline.max_cooldown = 0.2, 0.8
+
+    async def scenario() -> list[float]:
+        await call(plane, [1.0])
+        cooldowns = []
+        for _ in range(4):  # each slow again within a cooldown of the last one's end
+            await call(plane, [SLOW_X])
+            cooldowns.append(last_timing(plane)[1].cooldown)
+        timings, timing = last_timing(plane)
+        (name,) = timings
+        timings[name] = timing._replace(slow_end=timing.slow_end - 100)  # long ago
+        await call(plane, [SLOW_X])  # a stall after a long quiet time: the base again
+        cooldowns.append(last_timing(plane)[1].cooldown)
+        return cooldowns
+
+    assert asyncio.run(scenario()) == [0.2, 0.4, 0.8, 0.8, 0.2]
+    assert plane.inline.inline_calls == 1  # only the first slow call ran on the loop
 
 
 def test_inline_and_threaded_calls_fail_alike(plane):
@@ -159,6 +190,32 @@ def test_a_lone_rest_client_is_answered_inline_with_the_models_answers(start_ser
             scores = [p["scores"] for p in answer.json()["predictions"]]
             np.testing.assert_allclose(scores, expected, rtol=1e-5)
     assert inline.inline_calls >= 4  # every call after the first one
+
+
+@pytest.mark.slow
+def test_a_lone_grpc_client_is_answered_inline_with_the_models_answers(start_server, base_path):
+    """The official stub, one call at a time: each call is the only one in flight."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from tests.serving.conftest import dtype_of
+
+    running = start_server(model_name=MODEL_NAME, model_base_path=str(base_path))
+    inline = running.server.dataplane.inline
+    expected = servable(running, 1).run("serving_default", arrays(ROWS[:1]))["scores"]
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL_NAME
+    for key, array in arrays(ROWS[:1]).items():
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(array, dtype=dtype_of(key)))
+    with grpc.insecure_channel(running.grpc_target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for _ in range(5):
+            response = stub.Predict(request, timeout=60)
+            np.testing.assert_allclose(tf.make_ndarray(response.outputs["scores"]), expected,
+                                       rtol=1e-5)
+    assert inline.inline_calls >= 4  # every call after the first one
+    assert inline.in_flight.count == 0  # each call counted out when answered
 
 
 @pytest.fixture(scope="module")
