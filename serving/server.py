@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -280,9 +281,24 @@ class ModelServer:
 
 
 async def serve_forever(options: ServerOptions) -> None:
+    """Serves until SIGTERM or SIGINT, then stops cleanly (``ModelServer.stop``: calls in
+    flight finish, the request log is written out). SIGTERM is how docker, Kubernetes and
+    process managers ask a server to stop; left to its default, it killed the process with
+    the request log's last file unfinished under its hidden name."""
     server = ModelServer(options)
     await server.start()
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    received: list[str] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, lambda name=signum.name: (received.append(name),
+                                                                   stopping.set()))
     try:
-        await asyncio.Event().wait()
+        await stopping.wait()
+        log.info("%s: stopping (calls in flight finish, the request log is written out)",
+                 received[0])
     finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
         await server.stop()
+    log.info("Stopped")

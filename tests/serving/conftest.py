@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import threading
 import time
 from pathlib import Path
@@ -159,6 +160,13 @@ class BackgroundClients:
         self._stop.set()
         for thread in self._threads:
             thread.join(30)
+
+
+def free_port() -> int:
+    """A loopback port free now, for a server process that needs its ports on the command line."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def wait_until_serving(url: str, process, verify=True, timeout: float = 180) -> None:

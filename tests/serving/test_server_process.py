@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import pytest
 
 from pipeline.config import load_config
 from tests.conftest import MLOPS, REPO, copy_taxi_span, write_config
-from tests.serving.conftest import MODEL_NAME, add_version, wait_until_serving
+from tests.serving.conftest import MODEL_NAME, add_version, free_port, wait_until_serving
 
 
 
@@ -37,12 +36,6 @@ def stop_with_ctrl_c(server: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         server.kill()
     assert server.returncode in (0, -signal.SIGINT), server.stderr.read()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
