@@ -289,14 +289,17 @@ async def serve_forever(options: ServerOptions) -> None:
     await server.start()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    received: list[str] = []
+
+    def stop_on(signal_name: str) -> None:  # run by the loop, not in the signal's context
+        if not stopping.is_set():
+            log.info("%s: stopping (calls in flight finish, the request log is written out)",
+                     signal_name)
+        stopping.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, lambda name=signum.name: (received.append(name),
-                                                                   stopping.set()))
+        loop.add_signal_handler(signum, stop_on, signum.name)
     try:
         await stopping.wait()
-        log.info("%s: stopping (calls in flight finish, the request log is written out)",
-                 received[0])
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
