@@ -39,6 +39,7 @@ import logging
 import socket
 import ssl
 import time
+import types
 from http import HTTPStatus
 from typing import Awaitable, Callable, Optional, Protocol
 
@@ -116,13 +117,6 @@ class Counter(Protocol):
     count: int
 
 
-class _Count:
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
-
-
 class _Shared:
     """What the connections of one server share: the handler, limits, counts and logs."""
 
@@ -131,7 +125,8 @@ class _Shared:
                  in_flight: Optional[Counter] = None) -> None:
         self.handler = handler
         self.limits = limits
-        self.in_flight: Counter = in_flight if in_flight is not None else _Count()
+        self.in_flight: Counter = (in_flight if in_flight is not None
+                                   else types.SimpleNamespace(count=0))
         self.wanted_headers = frozenset(name.lower().encode("latin-1")
                                         for name in request_headers)
         self.open = 0  # admitted connections still open

@@ -111,7 +111,9 @@ def _session_config() -> "tf.compat.v1.ConfigProto":
     return config
 
 
-_ON_CALLING_THREAD = tf.compat.v1.RunOptions(inter_op_thread_pool=-1).SerializeToString()
+# RunOptions for one-row calls, made once: TF_SessionRun only reads it, from any thread.
+_ON_CALLING_THREAD = tf_session.TF_NewBufferFromString(
+    tf.compat.v1.RunOptions(inter_op_thread_pool=-1).SerializeToString())
 
 
 class _SignatureCall:
@@ -130,7 +132,7 @@ class _SignatureCall:
     """
 
     def __init__(self, session: "tf.compat.v1.Session", graph: tf.Graph,
-                 signature_def: meta_graph_pb2.SignatureDef) -> None:
+                 signature_def: meta_graph_pb2.SignatureDef, signature: "Signature") -> None:
         self._session = session
         # Per input, in name order: (name, its TensorSpec, graph tensor, C output, rank or
         # None when unknown, the (axis, size) pairs the shape fixes, whether it is feedable).
@@ -143,8 +145,8 @@ class _SignatureCall:
             rank = shape.rank
             fixed = () if rank is None else tuple(
                 (axis, size) for axis, size in enumerate(shape.as_list()) if size is not None)
-            self._feeds.append((key, _tensor_spec(key, signature_def.inputs[key]), tensor,
-                                output, rank, fixed, graph.is_feedable(tensor)))
+            self._feeds.append((key, signature.inputs[key], tensor, output, rank, fixed,
+                                graph.is_feedable(tensor)))
         self.out_names = sorted(signature_def.outputs)
         fetched = [graph.get_tensor_by_name(signature_def.outputs[k].name)
                    for k in self.out_names]
@@ -170,17 +172,14 @@ class _SignatureCall:
             feeds[output] = array
             one_row = one_row and (array.ndim == 0 or array.shape[0] <= 1)
         session = self._session
-        options = tf_session.TF_NewBufferFromString(_ON_CALLING_THREAD) if one_row else None
         try:
-            values = session._do_call(session._call_tf_sessionrun, options, feeds,
+            values = session._do_call(session._call_tf_sessionrun,
+                                      _ON_CALLING_THREAD if one_row else None, feeds,
                                       self._fetches, [], None)
         except tf.errors.OpError as err:
             raise ServingError(_code_of(err), err.message) from None
         except (TypeError, ValueError) as err:  # values the C layer cannot convert
             raise invalid_argument(str(err).splitlines()[0]) from None
-        finally:
-            if options is not None:
-                tf_session.TF_DeleteBuffer(options)
         return {name: values[position]
                 for name, position in zip(self.out_names, self._positions)}
 
@@ -198,16 +197,16 @@ class Servable:
         self._session = tf.compat.v1.Session(graph=self._graph, config=_session_config())
         with self._graph.as_default():
             tf.compat.v1.saved_model.loader.load(self._session, [SERVE_TAG], path)
-        self._functions = {
-            key: _SignatureCall(self._session, self._graph, sig)
-            for key, sig in meta_graph.signature_def.items()
-            if sig.inputs and sig.outputs}  # not e.g. __saved_model_init_op
         # The callable ones (not e.g. "__saved_model_init_op"), for requests.
         self.signatures: dict[str, Signature] = {
             key: Signature(key, sig.method_name,
                            {k: _tensor_spec(k, v) for k, v in sig.inputs.items()},
                            {k: _tensor_spec(k, v) for k, v in sig.outputs.items()})
-            for key, sig in meta_graph.signature_def.items() if key in self._functions}
+            for key, sig in meta_graph.signature_def.items() if sig.inputs and sig.outputs}
+        self._functions = {
+            key: _SignatureCall(self._session, self._graph, meta_graph.signature_def[key],
+                                signature)
+            for key, signature in self.signatures.items()}
 
     def signature(self, name: str) -> Signature:
         key = name or DEFAULT_SIGNATURE
