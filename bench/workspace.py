@@ -35,6 +35,15 @@ def timed(command: list[str], cwd: Path, env: dict | None = None) -> tuple[float
     return seconds, result.stdout
 
 
+def beam_args(config, threads: str) -> list[str]:
+    """The pipeline's own Beam options (``pipeline.builder``), with ``--in_process_threads``
+    set to ``threads`` for the bench."""
+    from pipeline import builder
+
+    return [arg for arg in builder.beam_pipeline_args(config)
+            if not arg.startswith("--in_process_threads")] + [f"--in_process_threads={threads}"]
+
+
 def prepare_ours(workspace: Path, changes: Optional[dict[str, Any]] = None) -> Path:
     """A config for this pipeline on the full sample in `workspace`; `changes` are laid
     over the repo's config, section by section (e.g. a profile)."""
