@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import tensorflow as tf
-from tfx_bsl.coders import example_coder
+
+from components import example_batches
 
 SliceKey = tuple
 
@@ -49,7 +50,7 @@ class SliceFeatureDecoder:
         self._features = list(features)
         self._dtypes: dict[str, tf.DType] = {}
         self._parse: Optional[Any] = None
-        self._whole = example_coder.ExamplesToRecordBatchDecoder()
+        self._whole = example_batches.RecordDecoders(None)  # as the readers decode
 
     def __call__(self, serialized: np.ndarray) -> dict[str, FeatureValues]:
         if not self._features:
@@ -59,7 +60,7 @@ class SliceFeatureDecoder:
                 return self._parsed(serialized)
             except tf.errors.InvalidArgumentError:  # a value of another kind
                 pass
-        batch = self._whole.DecodeBatch(serialized.tolist())
+        batch = self._whole.decode(serialized.tolist())
         result = {name: values for name in self._features
                   if (values := _arrow_values(batch, name)) is not None}
         self._learn(batch)

@@ -123,46 +123,47 @@ def _one_value_output(function: Any, key: str) -> bool:
     return shape.rank == 1 or (shape.rank == 2 and shape[1] == 1)
 
 
-def model_signatures(eval_config: config_pb2.EvalConfig, loaded_models: dict[str, Any],
-                     slice_features: Iterable[str]
+def model_signatures(eval_config: config_pb2.EvalConfig, loaded_models: dict[str, Any]
                      ) -> tuple[list[ModelSignatures], Optional[str]]:
     """Each model's signatures, or the reason they are not ones this path can call.
 
     Args:
-      eval_config: the defaults-filled EvalConfig.
+      eval_config: the defaults-filled EvalConfig. None of the features its slicing specs
+        name may be a preprocessing output: TFMA would look them up among the transformed
+        features first.
       loaded_models: the loaded SavedModels by model spec name.
-      slice_features: the features the slicing specs name; TFMA would look them up among
-        the transformed features first, so none may be a preprocessing output.
     """
     multi_model = len(eval_config.model_specs) > 1
+    sliced_on = set(slice_features(eval_config))
     result = []
     for spec in eval_config.model_specs:
         signatures = loaded_models[spec.name].signatures
         predict = signatures.get(spec.signature_name)
-        if predict is None or _serialized_input(predict) is None:
+        predict_input = _serialized_input(predict) if predict is not None else None
+        if predict_input is None:
             return [], f"signature {spec.signature_name!r} does not take serialized examples"
         if not _one_value_output(predict, spec.prediction_key):
             return [], f"prediction {spec.prediction_key!r} is not one number per example"
-        with_label = []
+        with_label = []  # (function, its serialized input)
         for name in spec.preprocessing_function_names:
             function = signatures.get(name)
-            if function is None or _serialized_input(function) is None:
+            function_input = _serialized_input(function) if function is not None else None
+            if function_input is None:
                 return [], f"preprocessing function {name!r} does not take serialized examples"
             outputs = function.structured_outputs
             outputs = set(outputs) if isinstance(outputs, dict) else set()
-            if set(slice_features) & outputs:
+            if sliced_on & outputs:
                 return [], "a slice on a transformed feature"
             if spec.label_key in outputs:
-                with_label.append(function)
-        if len(with_label) != 1 or not _one_value_output(with_label[0], spec.label_key):
+                with_label.append((function, function_input))
+        if len(with_label) != 1 or not _one_value_output(with_label[0][0], spec.label_key):
             return [], (f"label {spec.label_key!r} is not one number per example of one "
                         "preprocessing function")
-        preprocess = with_label[0]
         result.append(ModelSignatures(
             name=spec.name if multi_model else "",
-            predict=_Signature(predict, _serialized_input(predict)),
+            predict=_Signature(predict, predict_input),
             prediction_key=spec.prediction_key,
-            preprocess=_Signature(preprocess, _serialized_input(preprocess)),
+            preprocess=_Signature(*with_label[0]),
             label_key=spec.label_key))
     return result, None
 

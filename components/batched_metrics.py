@@ -81,7 +81,7 @@ class _ExampleCount:
     """`_ExampleCountCombiner`: without example weights, the number of examples (its keys
     are the combiner's own, from its `extract_output`)."""
 
-    def __init__(self, combiner: example_count._ExampleCountCombiner) -> None:
+    def __init__(self) -> None:
         self._count = 0.0
 
     def add(self, outputs: dict[str, ModelOutputs], num_rows: int,
@@ -253,7 +253,7 @@ def _accumulator_factory(computation: metric_types.MetricComputation
     if isinstance(combiner, example_count._ExampleCountCombiner):
         if combiner._output_name:
             return None, "ExampleCount per output"
-        return (lambda: _ExampleCount(combiner)), ""
+        return _ExampleCount, ""
     if isinstance(combiner, calibration_histogram._CalibrationHistogramCombiner):
         if combiner._aggregation_type or combiner._class_weights:
             return None, "a calibration histogram with aggregation or class weights"

@@ -190,8 +190,7 @@ class Executor(evaluator_executor.Executor):
         if reason:
             return reason
         loaded = {model.model_name: model.model_loader.load() for model in models}
-        signatures, reason = batched_evaluation.model_signatures(
-            tfma_config, loaded, batched_evaluation.slice_features(tfma_config))
+        signatures, reason = batched_evaluation.model_signatures(tfma_config, loaded)
         if reason:
             return reason
 
@@ -205,7 +204,7 @@ class Executor(evaluator_executor.Executor):
             batched_evaluation.serialized_batches(patterns), tfma_config, signatures, computations,
             baseline_spec.name if baseline_spec else None, threads)
         output_uri = artifact_utils.get_single_uri(output_dict[constants.EVALUATION_KEY])
-        evaluation_output.write(
+        validation = evaluation_output.write(
             output_uri, results, tfma_config,
             model_locations={model.model_name: model.model_path for model in models},
             rubber_stamp=model_util.has_rubber_stamp(models))
@@ -213,6 +212,5 @@ class Executor(evaluator_executor.Executor):
         if not run_validation:
             logging.info("No threshold configured, will not validate model.")
             return None
-        validation = tfma.load_validation_result(output_uri)
         write_blessing(input_dict, output_dict, exec_properties, validation.validation_ok)
         return None

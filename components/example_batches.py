@@ -58,7 +58,7 @@ def raw_batches(files: list[str], batch_size: int, prefetch: int) -> Iterator[li
         yield records
 
 
-class _Decoders(threading.local):
+class RecordDecoders(threading.local):
     """One `ExamplesToRecordBatchDecoder` per thread (they are not thread-safe)."""
 
     def __init__(self, schema: Optional[bytes]) -> None:
@@ -95,7 +95,7 @@ def read(patterns: Iterable[str], schema: Optional[schema_pb2.Schema], batch_siz
     Yields:
       Arrow record batches, in the order of the records.
     """
-    decoders = _Decoders(schema.SerializeToString() if schema is not None else None)
+    decoders = RecordDecoders(schema.SerializeToString() if schema is not None else None)
     batches = raw_batches(matching_files(patterns), batch_size, prefetch=max(2, threads))
     if threads <= 1:
         for records in batches:
