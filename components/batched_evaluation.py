@@ -23,8 +23,6 @@ executor then runs the stock evaluator.
 """
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import dataclasses
 from typing import Any, Iterable, Iterator, Optional
 
@@ -33,7 +31,7 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.proto import config_pb2
 
-from components import batched_metrics, example_batches
+from components import batched_metrics, example_batches, parallelism
 from components.batch_slicing import FeatureValues, SliceFeatureDecoder, SliceKey, column_slices
 
 BATCH_SIZE = 8192
@@ -216,20 +214,11 @@ class BatchScorer:
 def _scored(batches: Iterable[np.ndarray], decoder: SliceFeatureDecoder,
             scorer: BatchScorer, threads: int) -> Iterator[ScoredBatch]:
     """The scored batches in input order; with several threads, up to `threads` + 1 are
-    being scored while the caller consumes the oldest."""
-    if threads <= 1:
-        for serialized in batches:
-            yield scorer(serialized, decoder(serialized))
-        return
-    with concurrent.futures.ThreadPoolExecutor(
-            max_workers=threads, thread_name_prefix="evaluator") as pool:
-        pending: collections.deque = collections.deque()
-        for serialized in batches:
-            pending.append(pool.submit(scorer, serialized, decoder(serialized)))
-            if len(pending) > threads:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+    being scored while the caller consumes the oldest (the slicing features are decoded in
+    the caller's thread)."""
+    return parallelism.ordered_map(
+        scorer, ((serialized, decoder(serialized)) for serialized in batches), threads,
+        "evaluator")
 
 
 def evaluate(batches: Iterable[np.ndarray], eval_config: config_pb2.EvalConfig,

@@ -23,8 +23,6 @@ none) are the ones TFX's TFXIO uses, so the batches hold the same values.
 """
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import threading
 from typing import Iterable, Iterator, Optional, Sequence
 
@@ -34,6 +32,8 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.arrow import table_util
 from tfx_bsl.coders import example_coder
 from tfx_bsl.tfxio import dataset_util
+
+from components import parallelism
 
 # tf.data's default read buffer is 256 KB; a larger one halves the reading time above.
 READ_BUFFER_BYTES = 8 << 20
@@ -97,18 +97,5 @@ def read(patterns: Iterable[str], schema: Optional[schema_pb2.Schema], batch_siz
     """
     decoders = RecordDecoders(schema.SerializeToString() if schema is not None else None)
     batches = raw_batches(matching_files(patterns), batch_size, prefetch=max(2, threads))
-    if threads <= 1:
-        for records in batches:
-            yield decoders.decode(records)
-        return
-    with concurrent.futures.ThreadPoolExecutor(
-            threads, thread_name_prefix="decode-examples") as pool:
-        # At most `threads` batches in flight besides the one being handed out: memory
-        # stays a few batches whatever the data size.
-        pending: collections.deque = collections.deque()
-        for records in batches:
-            pending.append(pool.submit(decoders.decode, records))
-            if len(pending) > threads:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+    yield from parallelism.ordered_map(decoders.decode, ((records,) for records in batches),
+                                       threads, "decode-examples")

@@ -12,7 +12,10 @@ are what TFX hands every Beam component on every runner; a distributing runner i
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import os
+from typing import Any, Callable, Iterable, Iterator
 
 from apache_beam.options import pipeline_options
 
@@ -99,3 +102,23 @@ def stored_bytes(patterns: list[str]) -> int:
             continue
         total += sum(metadata.size_in_bytes for metadata in result.metadata_list)
     return total
+
+
+def ordered_map(function: Callable[..., Any], arguments: Iterable[tuple], threads: int,
+                thread_name: str) -> Iterator[Any]:
+    """``function(*args)`` for each of ``arguments``, in their order. With ``threads`` above
+    1, that many calls run at once besides the result being handed out, so memory stays a
+    few items whatever the input's size; else every call runs in the caller's thread.
+    ``arguments`` is always pulled in the caller's thread."""
+    if threads <= 1:
+        for args in arguments:
+            yield function(*args)
+        return
+    with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix=thread_name) as pool:
+        pending: collections.deque = collections.deque()
+        for args in arguments:
+            pending.append(pool.submit(function, *args))
+            if len(pending) > threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

@@ -34,3 +34,26 @@ def test_stored_bytes_sums_globs_and_ignores_what_is_missing(tmp_path: Path) -> 
     (tmp_path / "a.gz").write_bytes(b"x" * 10)
     (tmp_path / "b.gz").write_bytes(b"x" * 5)
     assert parallelism.stored_bytes([str(tmp_path / "*.gz"), str(tmp_path / "none/*")]) == 15
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_ordered_map_answers_in_input_order_running_at_most_threads_calls(threads):
+    import threading
+    import time
+
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow_for_early(index: int) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02 if index % 2 == 0 else 0.0)  # later calls finish first
+        with lock:
+            running[0] -= 1
+        return index * 10
+
+    results = list(parallelism.ordered_map(slow_for_early, ((i,) for i in range(12)), threads,
+                                           "test"))
+    assert results == [i * 10 for i in range(12)]
+    assert most[0] <= threads
