@@ -29,8 +29,6 @@ from tensorflow_model_analysis.utils import model_util
 from tfx import types
 from tfx.components.evaluator import constants
 from tfx.components.evaluator import executor as evaluator_executor
-from tfx.components.util import examples_utils
-from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.types import standard_component_specs
 from tfx.utils import io_utils
@@ -41,6 +39,7 @@ from tfx.utils import proto_utils
 from components import batched_evaluation
 from components import batched_metrics
 from components import evaluation_output
+from components import example_batches
 from components import parallelism
 from components import serving_baseline, versioned_pusher
 from components.beam_runner import beam_would_distribute
@@ -82,9 +81,8 @@ def unsupported_input(input_dict: dict[str, list[types.Artifact]],
         return "a schema input"
     if not input_dict.get(MODEL_KEY):
         return "no candidate model"
-    for examples in input_dict[EXAMPLES_KEY]:
-        if examples_utils.get_payload_format(examples) != example_gen_pb2.FORMAT_TF_EXAMPLE:
-            return "examples that are not tf.Examples"
+    if split_patterns(input_dict, exec_properties) is None:
+        return "examples that are not gzipped tf.Examples"
     return None
 
 
@@ -117,12 +115,18 @@ def eval_shared_models(input_dict: dict[str, list[types.Artifact]],
 
 
 def split_patterns(input_dict: dict[str, list[types.Artifact]],
-                   exec_properties: dict[str, Any]) -> list[str]:
-    """The file patterns of the evaluated splits (`example_splits`, default "eval")."""
+                   exec_properties: dict[str, Any]) -> Optional[list[str]]:
+    """The file patterns of the evaluated splits (`example_splits`, default "eval"), or
+    None when they are not gzipped tf.Examples (what `example_batches` reads)."""
     splits = json_utils.loads(
         exec_properties.get(standard_component_specs.EXAMPLE_SPLITS_KEY, "null")) or ["eval"]
-    return [io_utils.all_files_pattern(uri) for split in splits
-            for uri in artifact_utils.get_split_uris(input_dict[EXAMPLES_KEY], split)]
+    patterns: list[str] = []
+    for split in splits:
+        found = example_batches.split_patterns(input_dict[EXAMPLES_KEY], split)
+        if found is None:
+            return None
+        patterns += found
+    return patterns
 
 
 def write_blessing(input_dict: dict[str, list[types.Artifact]],

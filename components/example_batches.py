@@ -29,6 +29,9 @@ from typing import Iterable, Iterator, Optional, Sequence
 import pyarrow as pa
 import tensorflow as tf
 from tensorflow_metadata.proto.v0 import schema_pb2
+from tfx import types
+from tfx.components.util import tfxio_utils
+from tfx.proto import example_gen_pb2
 from tfx_bsl.arrow import table_util
 from tfx_bsl.coders import example_coder
 from tfx_bsl.tfxio import dataset_util
@@ -79,6 +82,19 @@ class RecordDecoders(threading.local):
         return table_util.MergeRecordBatches(
             [self.decoder.DecodeBatch(records[start:start + DECODE_ROWS])
              for start in range(0, len(records), DECODE_ROWS)])
+
+
+def split_patterns(examples: list[types.Artifact], split: str) -> Optional[list[str]]:
+    """The file patterns of a split of Examples artifacts if it holds gzipped tf.Examples
+    (what `read` and `serialized_batches` read), else None: the caller then reads it
+    through TFX's TFXIO."""
+    payload_format, data_view_uri = tfxio_utils.resolve_payload_format_and_data_view_uri(
+        examples)
+    patterns, file_formats = tfxio_utils.get_file_format_and_patterns(examples, split)
+    if (payload_format != example_gen_pb2.FORMAT_TF_EXAMPLE or data_view_uri
+            or any(file_format != "tfrecords_gzip" for file_format in file_formats)):
+        return None
+    return patterns
 
 
 def read(patterns: Iterable[str], schema: Optional[schema_pb2.Schema], batch_size: int,

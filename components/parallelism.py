@@ -9,6 +9,7 @@ does not pay back, so "auto" starts them only above `AUTO_MIN_BYTES` of input.
 The setting travels as a Beam option (`--in_process_threads`), because the Beam arguments
 are what TFX hands every Beam component on every runner; a distributing runner ignores it
 (its workers are its own business). `pipeline.threads` in the config sets it.
+`ordered_map` is the one way those paths spread their batches over the threads.
 """
 from __future__ import annotations
 

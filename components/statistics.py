@@ -33,7 +33,6 @@ from tfx import types
 from tfx.components.statistics_gen import executor as stock
 from tfx.components.util import examples_utils
 from tfx.components.util import tfxio_utils
-from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.types import standard_component_specs as specs
 from tfx.utils import io_utils
@@ -65,23 +64,11 @@ def unsupported_option(exec_properties: dict[str, Any],
     return None
 
 
-def example_patterns(examples: types.Artifact, split: str) -> Optional[list[str]]:
-    """The split's file patterns if it holds gzipped tf.Examples (what
-    `example_batches` reads), else None."""
-    payload_format, data_view_uri = tfxio_utils.resolve_payload_format_and_data_view_uri(
-        [examples])
-    patterns, file_formats = tfxio_utils.get_file_format_and_patterns([examples], split)
-    if (payload_format != example_gen_pb2.FORMAT_TF_EXAMPLE or data_view_uri
-            or any(file_format != "tfrecords_gzip" for file_format in file_formats)):
-        return None
-    return patterns
-
-
 def split_batches(examples: types.Artifact, split: str, beam_pipeline_args: list[str]
                   ) -> Iterator[pa.RecordBatch]:
     """The split's records as record batches: through `example_batches` in
     `parallelism.threads_for` threads for gzipped tf.Examples, else through TFX's TFXIO."""
-    patterns = example_patterns(examples, split)
+    patterns = example_batches.split_patterns([examples], split)
     if patterns is None:
         tfxio = tfxio_utils.get_split_tfxio(
             examples=[examples], split=split, telemetry_descriptors=["StatisticsGen"])
