@@ -14,11 +14,14 @@ run: setup  ## Train, validate and push the model described by pipeline_config.y
 serve: setup  ## Serve the pushed versions: tensorflow_model_server if on PATH, else the embedded server
 	@$(MLOPS) serve $(ARGS)
 
-test: setup  ## The whole suite, slow end-to-end pipeline tests included
-	@$(PY) -m pytest $(ARGS)
+# Both cores: pytest-xdist; a worker takes whole modules (tests/conftest.py).
+PYTEST := $(PY) -m pytest --numprocesses=auto
 
-test-fast: setup  ## Everything but the end-to-end pipeline runs
-	@$(PY) -m pytest -m "not slow" $(ARGS)
+test: setup  ## The whole suite, slow end-to-end pipeline tests included
+	@$(PYTEST) $(ARGS)
+
+test-fast: setup  ## Everything but what trains: no pipeline run, no model trained
+	@$(PYTEST) -m "not slow" $(ARGS)
 
 bench: setup  ## Pipeline wall times: cold run and cached re-run
 	@$(PY) bench/pipeline $(ARGS)

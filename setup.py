@@ -24,9 +24,9 @@ setup(
         "typer>=0.9",
         "rich>=13",
         "pyyaml",
-        "httptools>=0.6",  # the REST port's HTTP parser (serving/http.py)
+        "httptools>=0.6",  # the REST port's HTTP parser (serving/protocol/http.py)
         "uvloop>=0.19",  # the embedded server's event loop (serving/event_loop.py)
         "pyarrow>=10,<11",  # columnar CSV ingestion (components/csv_columns.py)
     ],
-    entry_points={"console_scripts": ["mlops=pipeline.cli:main"]},
+    entry_points={"console_scripts": ["mlops=pipeline.cli.main:main"]},
 )

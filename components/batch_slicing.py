@@ -106,7 +106,11 @@ def column_slices(column: str, feature: Optional[FeatureValues]
                    ) -> Iterator[tuple[SliceKey, np.ndarray]]:
     """The slices of one feature in a batch: one per distinct value (TFMA's
     `np.unique(values).tolist()`), with the rows that hold it, each row once however often
-    it repeats the value; rows without the feature are in none, as in TFMA."""
+    it repeats the value; rows without the feature are in none, as in TFMA.
+
+    Raises:
+        ValueError: a bytes value is not UTF-8 (TFMA's slicer refuses it the same way).
+    """
     if feature is None or not len(feature[0]):
         return
     values, parents = feature

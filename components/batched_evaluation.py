@@ -2,8 +2,9 @@
 
 TFMA's Beam path unbatches every example after the model call and runs its slicing and
 every metric combiner per example in Python: on 300,000 eval rows that is most of the
-Evaluator's time, the model calls about 5 %. Here the eval split's serialized tf.Examples
-are read in batches of `BATCH_SIZE`, each model's signatures run once per batch
+Evaluator's time, the model calls a small part (bench/scale, bench/evaluator; see
+docs/performance.md). Here the eval split's serialized tf.Examples are read in batches of
+`BATCH_SIZE`, each model's signatures run once per batch
 (predictions from the configured signature on the serialized examples, labels from the
 preprocessing signature that outputs the label key, as TFMA's extractors do), the slices
 are found per batch (`batch_slicing`, which decodes only the slicing features), and
@@ -11,8 +12,8 @@ are found per batch (`batch_slicing`, which decodes only the slicing features), 
 
 The signatures are called with keyword arguments. TFMA calls them positionally, which
 TensorFlow first tries to bind by keyword and fails, formatting the whole input tensor
-into the discarded error message (`Tensor.__repr__`, numpy's arrayprint: ~4 % of TFMA's
-time on 300,000 rows).
+into the discarded error message (`Tensor.__repr__`, numpy's arrayprint), a measurable
+part of TFMA's time on large data.
 
 Model calls release the GIL, so with more than one thread (`components.parallelism`) the
 next batches are scored while this thread adds up the last. Only a few batches are in
@@ -86,6 +87,13 @@ class ModelSignatures:
     label_key: str
 
     def outputs(self, serialized: tf.Tensor, num_rows: int) -> batched_metrics.ModelOutputs:
+        """The model's predictions and the transformed labels for a batch of serialized
+        tf.Examples, one value per row, as TFMA's extractors would give them.
+
+        Raises:
+            ValueError: the prediction or the label has other than one value per example
+                (a multi-output head this path does not evaluate).
+        """
         predictions = self.predict(serialized)[self.prediction_key]
         labels = self.preprocess(serialized)[self.label_key]
         return batched_metrics.ModelOutputs(

@@ -54,7 +54,11 @@ class ModelOutputs:
 
     def histogram_buckets(self, num_buckets: int, left: float, width: float) -> np.ndarray:
         """Each row's calibration-histogram bucket, as TFMA's `_bucket_index` computes it
-        (same float64 operations in the same order; int() truncation of a value >= 0)."""
+        (same float64 operations in the same order; int() truncation of a value >= 0).
+
+        Raises:
+            ValueError: a prediction is NaN (TFMA's own computation fails on it too).
+        """
         key = (num_buckets, left, width)
         if key not in self._buckets:
             position = (self.predictions - left) / width * num_buckets + 1

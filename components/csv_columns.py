@@ -1,9 +1,10 @@
 """CSV to serialized tf.Examples a column at a time, with CsvExampleGen's typing rules.
 
-TFX's CsvExampleGen parses, types and converts every cell in Python: on the bundled 15,000
-rows that was most of ExampleGen's 11 s. Here Arrow's CSV reader splits the files, each
-column is typed and converted once per distinct value (columns repeat values: 15,000 taxi
-rows hold a few hundred distinct fares), and the rows are put together by Arrow.
+TFX's CsvExampleGen parses, types and converts every cell in Python, which was most of
+ExampleGen's time (bench/pipeline; see docs/performance.md). Here Arrow's CSV reader
+splits the files, each column is typed and converted once per distinct value (columns
+repeat values: 15,000 taxi rows hold a few hundred distinct fares), and the rows are put
+together by Arrow.
 
 The result is the Examples CsvExampleGen writes (checked against it on the bundled data):
 - a column is INT when every non-empty cell is an integer within int64, FLOAT when every
@@ -18,8 +19,8 @@ The result is the Examples CsvExampleGen writes (checked against it on the bundl
 
 Each record is the Example's *deterministic* serialization (`to_records`), the bytes TFX's
 ExampleGen hashes to choose a row's split: with them, a row's split is decided on the
-record itself, with no parse and no second serialization per row (at 1.5 M rows those two
-were half of ExampleGen's time).
+record itself, with no parse and no second serialization per row (at scale those two were
+most of ExampleGen's time: bench/scale, docs/performance.md).
 """
 from __future__ import annotations
 
@@ -34,9 +35,9 @@ from apache_beam.io.filesystems import FileSystems
 import tensorflow as tf
 
 _INT64 = np.iinfo(np.int64)
-# Arrow reads a file in blocks of this size, one batch each. A 4 MB block (about 32,000
-# taxi rows) holds about 16 MB of serialized Examples; 16 MB blocks were 10 % less CPU but
-# 0.3 GB more peak memory at 1.5 M rows, which the memory target does not allow.
+# Arrow reads a file in blocks of this size, one batch each (about 32,000 taxi rows).
+# Larger blocks save a little CPU but cost more peak memory than the memory target allows
+# (bench/scale; figures in docs/performance.md).
 _BLOCK_BYTES = 4 << 20
 
 
@@ -71,7 +72,13 @@ class CsvFormatError(ValueError):
 def read_batches(path: str, header: Sequence[str],
                  missing_values: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
     """The rows of one CSV file after its header line, every column as raw bytes, cells
-    holding a missing-value marker emptied."""
+    holding a missing-value marker emptied.
+
+    Raises:
+        CsvFormatError: Arrow cannot read the file as CSV with this header (a row with
+            another number of cells, say); the message names the file.
+        OSError: the file cannot be opened or read.
+    """
     markers = pa.array([value.encode() for value in missing_values if value], pa.binary())
     options = dict(
         read_options=pa_csv.ReadOptions(column_names=list(header), skip_rows=1,

@@ -185,6 +185,12 @@ def DataValidationGate(
 
     `contract` is JSON mapping each declared column to its kind (numeric, bucketized,
     categorical, label, numeric_label).
+
+    Raises:
+        DataValidationError: any split has a problem (no rows; a declared column
+            missing, empty or not of its kind; labels left empty; an anomaly the
+            ExampleValidator found); one line per problem, and the run stops before
+            Transform.
     """
     expected = json.loads(contract)
     problems = []

@@ -1,20 +1,18 @@
 """Arrow record batches of stored tf.Examples: read in C++, decoded in several threads.
 
 The in-process executor paths (`beam_runner`) spend most of their time here. On the
-1.5 M-row taxi sample, tfx_bsl's `ExamplesToRecordBatchDecoder.DecodeBatch` was 88 % of
+1.5 M-row taxi sample, tfx_bsl's `ExamplesToRecordBatchDecoder.DecodeBatch` was most of
 StatisticsGen, and Beam's pure-Python TFRecord reader (Python gzip, a Python call per
-record) a quarter of Transform. Both have faster equivalents in the same libraries:
+record) a quarter of Transform. Both have faster equivalents in the same libraries (each
+measured with bench/scale and bench/components; figures in docs/performance.md):
 
 - tf.data's TFRecordDataset reads, inflates and checks the records' CRCs in C++, on its own
-  thread: 1.3 s for the 300,000 eval records with a large read buffer and prefetching,
-  against 2.6 s through tfx_bsl's `make_tf_record_dataset` (its interleave machinery).
-- `DecodeBatch` costs less per record on small batches (12 us a record in batches of
-  8,192, 7 us in batches of 1,024, measured on the taxi sample), so records decode
+  thread, faster with a large read buffer and prefetching than tfx_bsl's
+  `make_tf_record_dataset` (its interleave machinery).
+- `DecodeBatch` costs less per record on small batches, so records decode
   `DECODE_ROWS` at a time and tfx_bsl's `MergeRecordBatches` (C++) joins the pieces into
-  batches of the size asked for (StatisticsGen: decoding and statistics 9.5-10.6 us a
-  record instead of 13.2-14.7).
-- `DecodeBatch` releases the GIL, so batches decode in parallel: 300,000 records took
-  3.9 s in one thread and 2.5 s in two on this 2-core machine. A decoder is not
+  batches of the size asked for.
+- `DecodeBatch` releases the GIL, so batches decode in parallel. A decoder is not
   thread-safe (it keeps per-feature state), so each thread has its own.
 
 Batches come out in the order of the records, so what consumes them sees what a

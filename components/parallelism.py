@@ -54,7 +54,12 @@ def usable_cores() -> int:
 
 
 def parse_threads(value: str) -> int | None:
-    """`value` as a thread count, None for "auto"; a clear ValueError for anything else."""
+    """`value` as a thread count, None for "auto"; a clear ValueError for anything else.
+
+    Raises:
+        ValueError: `value` is neither "auto" nor a positive integer (the message names
+            the option).
+    """
     if str(value).strip().lower() == AUTO:
         return None
     try:

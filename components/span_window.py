@@ -71,7 +71,11 @@ def window_config(span_pattern: str, train_spans: int,
 
 
 def read_window_config(exec_properties: dict[str, Any]) -> Window:
-    """The window from the executor's `custom_config` property."""
+    """The window from the executor's `custom_config` property.
+
+    Raises:
+        ValueError: `custom_config` is missing or is not `window_config()`'s Struct.
+    """
     raw = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
     config = proto_utils.json_to_proto(raw, example_gen_pb2.CustomConfig()) \
         if isinstance(raw, str) else raw
@@ -99,7 +103,12 @@ def window_files(input_base: str, span_pattern: str, newest: int, count: int) ->
 
 def window_csv_files(input_base: str, span_pattern: str, newest: int, count: int,
                      resolved_pattern: str) -> tuple[list[str], list[str]]:
-    """The window's CSV files and their header, which every file must share."""
+    """The window's CSV files and their header, which every file must share.
+
+    Raises:
+        RuntimeError: no file matches (TFX's own message, naming `resolved_pattern`), or
+            a file's header differs from the newest file's.
+    """
     files = window_files(input_base, span_pattern, newest, count)
     if not files:
         raise RuntimeError(f"Split pattern {resolved_pattern} does not match any files.")
@@ -223,6 +232,14 @@ class Executor(BaseExampleGenExecutor):
     def Do(self, input_dict: dict[str, list[types.Artifact]],
            output_dict: dict[str, list[types.Artifact]],
            exec_properties: dict[str, Any]) -> None:
+        """Writes the window's Examples (in this process when Beam would not distribute),
+        and, when no driver ran (a KFP task), the span properties a driver would record.
+
+        Raises:
+            ValueError: `custom_config` is not `window_config()`'s.
+            RuntimeError: the window has no file, or its files' headers differ.
+            CsvFormatError: a file cannot be read as CSV with that header.
+        """
         driver_ran = exec_properties.get(SPAN_PROPERTY) is not None
         exec_properties = resolve_span(exec_properties)
         self._write(input_dict, output_dict, exec_properties)

@@ -50,7 +50,12 @@ class SplitWriter:
             thread.start()
 
     def write(self, split: int, records: Sequence[bytes]) -> None:
-        """Queues (or, with one shard, writes) `records` of split number `split`."""
+        """Queues (or, with one shard, writes) `records` of split number `split`.
+
+        Raises:
+            BaseException: the first error a writer thread hit (re-raised here, so a
+                failed write stops the producer instead of being lost).
+        """
         self._raise_if_failed()
         if not records:
             return
@@ -76,6 +81,11 @@ class SplitWriter:
             raise self._error
 
     def close(self) -> None:
+        """Waits for the threads to write what is queued and closes every file.
+
+        Raises:
+            BaseException: the first error a writer thread hit, after the files are closed.
+        """
         for _ in self._threads:
             self._chunks.put(None)
         for thread in self._threads:

@@ -1,15 +1,16 @@
 """StatisticsGen executor that computes statistics in this process when Beam would too.
 
 Where Beam would not distribute the work (`beam_runner`), the stock executor runs it all in
-this process anyway: on the bundled 15,000 rows it spent about 10 s building and running a
-Beam pipeline around 1 s of statistics. TFDV has a Beam-free path (`generate_statistics_in_memory`, behind
+this process anyway, and on the bundled data it spent most of its time building and
+running a Beam pipeline around the statistics (bench/pipeline; see docs/performance.md).
+TFDV has a Beam-free path (`generate_statistics_in_memory`, behind
 `tfdv.generate_statistics_from_dataframe`); here the split's records stream through the
 same generators in batches, so memory stays bounded by the sketches, not the data.
 
-Decoding the records was 88 % of this path's time at 1.5 M rows; gzipped tf.Examples are
+Decoding the records was most of this path's time at 1.5 M rows; gzipped tf.Examples are
 read and decoded by `example_batches` (C++ reading, small decode calls, several threads
-above `parallelism.AUTO_MIN_BYTES`), other payloads through TFX's TFXIO. On those 1.5 M
-rows, 2 cores: 10.7 s (18.0 CPU s) against 26.7 s (39.9 CPU s) with TFXIO's reading.
+above `parallelism.AUTO_MIN_BYTES`), other payloads through TFX's TFXIO; the former takes
+less than half the time (bench/components; see docs/performance.md).
 
 One difference in method, none in the defaults' results at this scale: top-k values and
 unique counts come from TFDV's sketches (Misra-Gries with 1,024 counters, KMV with 16,384
@@ -106,6 +107,12 @@ class Executor(stock.Executor):
     def Do(self, input_dict: dict[str, list[types.Artifact]],
            output_dict: dict[str, list[types.Artifact]],
            exec_properties: dict[str, Any]) -> None:
+        """Writes each split's statistics in this process, or hands the work to the stock
+        executor (Beam) when an option or the runner needs it.
+
+        Raises:
+            ValueError: every split of the examples is excluded (the stock message).
+        """
         reason = unsupported_option(exec_properties, input_dict)
         if reason is None and beam_would_distribute(self._beam_pipeline_args):
             reason = "a distributing Beam runner"

@@ -7,10 +7,8 @@ in one thread. On the 1.5 M-row taxi sample reading and decoding were half of Tr
 time. Where Beam runs everything in this process anyway (`beam_runner`), this executor
 hands tf.Transform the same Arrow record batches, from the same files and decoded by the
 same decoder with the same (projected) schema, but read in C++ and decoded in
-`parallelism.threads_for` threads (`example_batches`), in batches of `BATCH_SIZE` rows.
-On the 1.5 M rows (bench/components, stock and ours in alternation on a shared 2-core
-machine): 0.63x the stock executor's time, 0.60x its CPU time, peak RSS 881 MB against
-1,132 MB.
+`parallelism.threads_for` threads (`example_batches`), in batches of `BATCH_SIZE` rows:
+less time and memory than the stock executor's (bench/components; see docs/performance.md).
 
 Everything else is TFX's: the executor, the Beam pipeline, tf.Transform's analysis and
 its outputs. Only the source of one PCollection differs, so the transform graph is the one
@@ -94,8 +92,8 @@ def in_process_tfxio(tfxio: tfxio_module.TFXIO, beam_pipeline_args: list[str]
     """`tfxio` read by `example_batches`, or None where TFX's reading should stay.
 
     That is input other than gzipped tf.Examples, and small input read in one thread:
-    on 15,000 rows (2 MB) the reader's start-up (TensorFlow's eager and tf.data
-    runtimes) outweighed its gains, 1.03-1.13x the stock executor's CPU time.
+    on the bundled data the reader's start-up (TensorFlow's eager and tf.data runtimes)
+    outweighed its gains (bench/components; see docs/performance.md).
     """
     if (type(tfxio) is not tf_example_record.TFExampleRecord
             or tfxio.raw_record_column_name is not None):

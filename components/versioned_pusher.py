@@ -85,6 +85,13 @@ def publish_model(model_path: str, base_directory: str, manifest: dict[str, Any]
 
     On any failure the staging folder is removed and no version folder is created. A base
     directory on an object store is published by `publish_to_object_store` instead.
+
+    Raises:
+        RuntimeError: every one of `PUBLISH_ATTEMPTS` version numbers was taken meanwhile
+            by concurrent pushes.
+        ValueError: (object store) `model_path` holds no SavedModel graph.
+        Exception: the file system's own error for a failed copy or rename, after the
+            staging folder is removed.
     """
     if is_object_store(base_directory):
         return publish_to_object_store(model_path, base_directory, manifest)
@@ -235,6 +242,13 @@ def publish_to_object_store(model_path: str, base_directory: str,
     A push killed part way (no exception to clean up after) leaves `<N>/` without its
     graph: never loadable, the previous version keeps serving, and the next push takes
     N+1, never N again (the server would not retry a version it holds in error).
+
+    Raises:
+        ValueError: `model_path` holds no SavedModel graph file.
+        RuntimeError: every one of `PUBLISH_ATTEMPTS` version numbers already holds
+            objects.
+        Exception: the file system's own error for a failed copy, after the staging
+            folder and the partial version are removed.
     """
     sources = _relative_files(model_path)
     if not any(is_graph_file(path) for path in sources):
@@ -338,6 +352,14 @@ class Executor(pusher_executor.Executor):
     def Do(self, input_dict: dict[str, list[types.Artifact]],
            output_dict: dict[str, list[types.Artifact]],
            exec_properties: dict[str, Any]) -> None:
+        """Publishes a blessed model as the next version, unless the newest version is
+        this model already; a skip is recorded on the PushedModel with its reason.
+
+        Raises:
+            ValueError: the push destination is not a filesystem one, or (object store)
+                the model holds no SavedModel graph.
+            RuntimeError: as `publish_model`: no free version number.
+        """
         model_push = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.PUSHED_MODEL_KEY])
         if not self.CheckBlessing(input_dict):

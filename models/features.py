@@ -21,7 +21,7 @@ LABEL_VOCABULARY = "label"
 
 # What the data must hold for each declared column (`PipelineConfig.data_contract`): a
 # feature's kind above, or for the label one of these. Checked before training
-# (`components/data_gate.py`) and against a curated schema (`pipeline/schema_file.py`).
+# (`components/data_gate.py`) and against a curated schema (`pipeline/definition/schema_file.py`).
 LABEL = "label"
 NUMERIC_LABEL = "numeric_label"
 LABEL_KINDS = frozenset({LABEL, NUMERIC_LABEL})
@@ -36,6 +36,9 @@ def transformed_name(key: str) -> str:
 
 @dataclass(frozen=True)
 class LabelSpec:
+    """The `label:` section as plain values: which column, which task, and how a binary
+    label is read (a threshold or a positive value) and named."""
+
     column: str
     task: str
     positive_above: Optional[float] = None
@@ -44,10 +47,12 @@ class LabelSpec:
 
     @property
     def is_classification(self) -> bool:
+        """Binary or multiclass: decides the loss, the metrics and the classify signature."""
         return self.task in (BINARY, MULTICLASS)
 
     @property
     def binary_class_names(self) -> tuple[str, ...]:
+        """[negative, positive] as the classify API names them; "0" and "1" unless set."""
         return tuple(self.class_names or DEFAULT_BINARY_CLASS_NAMES)
 
 
@@ -62,6 +67,8 @@ class FeatureSpec:
 
     @classmethod
     def from_custom_config(cls, custom_config: Mapping[str, Any]) -> "FeatureSpec":
+        """From the Transform / Trainer `custom_config` (`PipelineConfig.model_custom_config`),
+        the only way `models/` learns the declaration."""
         features = custom_config["features"]
         label = dict(custom_config["label"])
         if label.get("class_names") is not None:
@@ -77,6 +84,11 @@ class FeatureSpec:
         return (*self.numeric, *self.bucketized, *self.categorical)
 
     def kind_of(self, name: str) -> str:
+        """Whether a column is numeric, bucketized or categorical, which decides its encoding.
+
+        Raises:
+            KeyError: `name` is not a declared feature (the label is not one).
+        """
         if name in self.numeric:
             return NUMERIC
         if name in self.bucketized:
@@ -87,4 +99,5 @@ class FeatureSpec:
 
     @property
     def label_key(self) -> str:
+        """The label's name after Transform, where training and evaluation read it."""
         return transformed_name(self.label.column)

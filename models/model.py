@@ -30,6 +30,12 @@ def build_keras_model(spec: feature_lib.FeatureSpec, training: Mapping[str, Any]
 
     `vocabulary_sizes` maps each categorical column to its vocabulary size (without OOV);
     `num_classes` is needed for multiclass classification only.
+
+    Raises:
+        ValueError: the task is multiclass classification and `num_classes` is missing or
+            below 2 (the label vocabulary found fewer than two classes).
+        KeyError: a categorical column has no entry in `vocabulary_sizes`, or `training`
+            lacks `embedding_dim` or `hidden_units`.
     """
     inputs, encoded = {}, []
     for name in spec.numeric:
@@ -151,12 +157,19 @@ def training_batches(transformed: tf.data.Dataset, cache_file: str,
 
 def vocabulary_sizes(spec: feature_lib.FeatureSpec,
                      tf_transform_output: tft.TFTransformOutput) -> dict[str, int]:
+    """Each categorical column's vocabulary size as Transform computed it, which sizes
+    its embedding."""
     return {name: tf_transform_output.vocabulary_size_by_name(name)
             for name in spec.categorical}
 
 
 def run_fn(fn_args) -> None:
-    """TFX Trainer entry point: train through Transform's graph and export for serving."""
+    """TFX Trainer entry point: train through Transform's graph and export for serving.
+
+    Raises:
+        ValueError: a multiclass label whose vocabulary has fewer than two classes (see
+            `build_keras_model`); the Trainer fails before training.
+    """
     spec = feature_lib.FeatureSpec.from_custom_config(fn_args.custom_config)
     training = fn_args.custom_config["training"]
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)

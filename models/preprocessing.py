@@ -14,8 +14,8 @@ Vocabularies use tf.Transform's approximate (Misra-Gries) analyzer: it is exact 
 column has at most `vocab_size` distinct values, and otherwise keeps the `vocab_size` most
 frequent within the documented error bound. Unlike the exact analyzer, which is a Beam
 pipeline of its own per column, it is a combiner that tf.Transform packs with the others
-into one pass: Transform took 43 s with exact vocabularies on the bundled data, 26 s with
-these.
+into one pass, which cut Transform's time by more than a third (bench/pipeline; see
+docs/performance.md).
 
 Every analyzer reads the raw columns directly, so tf.Transform needs one pass over the
 data (no analyzer depends on another's result). Every output is a dense [batch, 1] tensor.
@@ -48,11 +48,14 @@ def present_values(value: Tensor) -> tf.SparseTensor:
 
 
 def densify(value: tf.SparseTensor, default: Any) -> tf.Tensor:
+    """The column as a dense tensor, `default` (cast to its dtype) where a value is missing."""
     return tf.sparse.to_dense(value, default_value=tf.cast(default, value.dtype)
                               if value.dtype != tf.string else default)
 
 
 def as_float(value: Tensor) -> tf.SparseTensor:
+    """The present values as float32: z-scores, buckets and label thresholds need floats,
+    whether the column holds ints or floats."""
     sparse = present_values(value)
     return tf.SparseTensor(sparse.indices, tf.cast(sparse.values, tf.float32),
                            sparse.dense_shape)

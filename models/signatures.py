@@ -36,6 +36,8 @@ TRANSFORM_SIGNATURE = "transform_features"
 
 
 def examples_signature_name(spec: feature_lib.FeatureSpec) -> str:
+    """The tf.Example signature's name, after the TF Serving API it serves (classify or
+    regress, by task)."""
     return "classify" if spec.label.is_classification else "regress"
 
 
@@ -120,6 +122,7 @@ class ServingModule(tf.Module):
         self._apply_transform = transform_graph.apply_transform_model
 
     def transform(self, raw_features: dict) -> dict:
+        """Raw features through the Transform graph, as in training (no skew)."""
         return self._apply_transform(raw_features)
 
 
@@ -128,8 +131,9 @@ def load_transform_graph(
     """tf.Transform's loader of the transform graph, to apply it in TF2 code.
 
     Loaded once, it serves the Trainer's input pipeline and the exported signatures, each
-    use tracing the graph in about a second; through the Keras layer of
-    `TFTransformOutput.transform_features_layer()` the two input pipelines took 11 s.
+    use tracing the graph quickly; through the Keras layer of
+    `TFTransformOutput.transform_features_layer()` the input pipelines took several times
+    as long (docs/performance.md).
     """
     return saved_transform_io_v2.SavedModelLoader(tf_transform_output.transform_savedmodel_dir)
 

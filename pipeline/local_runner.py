@@ -14,6 +14,6 @@ if __name__ == "__main__":
     os.environ.setdefault("MLOPS_CONFIG", str(Path(__file__).resolve().parents[1]
                                               / "pipeline_config.yaml"))
     sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not pipeline/
-    from pipeline import local
+    from pipeline.local.run import main_for_tfx_cli
 
-    sys.exit(local.main_for_tfx_cli())
+    sys.exit(main_for_tfx_cli())

@@ -8,7 +8,7 @@
 #
 # Bytecode is compiled at install time: where PYTHONDONTWRITEBYTECODE is set (as on CI
 # images) Python would otherwise recompile TensorFlow's sources at every start, which
-# tripled the import time of each run and test process (17 s -> 55 s measured).
+# tripled the import time of each run and test process (see docs/performance.md).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

@@ -6,6 +6,8 @@ import sys
 
 
 def main(argv=None) -> int:
+    """Runs the embedded server until interrupted; returns the exit code (2: a bad flag or
+    file, 1: a port cannot be listened on), so errors are one line, not a traceback."""
     from serving import flags
     from serving.process import quiet_libraries
 

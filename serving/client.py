@@ -64,11 +64,14 @@ class CsvInstance(dict):
         self.examples_signature = examples_signature
 
     def as_example(self) -> dict[str, Any]:
+        """The row as a classify / regress example: empty cells (NaN, "") left out, so the
+        model sees them missing as in training."""
         return {name: value for name, value in self.items()
                 if not (isinstance(value, float) and math.isnan(value)) and value != ""}
 
 
 def model_path(name: str, version: Optional[int] = None, label: Optional[str] = None) -> str:
+    """The REST path of a model, or of one version or label of it (version wins)."""
     path = f"/v1/models/{name}"
     if version is not None:
         path += f"/versions/{version}"
@@ -94,8 +97,20 @@ def unreachable(url: str, error: httpx.HTTPError) -> ClientError:
 
 
 def input_dtypes(base_url: str, path: str, signature: str, verify=True) -> InputTypes:
-    """``verify``: httpx's, an ``ssl.SSLContext`` for an https ``base_url``
-    (``server_files.rest_verify``)."""
+    """The input dtypes of ``signature``, from the metadata API, so CSV cells can be typed.
+
+    ``verify``: httpx's, an ``ssl.SSLContext`` for an https ``base_url``
+    (``server_files.rest_verify``).
+
+    Returns:
+        Input name -> `DT_...`, with the model's classify / regress signature, if any.
+
+    Raises:
+        ClientError: no server answers at the URL, or the TLS handshake fails (the
+            message then names the `serving.tls` setting to change); the metadata request
+            answers other than HTTP 200; or the model has no signature ``signature``
+            (the message lists those it has).
+    """
     response = _get(f"{base_url}{path}/metadata", verify)
     if response.status_code != 200:
         raise ClientError(f"metadata: HTTP {response.status_code}: {response.text.strip()}")
@@ -114,6 +129,10 @@ def instance_from_csv(path: Path, row: int, dtypes: dict[str, str]) -> CsvInstan
     """Data row ``row`` (1 = first row after the header) as an instance for ``dtypes``.
 
     An empty integer cell is left out (listed in ``absent``): see the module's docstring.
+
+    Raises:
+        ClientError: the file cannot be read, has no column for an input, has no data
+            row ``row``, or a cell of a float or integer input is not a number of that kind.
     """
     try:
         with open(path, newline="") as handle:
@@ -159,7 +178,12 @@ def _typed(cell: str, dtype: str, path: Path, row: int, column: str) -> Any:
 
 def route(method: str, body: dict) -> tuple[str, dict]:
     """Where a request goes: a predict of CSV rows with empty integer cells goes as
-    tf.Examples without those features to the classify / regress signature (see above)."""
+    tf.Examples without those features to the classify / regress signature (see above).
+
+    Raises:
+        ClientError: instances with empty integer cells are mixed with ones not from CSV
+            rows, or the model has no classify / regress signature to send them to.
+    """
     instances = body.get("instances") if method == "predict" else None
     if not isinstance(instances, list) or not any(
             isinstance(item, CsvInstance) and item.absent for item in instances):
@@ -182,6 +206,11 @@ def route(method: str, body: dict) -> tuple[str, dict]:
 
 
 def read_json(path: Path) -> dict:
+    """A request body from a file, sent as it is (`mlops predict --json`).
+
+    Raises:
+        ClientError: the file cannot be read or is not JSON.
+    """
     try:
         return json.loads(Path(path).read_text())
     except OSError as err:
@@ -192,6 +221,16 @@ def read_json(path: Path) -> dict:
 
 def post(base_url: str, path: str, method: str, body: dict, verify=True
          ) -> tuple[int, Any]:
+    """Sends one request (re-routed by `route` when a CSV row needs it).
+
+    Returns:
+        The HTTP status and the JSON answer ({"error": text} when it is not JSON): a
+        refused request is an answer to show, not an exception.
+
+    Raises:
+        ClientError: `route`'s reasons; no server answers at the URL, or the TLS
+            handshake fails (the message then names the `serving.tls` setting to change).
+    """
     method, body = route(method, body)
     try:
         response = httpx.post(f"{base_url}{path}:{method}",

@@ -92,11 +92,25 @@ def _parse(path: str | Path, message):
 # --- models.config -------------------------------------------------------------------
 
 def read_model_server_config(path: str | Path) -> ModelServerConfig:
-    """Reads and checks a models.config as tensorflow_model_server would."""
+    """Reads and checks a models.config as tensorflow_model_server would.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT when the file cannot be read, or for any of
+            `parse_model_server_config`'s reasons; the message names the file.
+    """
     return parse_model_server_config(_read(path), str(path))
 
 
 def parse_model_server_config(text: str, path: str) -> ModelServerConfig:
+    """A ModelServerConfig from its text, refused where tensorflow_model_server would
+    refuse it, so a file that works with one server works with the other.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT, naming `path`, when the text is not a
+            ModelServerConfig in text format, holds a custom_model_config instead of a
+            model_config_list, or a model lacks a name or base_path, has a platform other
+            than tensorflow, has a relative base_path, or is configured twice.
+    """
     config = _parse_text(text, ModelServerConfig(), path)
     if config.WhichOneof("config") != "model_config_list":
         raise invalid_argument(f"{path}: expected a model_config_list "
@@ -118,6 +132,7 @@ def parse_model_server_config(text: str, path: str) -> ModelServerConfig:
 
 
 def model_server_config_text(config: ModelServerConfig) -> str:
+    """The models.config text, in the format both servers read (and deploy files embed)."""
     return text_format.MessageToString(config)
 
 
@@ -155,6 +170,13 @@ class BatchingParameters:
 
     @classmethod
     def from_file(cls, path: Optional[str]) -> "BatchingParameters":
+        """The `--batching_parameters_file` as the embedded server uses it; TF Serving's
+        defaults when `path` is empty or leaves a field out.
+
+        Raises:
+            ServingError: INVALID_ARGUMENT when the file cannot be read, is not a
+                BatchingParameters text proto, or fails `check`.
+        """
         if not path:
             return cls()
         proto = _parse(path, BatchingParametersProto())
@@ -170,6 +192,13 @@ class BatchingParameters:
         return params
 
     def check(self, source: str) -> None:
+        """Refuses values the batcher cannot run with, naming `source` (the file).
+
+        Raises:
+            ServingError: INVALID_ARGUMENT when max_batch_size, max_enqueued_batches or
+                num_batch_threads is not positive, batch_timeout_micros is negative, or
+                allowed_batch_sizes does not increase strictly and end at max_batch_size.
+        """
         for name in ("max_batch_size", "max_enqueued_batches", "num_batch_threads"):
             if getattr(self, name) <= 0:
                 raise invalid_argument(f"{source}: {name} must be positive")
@@ -187,7 +216,12 @@ DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 
 
 def prometheus_path(monitoring_config_file: Optional[str]) -> Optional[str]:
-    """The metrics path when the monitoring file enables Prometheus, else None."""
+    """The metrics path when the monitoring file enables Prometheus, else None.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT when the file cannot be read or is not a
+            MonitoringConfig text proto.
+    """
     if not monitoring_config_file:
         return None
     proto = _parse(monitoring_config_file, MonitoringConfigProto())
@@ -199,12 +233,18 @@ def prometheus_path(monitoring_config_file: Optional[str]) -> Optional[str]:
 # --- TLS (checked further by serving.tls) ------------------------------------------------
 
 def parse_ssl_config(text: str, source: str):
-    """An SSLConfig from its text (``--ssl_config_file``): the PEM texts and client_verify."""
+    """An SSLConfig from its text (``--ssl_config_file``): the PEM texts and client_verify.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT, naming `source`, when the text is not an SSLConfig
+            text proto (`serving.tls.read` checks the PEM texts themselves).
+    """
     return _parse_text(text, SSLConfigProto(), source)
 
 
 def ssl_config_text(server_key: str, server_cert: str, custom_ca: str = "",
                     client_verify: bool = False) -> str:
+    """An SSLConfig file's text from PEM texts, as both servers read it (tests and setup)."""
     return text_format.MessageToString(SSLConfigProto(
         server_key=server_key, server_cert=server_cert, custom_ca=custom_ca,
         client_verify=client_verify))

@@ -8,12 +8,9 @@ arrays and protos. Errors are ``ServingError``s; the adapters only translate.
 Where the model runs: on a thread of the executor, so the event loop keeps reading,
 parsing and answering other requests meanwhile; except for a request that is alone (see
 ``InlineCalls``), which runs on the event loop itself. Handing a call to a thread and its
-result back costs thread wake-ups and GIL hand-overs: on the pipeline's model (2 cores,
-batching off, one wrk connection, one server switching between the two every 3 s, 5
-rounds) REST predict p50 was 0.735 ms through the threads and 0.592 ms inline; the loop
-blocking on the thread's future instead (no wake-up of the loop) gave 0.741 ms, so the
-thread hand-over itself is the cost. At 32 connections no request was ever alone (0
-inline calls) and throughput did not move (1738 vs 1732 req/s).
+result back costs thread wake-ups and GIL hand-overs, a fifth of a one-client request's
+time; at 32 connections no request is ever alone, so throughput does not change (measured
+by bench/serving --latency-only; see docs/performance.md).
 """
 from __future__ import annotations
 
@@ -31,11 +28,11 @@ from google.protobuf import wrappers_pb2
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2, status_pb2
 from tensorflow_serving.apis.get_model_metadata_pb2 import SignatureDefMap
 
-from serving import examples as examples_lib, servable as servable_lib
+from serving import servable as servable_lib
 from serving.batching import Batcher
-from serving.request_log import RequestLogs
 from serving.errors import invalid_argument
 from serving.repository import ModelRepository
+from serving.request_log import RequestLogs
 from serving.traffic import Router
 
 # A request's inputs as arrays, typed by the signature that will run them.
@@ -76,6 +73,7 @@ class Timing(NamedTuple):
 
     @property
     def cooling_until(self) -> float:
+        """Until when (perf_counter) the signature stays off the event loop after a slow call."""
         return self.slow_end + self.cooldown
 
 
@@ -123,6 +121,9 @@ class InlineCalls:
         return timings
 
     def allows(self, timings: dict[str, "Timing"], signature_name: str, rows: int) -> bool:
+        """Whether this call may run on the event loop: it is alone, nothing runs on the
+        executor, and the signature's last call, with as many rows or more, was under
+        budget and not in a cooldown (see the class)."""
         if self.in_flight.count > 1 or self._threaded:
             return False
         last = timings.get(signature_name)
@@ -162,6 +163,10 @@ def _batch_rows(inputs: Mapping[str, np.ndarray]) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
+    """What a request names, from the REST path or the gRPC ModelSpec: the model, at most
+    one of version and label (neither: the canary split's choice or the newest), and the
+    signature ("" = serving_default)."""
+
     name: str
     version: Optional[int] = None
     label: Optional[str] = None
@@ -171,6 +176,7 @@ class ModelSpec:
     @classmethod
     def from_proto(cls, spec: model_pb2.ModelSpec,
                    request_key: Optional[str] = None) -> "ModelSpec":
+        """A gRPC request's spec; an unset version wrapper means no version (not 0)."""
         return cls(spec.name, spec.version.value if spec.HasField("version") else None,
                    spec.version_label or None, spec.signature_name, request_key)
 
@@ -184,6 +190,7 @@ class Result:
     outputs: dict[str, np.ndarray]
 
     def model_spec(self) -> model_pb2.ModelSpec:
+        """The version and signature that answered, for the gRPC response's model_spec."""
         return model_pb2.ModelSpec(name=self.servable.name,
                                    version=wrappers_pb2.Int64Value(value=self.servable.version),
                                    signature_name=self.signature.name)
@@ -214,9 +221,20 @@ class DataPlane:
         """The version `spec` names (a version, a label, or, for neither, the canary
         split's choice or else the newest served).
 
+        Also sets `answering_version`, which the adapters report whether the call then
+        succeeds or fails.
+
+        Args:
+            spec: the model, and at most one of version and label.
+
+        Returns:
+            The loaded servable; it stays usable until the request is done, even if the
+            version is unloaded meanwhile.
+
         Raises:
-            ServingError: INVALID_ARGUMENT without a model name or for an unknown label,
-                NOT_FOUND for an unknown model or version.
+            ServingError: INVALID_ARGUMENT without a model name, with both a version and a
+                label, or for a label not on a loaded version; NOT_FOUND for a model with
+                no loaded version, or a version that is not loaded.
         """
         if not spec.name:
             raise invalid_argument("Missing model name in request.")
@@ -234,8 +252,16 @@ class DataPlane:
     def signature(self, spec: ModelSpec):
         """(servable, signature) for `spec`; `signature_name` "" is serving_default.
 
+        Args:
+            spec: the model, version or label, and signature name.
+
+        Returns:
+            The servable and its callable signature, resolved together so the signature
+            belongs to the version that will run it.
+
         Raises:
-            ServingError: as `servable`, and FAILED_PRECONDITION for an unknown signature.
+            ServingError: as `servable`, and FAILED_PRECONDITION for a signature the
+                version does not have (TF Serving's code for it, HTTP 400).
         """
         servable = self.servable(spec)
         return servable, servable.signature(spec.signature_name)
@@ -267,11 +293,25 @@ class DataPlane:
         the inputs is the one that runs them, resolved once per request. ``counted``: the
         adapter counts this request in ``inline.in_flight`` (it may then run inline).
 
+        Args:
+            spec: the model, version or label, signature, and request key (canary split).
+            decode_inputs: the adapter's decoder, from the resolved signature to its input
+                arrays (REST JSON or gRPC TensorProtos).
+            output_filter: output aliases to return (gRPC's `output_filter`); () = all.
+            counted: the request is counted in `inline.in_flight`.
+
         Returns:
             The outputs (only `output_filter`'s, when given) and who answered.
+
         Raises:
             ServingError: as `signature`; INVALID_ARGUMENT for inputs that are not exactly
-                the signature's or an unknown output alias; the decoder's and the model's.
+                the signature's, or an unknown output alias; whatever `decode_inputs`
+                raises (the adapters' decoders raise INVALID_ARGUMENT for a malformed body).
+            The model call's: INVALID_ARGUMENT for a value that cannot take the input's
+                dtype or shape (or the model rejects: a failed check, a vocabulary miss),
+                other TensorFlow errors by their code (OUT_OF_RANGE, RESOURCE_EXHAUSTED,
+                ...; INTERNAL for the rest); with batching on, also INVALID_ARGUMENT for
+                more rows than `max_batch_size`, UNAVAILABLE when the batch queue is full.
         """
         servable, signature = self.signature(spec)
         inputs = decode_inputs(signature)
@@ -290,10 +330,24 @@ class DataPlane:
                        counted: bool = False) -> Result:
         """TF Serving's Classify: serialized tf.Examples through a classify signature.
 
+        Args:
+            spec: the model, version or label, signature, and request key (canary split).
+            examples: serialized tf.Examples, one per row (REST's `examples` built into
+                protos by the adapter, or gRPC's Input).
+            counted: the request is counted in `inline.in_flight`.
+
+        Returns:
+            The signature's outputs (`classes` and/or `scores`) and who answered.
+
         Raises:
             ServingError: as `signature`; INVALID_ARGUMENT when the signature's method is
                 not `tensorflow/serving/classify`, it has other than one input, or neither
                 `classes` nor `scores` among its outputs.
+            The model call's: INVALID_ARGUMENT for a value that cannot take the input's
+                dtype or shape (or the model rejects: a failed check, a vocabulary miss),
+                other TensorFlow errors by their code (OUT_OF_RANGE, RESOURCE_EXHAUSTED,
+                ...; INTERNAL for the rest); with batching on, also INVALID_ARGUMENT for
+                more rows than `max_batch_size`, UNAVAILABLE when the batch queue is full.
         """
         servable, signature = self._examples_signature(spec, servable_lib.CLASSIFY_METHOD,
                                                        "classification")
@@ -306,6 +360,14 @@ class DataPlane:
     async def regress(self, spec: ModelSpec, examples: list[bytes],
                       counted: bool = False) -> Result:
         """TF Serving's Regress: serialized tf.Examples through a regress signature.
+
+        Args:
+            spec: the model, version or label, signature, and request key (canary split).
+            examples: serialized tf.Examples, one per row.
+            counted: the request is counted in `inline.in_flight`.
+
+        Returns:
+            The signature's outputs (`outputs`) and who answered.
 
         Raises:
             ServingError: as `classify`, for `tensorflow/serving/regress` and `outputs`.
@@ -330,13 +392,20 @@ class DataPlane:
                             key: Optional[str] = None, counted: bool = False) -> Result:
         (name,) = signature.inputs
         outputs = await self._call(servable, signature,
-                                   {name: examples_lib.as_batch(examples)}, key, counted)
+                                   {name: example_batch(examples)}, key, counted)
         return Result(servable, signature, outputs)
 
     # --- model information ---------------------------------------------------------------------
 
     def metadata(self, spec: ModelSpec) -> tuple[model_pb2.ModelSpec, SignatureDefMap]:
         """The version's spec and every SignatureDef (GetModelMetadata).
+
+        Args:
+            spec: the model, and at most one of version and label.
+
+        Returns:
+            The answering version's spec, and all its SignatureDefs as written in the
+            SavedModel (including ones without inputs, which requests cannot call).
 
         Raises:
             ServingError: as `servable`.
@@ -352,9 +421,19 @@ class DataPlane:
     def status(self, spec: ModelSpec) -> get_model_status_pb2.GetModelStatusResponse:
         """The state of every version of the model, or of the one `spec` names.
 
+        Unlike `servable`, versions that are loading, failed or unloaded count: the status
+        API is how an operator sees why a version does not answer.
+
+        Args:
+            spec: the model, and optionally a version or a label (the label wins).
+
+        Returns:
+            One entry per version, newest first, with its state and load error, if any.
+
         Raises:
-            ServingError: INVALID_ARGUMENT without a model name, NOT_FOUND for an unknown
-                model or version.
+            ServingError: INVALID_ARGUMENT without a model name, or for a label not on a
+                loaded version; NOT_FOUND for a model with no versions known, or a version
+                the model does not have.
         """
         if not spec.name:
             raise invalid_argument("Missing model name in request.")
@@ -369,7 +448,11 @@ class DataPlane:
 
 
 def check_inputs(signature, inputs: Mapping[str, np.ndarray]) -> None:
-    """Exactly the signature's inputs, or TF Serving's message naming what is extra or missing."""
+    """Exactly the signature's inputs, or TF Serving's message naming what is extra or missing.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT when the input names differ from the signature's.
+    """
     expected, sent = set(signature.inputs), set(inputs)
     if expected != sent:
         raise invalid_argument(
@@ -377,3 +460,10 @@ def check_inputs(signature, inputs: Mapping[str, np.ndarray]) -> None:
             f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}})."
             f" Sent extra: {{{','.join(sorted(sent - expected))}}}. Missing but "
             f"required: {{{','.join(sorted(expected - sent))}}}.")
+
+
+def example_batch(serialized: list[bytes]) -> np.ndarray:
+    """The ``[batch]`` string tensor a classify / regress signature takes."""
+    batch = np.empty(len(serialized), dtype=object)
+    batch[:] = serialized  # element-wise: np.array would make fixed-width bytes
+    return batch

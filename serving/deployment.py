@@ -119,6 +119,7 @@ def _metadata(settings: ServingSettings, name: str, namespaced: bool = True) -> 
 
 
 def configmap_name(settings: ServingSettings) -> str:
+    """The ConfigMap holding the server files, named once for the Deployment's mount."""
     return f"{_name(settings)}-config"
 
 
@@ -209,6 +210,8 @@ def compose(settings: ServingSettings) -> dict[str, Any]:
 # --- Kubernetes ----------------------------------------------------------------------
 
 def k8s_namespace(settings: ServingSettings) -> dict[str, Any]:
+    """The Namespace; only the pipeline and manager labels, since it may hold more than
+    the model server."""
     meta = _metadata(settings, settings.serving.kubernetes.namespace, namespaced=False)
     meta["labels"] = {k: v for k, v in meta["labels"].items()
                       if k in ("app.kubernetes.io/part-of", "app.kubernetes.io/managed-by")}
@@ -216,6 +219,8 @@ def k8s_namespace(settings: ServingSettings) -> dict[str, Any]:
 
 
 def k8s_pvc(settings: ServingSettings) -> dict[str, Any]:
+    """The claim the pipeline pushes versions into and the pods read: ReadWriteMany, since
+    both sides mount it at once."""
     k = settings.serving.kubernetes
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
             "metadata": _metadata(settings, k.volume_claim),
@@ -224,12 +229,16 @@ def k8s_pvc(settings: ServingSettings) -> dict[str, Any]:
 
 
 def k8s_configmap(settings: ServingSettings) -> dict[str, Any]:
+    """The server files (`server_file_texts`), mounted read-only into every pod."""
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": _metadata(settings, configmap_name(settings)),
             "data": server_file_texts(settings)}
 
 
 def k8s_deployment(settings: ServingSettings) -> dict[str, Any]:
+    """The model server pods: probes that allow for model loading, rolling updates that
+    never drop below `replicas`, the models and config mounts, and gRPC TLS when
+    `ssl_config_secret` is set."""
     s, k = settings.serving, settings.serving.kubernetes
     template_meta: dict[str, Any] = {"labels": _labels(settings)}
     if s.monitoring:
@@ -288,6 +297,7 @@ def k8s_deployment(settings: ServingSettings) -> dict[str, Any]:
 
 
 def k8s_service(settings: ServingSettings) -> dict[str, Any]:
+    """A ClusterIP Service for both ports, at the configured port numbers."""
     s = settings.serving
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": _metadata(settings, _name(settings)),
@@ -299,6 +309,7 @@ def k8s_service(settings: ServingSettings) -> dict[str, Any]:
 
 
 def k8s_hpa(settings: ServingSettings) -> dict[str, Any]:
+    """Scales the Deployment between `replicas` and `max_replicas` on CPU utilisation."""
     k = settings.serving.kubernetes
     return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
             "metadata": _metadata(settings, _name(settings)),
@@ -334,6 +345,7 @@ def k8s_files(settings: ServingSettings) -> tuple[str, ...]:
 
 
 def k8s_kustomization(settings: ServingSettings) -> dict[str, Any]:
+    """Lists the manifests and sets their namespace, so `kubectl apply -k` takes them all."""
     return {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
             "namespace": settings.serving.kubernetes.namespace,
             "resources": list(k8s_files(settings))}

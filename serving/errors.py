@@ -12,6 +12,8 @@ import grpc
 
 
 class Code(enum.Enum):
+    """The canonical codes serving uses; the value is the gRPC StatusCode's name."""
+
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
     OUT_OF_RANGE = "OUT_OF_RANGE"
@@ -49,20 +51,25 @@ class ServingError(Exception):
 
     @property
     def http_status(self) -> int:
+        """The REST status, as TF Serving's HTTP handler maps the code."""
         return _HTTP_STATUS[self.code]
 
     @property
     def grpc_status(self) -> grpc.StatusCode:
+        """The gRPC status code of the same name."""
         return grpc.StatusCode[self.code.value]
 
 
 def invalid_argument(message: str) -> ServingError:
+    """The request (or a file an operator gave) is wrong: HTTP 400; raise what it returns."""
     return ServingError(Code.INVALID_ARGUMENT, message)
 
 
 def not_found(message: str) -> ServingError:
+    """The model, version or label asked for is not served: HTTP 404."""
     return ServingError(Code.NOT_FOUND, message)
 
 
 def failed_precondition(message: str) -> ServingError:
+    """The model exists but cannot answer this (e.g. no such signature): HTTP 400."""
     return ServingError(Code.FAILED_PRECONDITION, message)

@@ -1,12 +1,10 @@
 """The event loop the embedded server runs on: uvloop's where it is installed.
 
 uvloop (libuv under asyncio's interface, the loop uvicorn uses) runs the same code with
-less work per callback, socket read and write. Measured with bench/serving --latency-only
-(servers from the code before and after taking turns, 3 rounds, 2 cores): REST at 32
-clients, batching off, 1,408 -> 1,818 req/s (and 1,698 -> 2,319 in a second invocation);
-one client unchanged (0.768 vs 0.780 ms p50: the model call dominates it). grpc.aio runs
-on it unchanged. Where uvloop is missing (it has no Windows build) the stock loop serves
-the same way.
+less work per callback, socket read and write: more REST throughput under load, one client
+unchanged as the model call dominates it (measured by bench/serving --latency-only; see
+docs/performance.md). grpc.aio runs on it unchanged. Where uvloop is missing (it has no
+Windows build) the stock loop serves the same way.
 """
 from __future__ import annotations
 

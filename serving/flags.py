@@ -55,6 +55,7 @@ _HELP = {
 
 
 def parser() -> argparse.ArgumentParser:
+    """One flag per `ServerOptions` field, with its default, so the two cannot drift."""
     p = argparse.ArgumentParser(
         prog="python -m serving",
         description="Embedded TensorFlow Serving-compatible model server (REST and gRPC).")

@@ -30,6 +30,9 @@ LATENCY_BUCKETS_US = (500, 1_000, 2_000, 5_000, 10_000, 25_000, 50_000, 100_000,
 
 
 class Metrics:
+    """The server's Prometheus registry: request counts and latencies (TF Serving's names,
+    and per version), batch sizes and version states; thread-safe."""
+
     def __init__(self, loaded_versions: Callable[[], Iterable[tuple[str, int, str]]]) -> None:
         """``loaded_versions`` yields (model, version, state) for every known version."""
         self.registry = CollectorRegistry(auto_describe=True)
@@ -67,6 +70,7 @@ class Metrics:
                                          entrypoint).observe(seconds * 1e6)
 
     def observe_batch(self, model_name: str, rows: int) -> None:
+        """Records the rows of one batched model call, to judge the batching settings."""
         self._batch_size.labels(model_name).observe(rows)
 
     def collect(self) -> Iterable[Metric]:
@@ -79,6 +83,7 @@ class Metrics:
         yield versions
 
     def describe(self) -> Iterable[Metric]:
+        """Nothing, so registering does not call `collect` (and the repository) early."""
         return []
 
     def _request_count_text(self) -> str:
@@ -102,6 +107,7 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
     def exposition(self) -> bytes:
+        """The metrics page's body, in Prometheus's text format."""
         return self._request_count_text().encode() + generate_latest(self.registry)
 
 

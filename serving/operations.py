@@ -14,15 +14,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import httpx
 
-from serving.settings import ServingSettings
 from serving import config_files, server_files, tls, traffic, versions
 from serving.config_files import ModelConfig, ModelServerConfig
 from serving.repository import aspired_versions, version_directories
-
+from serving.settings import ServingSettings
 
 
 class OperationError(Exception):
@@ -31,6 +30,9 @@ class OperationError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class VersionRow:
+    """One row of `mlops versions`: a version on disk or still known to the running
+    server, whether the policy serves it, and where it came from (its push manifest)."""
+
     version: int
     on_disk: bool
     aspired: bool  # the version policy asks for it
@@ -43,6 +45,9 @@ class VersionRow:
 
 @dataclasses.dataclass(frozen=True)
 class Listing:
+    """What `mlops versions` shows: the model's policy and versions, newest first, and the
+    server that gave their states (None: states unknown)."""
+
     model_name: str
     policy: str
     rows: tuple[VersionRow, ...]
@@ -60,6 +65,8 @@ def _model(models: ModelServerConfig, name: str) -> ModelConfig:
 
 
 def describe_policy(model: ModelConfig) -> str:
+    """The version policy in a few words (`latest 1`, `specific 3, 4`, `all`), so an operator
+    sees at once whether a rollback or canary is pinning versions."""
     policy = model.model_version_policy
     kind = policy.WhichOneof("policy_choice")
     if kind == "specific":
@@ -75,6 +82,15 @@ def server_status(url: str, name: str, timeout: float = 1.0, verify=True
 
     ``verify`` is httpx's: ``server_files.rest_verify(settings)`` for an https ``url``.
     A failed TLS handshake is an OperationError saying which setting to change.
+
+    Returns:
+        Version -> the server's status entry; {} when the server does not know the model
+        (404); None when nothing answers, or the answer is an error other than 404.
+
+    Raises:
+        OperationError: a server answers but the TLS handshake fails with these settings
+            (an untrusted certificate, a client certificate required, a plain-HTTP port);
+            the message names the `serving.tls` key to change.
     """
     try:
         response = httpx.get(f"{url}/v1/models/{name}", timeout=timeout, verify=verify)
@@ -99,6 +115,23 @@ def _manifest(version_dir: str) -> dict:
 
 
 def list_versions(settings: ServingSettings, url: Optional[str] = None) -> Listing:
+    """Every version on disk or still on the server, with policy, state, labels and push
+    manifest, so an operator can see what serves before a rollback or a label.
+
+    Args:
+        settings: the serving section (its `models.config`).
+        url: the REST endpoint to ask for states (default: the configured one).
+
+    Returns:
+        The listing; its `server_url` is None when no server answered.
+
+    Raises:
+        OperationError: the model is not in the models.config (`mlops serve` writes it),
+            or the server refuses the TLS settings (see `server_status`).
+        ServingError: INVALID_ARGUMENT when the models.config cannot be read or is not
+            one tensorflow_model_server would accept.
+        TlsFileError: `serving.tls.ca_cert` or the client certificate cannot be loaded.
+    """
     models = server_files.read_models_config(settings)
     model = _model(models, settings.serving.model_name)
     on_disk = version_directories(model.base_path)
@@ -153,7 +186,26 @@ def _drop_labels_outside(model: ModelConfig, served: set[int]) -> list[str]:
 
 
 def rollback(settings: ServingSettings, to: Optional[int] = None) -> Change:
-    """Serves an older version instead of the newest one served; keeps every version on disk."""
+    """Serves an older version instead of the newest one served; keeps every version on disk.
+
+    The policy becomes `specific` (so new pushes are not served until `restore`), and
+    labels on other versions are removed, since TF Serving refuses a label on a version it
+    does not serve.
+
+    Args:
+        settings: the serving section (its `models.config`).
+        to: the version to serve (default: the newest one older than the served one).
+
+    Returns:
+        What changed, and the version a running server should now answer with.
+
+    Raises:
+        OperationError: the model is not in the models.config, no version is on disk,
+            no version is older than the served one (without `to`), or `to` is not on disk.
+        ServingError: INVALID_ARGUMENT when the models.config cannot be read or is not
+            one tensorflow_model_server would accept.
+        OSError: the models.config cannot be written.
+    """
     models, model, on_disk = _load_for_edit(settings)
     served = aspired_versions(model, on_disk)
     if not served:
@@ -178,7 +230,16 @@ def rollback(settings: ServingSettings, to: Optional[int] = None) -> Change:
 
 
 def restore(settings: ServingSettings) -> Change:
-    """Back to serving the newest version (policy ``latest``), as after a normal push."""
+    """Back to serving the newest version (policy ``latest``), as after a normal push.
+
+    Labels on versions no longer served are removed (TF Serving would refuse them).
+
+    Raises:
+        OperationError: the model is not in the models.config.
+        ServingError: INVALID_ARGUMENT when the models.config cannot be read or is not
+            one tensorflow_model_server would accept.
+        OSError: the models.config cannot be written.
+    """
     models, model, on_disk = _load_for_edit(settings)
     model.model_version_policy.latest.num_versions = 1
     newest = max(on_disk) if on_disk else None
@@ -191,7 +252,23 @@ def restore(settings: ServingSettings) -> Change:
 
 def set_label(settings: ServingSettings, label: str, version: int,
               wait_until_served: Optional[Waiter] = None) -> str:
-    """Points ``label`` at ``version``, adding the version to those served if needed."""
+    """Points ``label`` at ``version``, adding the version to those served if needed.
+
+    TF Serving refuses a label on a version it does not serve, so an unserved version is
+    first added to a `specific` policy and, with `wait_until_served`, loaded by the running
+    server before the label is written.
+
+    Returns:
+        One sentence saying what changed.
+
+    Raises:
+        OperationError: the model is not in the models.config, `version` is not on disk,
+            or `wait_until_served` says the server did not load it (the label is not set;
+            the policy change stays).
+        ServingError: INVALID_ARGUMENT when the models.config cannot be read or is not
+            one tensorflow_model_server would accept.
+        OSError: the models.config cannot be written.
+    """
     models, model, on_disk = _load_for_edit(settings)
     if version not in on_disk:
         raise OperationError(f"version {version} is not in {model.base_path}")
@@ -213,6 +290,17 @@ def set_label(settings: ServingSettings, label: str, version: int,
 
 
 def remove_label(settings: ServingSettings, label: str) -> str:
+    """Deletes ``label`` from the models.config; the version it named stays served.
+
+    Returns:
+        One sentence saying what changed.
+
+    Raises:
+        OperationError: the model is not in the models.config, or has no such label.
+        ServingError: INVALID_ARGUMENT when the models.config cannot be read or is not
+            one tensorflow_model_server would accept.
+        OSError: the models.config cannot be written.
+    """
     models, model, _ = _load_for_edit(settings)
     if label not in model.version_labels:
         raise OperationError(f"model {model.name} has no label {label!r}")
@@ -222,7 +310,10 @@ def remove_label(settings: ServingSettings, label: str) -> str:
 
 
 def waiter(url: str, name: str, timeout_s: float = 60.0, verify=True) -> Waiter:
-    """Waits for a running server to report a version AVAILABLE (True at once if none runs)."""
+    """Waits for a running server to report a version AVAILABLE (True at once if none runs).
+
+    The returned function raises OperationError as `server_status` does (TLS refused).
+    """
 
     def wait(version: int) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -255,10 +346,20 @@ class CanaryState:
 
 
 def split_file(settings: ServingSettings):
+    """The canary split's sidecar, `traffic_split.json` beside the models.config, where
+    the embedded server looks for it."""
     return traffic.split_path(server_files.models_config_path(settings))
 
 
 def canary_state(settings: ServingSettings) -> CanaryState:
+    """The `stable` and `canary` labels and the split weight as the files say now, which
+    every canary command starts from.
+
+    Raises:
+        OperationError: the model is not in the models.config.
+        ServingError: INVALID_ARGUMENT when the models.config or traffic_split.json
+            cannot be read or parsed.
+    """
     models = server_files.read_models_config(settings)
     model = _model(models, settings.serving.model_name)
     split = traffic.read_splits(split_file(settings)).get(model.name)
@@ -283,31 +384,71 @@ def _check_weight(weight: float) -> None:
         raise OperationError(f"--weight must be a per cent from 0 to 100, not {weight:g}")
 
 
-def start_canary(settings: ServingSettings, version: Optional[int] = None,
-                 weight: Optional[float] = None, stable: Optional[int] = None,
+def set_canary_weight(settings: ServingSettings, weight: Optional[float]) -> str:
+    """Changes the share of the bare URL's requests that the running canary gets.
+
+    Args:
+        settings: the serving section (its `models.config` and split file).
+        weight: per cent, 0 to 100.
+
+    Returns:
+        One sentence saying the new split.
+
+    Raises:
+        OperationError: no weight given, a weight outside 0-100, or no canary running
+            (also: the model is not in the models.config).
+        ServingError: INVALID_ARGUMENT when the models.config or traffic_split.json
+            cannot be read or parsed.
+        OSError: the split file cannot be written.
+    """
+    models, model, _ = _load_for_edit(settings)
+    state = canary_state(settings)
+    if weight is None:
+        raise OperationError("give a VERSION to start a canary, or --weight to change "
+                             "the running one")
+    _check_weight(weight)
+    if state.canary is None or state.canary_weight is None:
+        raise OperationError(f"{model.name} has no canary to re-weight: start one with "
+                             "`mlops canary VERSION`")
+    _set_split(settings, weight)
+    return (f"{model.name}: canary version {state.canary} now gets {weight:g} % of the "
+            f"requests to the bare model URL (was {state.canary_weight:g} %), stable "
+            f"version {state.stable} the rest. {EMBEDDED_ONLY}.")
+
+
+def start_canary(settings: ServingSettings, version: int, weight: Optional[float] = None,
+                 stable: Optional[int] = None,
                  wait_until_served: Optional[Waiter] = None) -> str:
     """Sends ``weight`` per cent of the bare URL's requests to ``version`` (label
-    ``canary``), the rest to label ``stable``; without ``version``, changes the weight.
+    ``canary``), the rest to label ``stable``.
 
     The edits go in an order a polling server can follow at any point: the split entry
     first at weight 0 (the bare URL follows ``stable`` once it is set), then a policy
     serving both versions (and ``stable`` when already served), then, once a running
     server has loaded them, both labels, and only then the weight.
+
+    Args:
+        settings: the serving section (its `models.config` and split file).
+        version: the canary, a version on disk.
+        weight: per cent, 0 to 100 (default: the running canary's weight for the same
+            version, else `serving.canary.weight`).
+        stable: the version that keeps the rest (default: the `stable` label, else the
+            version served now, else the newest one before `version`).
+        wait_until_served: called for each version the policy newly serves; False stops.
+
+    Returns:
+        One sentence saying the split and what else changed.
+
+    Raises:
+        OperationError: the version or the stable one is not on disk, they are the same,
+            no stable version can be found, the weight is outside 0-100, or a running
+            server did not load a version (also: the model is not in the models.config).
+        ServingError: INVALID_ARGUMENT when the models.config or traffic_split.json
+            cannot be read or parsed.
+        OSError: either file cannot be written.
     """
     models, model, on_disk = _load_for_edit(settings)
     state = canary_state(settings)
-    if version is None:
-        if weight is None:
-            raise OperationError("give a VERSION to start a canary, or --weight to change "
-                                 "the running one")
-        _check_weight(weight)
-        if state.canary is None or state.canary_weight is None:
-            raise OperationError(f"{model.name} has no canary to re-weight: start one with "
-                                 "`mlops canary VERSION`")
-        _set_split(settings, weight)
-        return (f"{model.name}: canary version {state.canary} now gets {weight:g} % of the "
-                f"requests to the bare model URL (was {state.canary_weight:g} %), stable "
-                f"version {state.stable} the rest. {EMBEDDED_ONLY}.")
     if weight is None:
         weight = (state.canary_weight if state.canary == version and
                   state.canary_weight is not None else settings.serving.canary.weight)
@@ -316,20 +457,7 @@ def start_canary(settings: ServingSettings, version: Optional[int] = None,
         raise OperationError(f"version {version} is not in {model.base_path} (versions there: "
                              f"{', '.join(map(str, sorted(on_disk))) or 'none'})")
     served = aspired_versions(model, on_disk)
-    if stable is None:
-        stable = state.stable
-    if stable is None:  # the version the bare URL serves now, else the newest one before
-        older_served = [v for v in served if v != version]
-        older = [v for v in on_disk if v < version]
-        stable = max(older_served) if older_served else max(older) if older else None
-        if stable is None:
-            raise OperationError(f"no stable version to compare version {version} with: "
-                                 "give --stable N")
-    if stable not in on_disk:
-        raise OperationError(f"stable version {stable} is not in {model.base_path}")
-    if stable == version:
-        raise OperationError(f"version {version} is the stable version: a canary must be "
-                             "another one")
+    stable = _stable_for(version, stable, state, served, on_disk, model.base_path)
     if state.canary_weight is None:
         _set_split(settings, 0)
     notes = []
@@ -359,6 +487,27 @@ def start_canary(settings: ServingSettings, version: Optional[int] = None,
             f"a label bypass the split. {EMBEDDED_ONLY}.")
 
 
+def _stable_for(version: int, stable: Optional[int], state: CanaryState, served: set[int],
+                on_disk: Iterable[int], base_path: str) -> int:
+    """The stable version of a canary of `version`: the one asked for, else the `stable`
+    label's, else the version served now, else the newest one before `version`."""
+    if stable is None:
+        stable = state.stable
+    if stable is None:
+        older_served = [v for v in served if v != version]
+        older = [v for v in on_disk if v < version]
+        stable = max(older_served) if older_served else max(older) if older else None
+        if stable is None:
+            raise OperationError(f"no stable version to compare version {version} with: "
+                                 "give --stable N")
+    if stable not in on_disk:
+        raise OperationError(f"stable version {stable} is not in {base_path}")
+    if stable == version:
+        raise OperationError(f"version {version} is the stable version: a canary must be "
+                             "another one")
+    return stable
+
+
 VersionGone = Callable[[int], bool]  # version -> True once a running server no longer serves it
 
 
@@ -385,7 +534,24 @@ def _end_canary(settings: ServingSettings, winner: int, loser: Optional[int],
 
 def promote(settings: ServingSettings,
             wait_until_unloaded: Optional[VersionGone] = None) -> Change:
-    """The canary becomes stable and the split ends: its version alone is served."""
+    """The canary becomes stable and the split ends: its version alone is served.
+
+    Args:
+        settings: the serving section (its `models.config` and split file).
+        wait_until_unloaded: True once a running server no longer serves the old stable
+            version; until it does, the split entry stays (all to stable), since an ended
+            split would send the bare URL to the newest version.
+
+    Returns:
+        What changed, and the version now answering (the promoted canary).
+
+    Raises:
+        OperationError: there is no canary label, or the model is not in the
+            models.config.
+        ServingError: INVALID_ARGUMENT when the models.config or traffic_split.json
+            cannot be read or parsed.
+        OSError: either file cannot be written.
+    """
     state = canary_state(settings)
     if state.canary is None:
         raise OperationError(f"{settings.serving.model_name} has no canary to promote "
@@ -405,7 +571,21 @@ def promote(settings: ServingSettings,
 def abort(settings: ServingSettings,
           wait_until_unloaded: Optional[VersionGone] = None) -> Change:
     """All traffic back to stable: the canary's label goes and its version is no longer
-    served (it stays on disk); the split ends."""
+    served (it stays on disk); the split ends.
+
+    The split is set to 0 first, so the bare URL goes to stable on the server's next poll,
+    before the policy changes.
+
+    Returns:
+        What changed, and the version now answering (the stable one).
+
+    Raises:
+        OperationError: there is neither a canary label nor a split, there is no stable
+            label to go back to, or the model is not in the models.config.
+        ServingError: INVALID_ARGUMENT when the models.config or traffic_split.json
+            cannot be read or parsed.
+        OSError: either file cannot be written.
+    """
     state = canary_state(settings)
     if state.canary is None and state.canary_weight is None:
         raise OperationError(f"{settings.serving.model_name} has no canary to abort")
@@ -429,7 +609,10 @@ _STILL_SPLIT = (" (The server has not let version {} go yet: traffic_split.json 
 
 
 def unload_waiter(url: str, name: str, timeout_s: float = 60.0, **status_options) -> VersionGone:
-    """Waits for a running server to stop serving a version (True at once if none runs)."""
+    """Waits for a running server to stop serving a version (True at once if none runs).
+
+    The returned function raises OperationError as `server_status` does (TLS refused).
+    """
 
     def wait(version: int) -> bool:
         deadline = time.monotonic() + timeout_s

@@ -54,6 +54,13 @@ class ServerOptions:
             raise invalid_argument("--request_log_sample_rate needs --request_log_dir")
 
     def model_server_config(self) -> ModelServerConfig:
+        """What to serve: the `--model_config_file`, else one model from `--model_name`
+        and `--model_base_path` (made absolute), as tensorflow_model_server decides.
+
+        Raises:
+            ServingError: INVALID_ARGUMENT when neither flag is given, or the config file
+                cannot be read or is not one tensorflow_model_server would accept.
+        """
         if self.model_config_file:
             return config_files.read_model_server_config(self.model_config_file)
         if not self.model_base_path:

@@ -1,5 +1,5 @@
 """Process hygiene shared by every entry point that imports TensorFlow: the server's and
-the pipeline's (`pipeline/quiet.py`, `pipeline/process.py` re-export these)."""
+the pipeline's (`pipeline/runtime/quiet.py`, `pipeline/runtime/process.py` re-export these)."""
 from __future__ import annotations
 
 import logging

@@ -44,6 +44,9 @@ class State(enum.IntEnum):
 
 @dataclasses.dataclass(frozen=True)
 class VersionStatus:
+    """One version's entry in the status API: its state and, after a failed load, the
+    canonical code and first line of the error."""
+
     version: int
     state: State
     error_code: str = "OK"
@@ -61,6 +64,7 @@ class ModelView:
 
     @property
     def latest(self) -> Optional[object]:
+        """The newest loaded servable, which a request naming no version gets; None if none."""
         return self.servables[max(self.servables)] if self.servables else None
 
 
@@ -82,6 +86,8 @@ def version_directories(base_path: str) -> dict[int, str]:
 
 
 def aspired_versions(config: ModelConfig, available_on_disk: Iterable[int]) -> set[int]:
+    """The versions the policy asks to serve among those on disk (TF Serving's rules:
+    `latest` N newest, default 1; `all`; `specific` ones that exist)."""
     on_disk = sorted(available_on_disk, reverse=True)
     policy = config.model_version_policy
     kind = policy.WhichOneof("policy_choice")
@@ -284,14 +290,22 @@ class ModelRepository:
         self._views = views
 
     def view(self, name: str) -> Optional[ModelView]:
+        """The current snapshot of one model (None if not configured); lock-free."""
         return self._views.get(name)
 
     def views(self) -> dict[str, ModelView]:
+        """Every model's current snapshot (the metrics' version states); lock-free."""
         return dict(self._views)
 
     def resolve(self, name: str, version: Optional[int] = None,
                 label: Optional[str] = None):
-        """The servable a request names, with TF Serving's errors when there is none."""
+        """The servable a request names, with TF Serving's errors when there is none.
+
+        Raises:
+            ServingError: INVALID_ARGUMENT for both a version and a label, or a label not
+                on a loaded version; NOT_FOUND when the model has no loaded version
+                (neither given), or the version asked for is not loaded.
+        """
         if version is not None and label:
             raise invalid_argument(f"Both model version ({version}) and model version label "
                                    f"({label}) cannot be supplied.")
@@ -312,7 +326,12 @@ class ModelRepository:
 
     def status(self, name: str, version: Optional[int] = None,
                label: Optional[str] = None) -> tuple[VersionStatus, ...]:
-        """Version states of a model, newest first, as the status API reports them."""
+        """Version states of a model, newest first, as the status API reports them.
+
+        Raises:
+            ServingError: INVALID_ARGUMENT for a label not on a loaded version; NOT_FOUND
+                for a version the model does not know, or a model with no versions.
+        """
         view = self._views.get(name)
         if label:
             if view is None or label not in view.labels:

@@ -227,6 +227,7 @@ class RequestLogs:
 
     def sample(self, servable, signature, inputs: Mapping[str, np.ndarray],
                key: Optional[str] = None) -> bool:
+        """Queues a model call's inputs in its model's log if sampled; True when it was."""
         with self._lock:
             model_log = self._logs.get(servable.name)
             if model_log is None:
@@ -235,6 +236,7 @@ class RequestLogs:
         return model_log.sample(servable.version, rows_of(signature, inputs), key)
 
     def close(self) -> None:
+        """Writes and closes every model's log (server shutdown), so each is complete on disk."""
         with self._lock:
             logs, self._logs = list(self._logs.values()), {}
         for model_log in logs:

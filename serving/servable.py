@@ -2,16 +2,15 @@
 
 TF Serving answers from the SavedModel's ``SignatureDef``s (names, dtypes, shapes, method
 names), so those are read from ``saved_model.pb`` as written. Like TF Serving, the graph is
-loaded into a session and each signature called by its tensor names with numpy arrays:
-measured here, that loads in a third of ``tf.saved_model.load``'s time and calls at twice
-the rate of its eager functions. The call goes to the session's C run function with the
-feeds and fetches resolved once at load (``_SignatureCall``), not through ``Session.run``,
-whose Python layer looks up, checks and converts every feed and builds a fetch handler on
-every call: for the pipeline's model at batch 1 (14 inputs) that was more than half of the
-call, 0.94 ms -> 0.32 ms per call (bench/serving --latency-only, median of 3 readings each,
-on a 2-core machine busy with other work). Errors a request can cause
-(unknown signature, inputs that do not match it, values TensorFlow rejects) become
-``ServingError``s with TF Serving's codes and wording.
+loaded into a session and each signature called by its tensor names with numpy arrays,
+which loads and calls faster than ``tf.saved_model.load``'s eager functions. The call goes
+to the session's C run function with the feeds and fetches resolved once at load
+(``_SignatureCall``), not through ``Session.run``, whose Python layer looks up, checks and
+converts every feed and builds a fetch handler on every call: for the pipeline's model at
+batch 1 that was more than half of the call (measured by bench/serving --latency-only; see
+docs/performance.md). Errors a request can cause (unknown signature, inputs that do not
+match it, values TensorFlow rejects) become ``ServingError``s with TF Serving's codes and
+wording.
 """
 from __future__ import annotations
 
@@ -52,6 +51,9 @@ class TensorSpec:
 
 @dataclasses.dataclass(frozen=True)
 class Signature:
+    """A callable SignatureDef: what requests are checked and decoded against
+    (`input_dtypes` precomputed, since every request needs it)."""
+
     name: str
     method_name: str
     inputs: Mapping[str, TensorSpec]
@@ -71,7 +73,13 @@ def _tensor_spec(name: str, info: meta_graph_pb2.TensorInfo) -> TensorSpec:
 
 
 def read_meta_graph(export_dir: str) -> meta_graph_pb2.MetaGraphDef:
-    """The ``serve``-tagged MetaGraphDef of a SavedModel, as TF Serving loads it."""
+    """The ``serve``-tagged MetaGraphDef of a SavedModel, as TF Serving loads it.
+
+    Raises:
+        ServingError: NOT_FOUND when `export_dir` has no saved_model.pb, or no meta graph
+            tagged `serve`; DATA_LOSS when saved_model.pb does not parse (a corrupt or
+            half-copied version), which the status API then reports for the version.
+    """
     path = os.path.join(export_dir, "saved_model.pb")
     try:
         with tf.io.gfile.GFile(path, "rb") as f:
@@ -97,13 +105,12 @@ def read_meta_graph(export_dir: str) -> meta_graph_pb2.MetaGraphDef:
 
 
 def _session_config() -> "tf.compat.v1.ConfigProto":
-    """Graph optimisation off: a version answers ~0.35 s sooner after a push.
+    """Graph optimisation off: a version answers sooner after a push.
 
     Each first run of a subgraph (restoring variables, table initialisers, the warm-up
-    call) is optimised before it runs; for a Transform + Keras graph of ~150 functions that
-    took a third of the load-to-answer time. Measured on the pipeline's model: load and
-    warm-up 0.67 s instead of 1.05 s, for a batch-32 call 7% slower (1.22 ms vs 1.14 ms),
-    which the request path (parsing, batching) hides.
+    call) is optimised before it runs; for a Transform + Keras graph that is a third of the
+    load-to-answer time, against batch calls a few per cent slower, which the request path
+    (parsing, batching) hides (bench/serving; figures in docs/performance.md).
     """
     config = tf.compat.v1.ConfigProto()
     config.graph_options.rewrite_options.disable_meta_optimizer = True
@@ -126,9 +133,9 @@ class _SignatureCall:
 
     A call of one row runs its ops on the calling thread (``RunOptions``
     ``inter_op_thread_pool=-1``) rather than handing them to TensorFlow's inter-op pool:
-    for the pipeline's model 185 µs instead of 236 µs per call (same process, interleaved).
-    Batches keep the pool: with the whole session on calling threads, REST at 32 clients
-    with batching on answered 5,236 req/s instead of 6,072 (median of 3 turns).
+    a fifth less time per call for the pipeline's model. Batches keep the pool: with the
+    whole session on calling threads, batched REST throughput fell (bench/serving; figures
+    in docs/performance.md).
     """
 
     def __init__(self, session: "tf.compat.v1.Session", graph: tf.Graph,
@@ -209,13 +216,26 @@ class Servable:
             for key, signature in self.signatures.items()}
 
     def signature(self, name: str) -> Signature:
+        """The callable signature `name` ("" = serving_default).
+
+        Raises:
+            ServingError: FAILED_PRECONDITION when the version has no such callable
+                signature (TF Serving's code and message for it).
+        """
         key = name or DEFAULT_SIGNATURE
         if key not in self.signatures:
             raise failed_precondition(f'Serving signature key "{key}" not found.')
         return self.signatures[key]
 
     def run(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Calls a signature on a batch (the data plane has checked the input names)."""
+        """Calls a signature on a batch (the data plane has checked the input names).
+
+        Raises:
+            ServingError: as `signature`; INVALID_ARGUMENT for a value that cannot take
+                the input's dtype or shape, an input that may not be fed, or an error the
+                model raises on the values (a failed check, a vocabulary miss); TensorFlow's
+                other errors with their canonical code (INTERNAL when it has none here).
+        """
         return self._functions[self.signature(signature_name).name](inputs)
 
 

@@ -23,17 +23,18 @@ from typing import Optional
 
 import grpc
 
-from serving import config_files, grpc_service, tls, traffic
+from serving import config_files, tls, traffic
 from serving.batching import Batcher
 from serving.config_files import BatchingParameters, ModelServerConfig
 from serving.dataplane import DataPlane
-from serving.request_log import RequestLogs
 from serving.errors import ServingError
 from serving.metrics import Metrics
 from serving.options import ServerOptions
+from serving.protocol import grpc_service
+from serving.protocol.http import Limits
+from serving.protocol.rest import RestApi, make_http_server
 from serving.repository import ModelRepository
-from serving.http import Limits
-from serving.rest import RestApi, make_http_server
+from serving.request_log import RequestLogs
 
 log = logging.getLogger("serving.server")
 

@@ -27,12 +27,16 @@ REAL_SERVER = "tensorflow_model_server"
 
 @dataclasses.dataclass(frozen=True)
 class ServerFiles:
+    """The files `write_server_files` wrote, for the server's command line (None: that
+    feature is off in the config)."""
+
     models_config: Path
     batching_parameters: Optional[Path]
     monitoring_config: Optional[Path]
 
 
 def models_config_path(settings: ServingSettings) -> Path:
+    """`<base_directory>/models.config`: the file every operation edits."""
     return Path(settings.serving.base_directory) / MODELS_CONFIG
 
 
@@ -46,6 +50,7 @@ def default_models_config(settings: ServingSettings, base_path: Optional[str] = 
 
 
 def batching_parameters_text(settings: ServingSettings) -> str:
+    """`serving.batching` as TF Serving's BatchingParameters text (both servers read it)."""
     b = settings.serving.batching
     return "".join(f"{name} {{ value: {getattr(b, name)} }}\n" for name in (
         "max_batch_size", "batch_timeout_micros", "num_batch_threads",
@@ -53,11 +58,19 @@ def batching_parameters_text(settings: ServingSettings) -> str:
 
 
 def monitoring_config_text() -> str:
+    """A MonitoringConfig enabling Prometheus at TF Serving's default path."""
     return ('prometheus_config {\n  enable: true\n'
             f'  path: "{config_files.DEFAULT_PROMETHEUS_PATH}"\n}}\n')
 
 
 def read_models_config(settings: ServingSettings) -> ModelServerConfig:
+    """The serving directory's models.config, or the default (the configured model, its
+    newest version) before `mlops serve` has written one.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT when the file exists but cannot be read or is not a
+            models.config tensorflow_model_server would accept.
+    """
     path = models_config_path(settings)
     if path.exists():
         return config_files.read_model_server_config(path)
@@ -86,6 +99,7 @@ def write_server_files(settings: ServingSettings) -> ServerFiles:
 
 
 def real_server_binary() -> Optional[str]:
+    """tensorflow_model_server's path when it is on PATH (then `mlops serve` runs it)."""
     return shutil.which(REAL_SERVER)
 
 

@@ -49,6 +49,9 @@ class BatchingSection(StrictSection):
 
 
 class KubernetesSection(StrictSection):
+    """`serving.kubernetes`: what `mlops deploy-files` writes for a cluster (replicas,
+    autoscaling, the models' volume, the optional TLS Ingress and gRPC TLS Secret)."""
+
     namespace: str = Field("mlops", pattern=NAME_PATTERN)
     replicas: int = Field(2, ge=1)
     max_replicas: int = Field(6, ge=1)
@@ -109,6 +112,8 @@ class TlsSection(StrictSection):
         return self
 
     def resolve(self, absolute: Callable[[Optional[str]], Optional[str]]) -> None:
+        """Rewrites every file key through `absolute` (the config's path rule for the
+        profile), so the files are found whatever the working directory."""
         for key in self.FILE_KEYS:
             setattr(self, key, absolute(getattr(self, key)))
 
@@ -204,6 +209,9 @@ class RequestLogSection(StrictSection):
 
 
 class ServingSection(StrictSection):
+    """`serving:`: where versions are pushed and served from, the ports and limits of the
+    servers, and the batching, canary, request log, TLS and Kubernetes settings."""
+
     model_name: str = Field(pattern=NAME_PATTERN)
     base_directory: str = "serving_models"
     host: str = "127.0.0.1"
@@ -252,4 +260,5 @@ class ServingSettings:
 
     @property
     def serving_model_dir(self) -> str:
+        """Where the model's versions are (`serving.model_dir`)."""
         return self.serving.model_dir

@@ -107,7 +107,13 @@ def read(path: str, flag: str) -> TlsConfig:
 
 
 def rest_context(config: TlsConfig) -> ssl.SSLContext:
-    """The REST port's server-side context (client certificates required if asked)."""
+    """The REST port's server-side context (client certificates required if asked).
+
+    Raises:
+        ServingError: INVALID_ARGUMENT when server_cert is not a PEM certificate,
+            server_key is not an unencrypted PEM key or does not match it, or custom_ca is
+            not a PEM certificate (what `read` checks; a config from `read` passes).
+    """
     return _context(config, "TLS")
 
 

@@ -54,7 +54,13 @@ def split_path(model_config_file: str | Path) -> Path:
 
 
 def parse_splits(text: str, source: str) -> dict[str, Split]:
-    """Model name -> Split from the file's JSON; a wrong file is one clear error."""
+    """Model name -> Split from the file's JSON; a wrong file is one clear error.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT, naming `source`, when the text is not JSON, is not
+            `{"models": {...}}` with no other key, or a model's entry is not exactly
+            `{"canary_weight": N}` with N a number from 0 to 100 (not a bool).
+    """
     try:
         document = json.loads(text)
     except ValueError as err:
@@ -76,7 +82,12 @@ def parse_splits(text: str, source: str) -> dict[str, Split]:
 
 
 def read_splits(path: str | Path) -> dict[str, Split]:
-    """The splits in ``path``; none when the file does not exist."""
+    """The splits in ``path``; none when the file does not exist.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT when the file exists but cannot be read, or for
+            `parse_splits`'s reasons.
+    """
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
@@ -120,6 +131,7 @@ class Router:
 
     @property
     def splits(self) -> dict[str, Split]:
+        """A copy of the running splits: a caller cannot change them but through `update`."""
         return dict(self._splits)
 
     def update(self, splits: Mapping[str, Split]) -> bool:

@@ -17,8 +17,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving import examples, servable as servable_lib, tensors
-from serving.dataplane import check_inputs
+from serving import servable as servable_lib
+from serving.dataplane import check_inputs, example_batch
+from serving.protocol import examples, tensors
 
 log = logging.getLogger("serving.warmup")
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
@@ -26,7 +27,18 @@ MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
 
 
 def warm_up(servable: servable_lib.Servable) -> int:
-    """Warms ``servable`` and returns how many requests were replayed or synthesised."""
+    """Warms ``servable`` and returns how many requests were replayed or synthesised.
+
+    Only a replayed request can fail (a synthetic one the model refuses is skipped); as in
+    TF Serving, the load then fails and the status API shows why.
+
+    Raises:
+        ServingError: a warm-up record names a signature the version lacks
+            (FAILED_PRECONDITION), its inputs do not fit the signature, or the model
+            refuses them (INVALID_ARGUMENT and TensorFlow's other codes).
+        ValueError: a record is not a predict, classify or regress log.
+        tensorflow.errors.OpError: the warm-up file is not a readable TFRecord file.
+    """
     path = os.path.join(servable.path, WARMUP_FILE)
     if tf.io.gfile.exists(path):
         return _replay(servable, path)
@@ -51,7 +63,7 @@ def _replay(servable: servable_lib.Servable, path: str) -> int:
             signature = servable.signature(request.model_spec.signature_name)
             (name,) = signature.inputs
             servable.run(signature.name,
-                         {name: examples.as_batch(examples.from_input(request.input))})
+                         {name: example_batch(examples.from_input(request.input))})
         else:
             raise ValueError(f"unsupported warm-up record type {kind!r} in {path}")
         count += 1

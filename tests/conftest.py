@@ -2,11 +2,23 @@
 
 Every test writes under pytest's tmp_path; nothing touches the repo's build/ or
 serving_models/. Library noise is quieted as in normal runs.
+
+The expensive part of the suite is running the real pipeline. One cold run that pushes
+version 1 (`pushed_workspace`) is made once per test session, shared by every test that
+only reads a pushed workspace (the serving tests' model, skew, the exported model, the
+TFX CLI's re-run): even across pytest-xdist's worker processes, the first one to ask
+builds it under a file lock and the others read what it recorded. Tests that need a
+history of their own (a span that arrives, a refused run) make their own workspace.
+A test that asks for a pipeline-made model is marked `slow` here, so `make test-fast`
+trains nothing.
 """
 from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
+import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -16,14 +28,27 @@ from typing import Any, Callable, Iterable, Optional
 import pytest
 import yaml
 
-from pipeline import process
-from pipeline.config import load_config
+from pipeline.definition.config import PipelineConfig, load_config
+from pipeline.records.summary import RunReport
+from pipeline.runtime import process
 
 process.prepare(verbose=False)
 
 REPO = Path(__file__).resolve().parents[1]
 TAXI_DATA = REPO / "data" / "chicago_taxi"
 MLOPS = str(Path(sys.executable).parent / "mlops")  # the console script of this environment
+
+# The end-to-end runs' size: 1,500 rows a span and 150 training steps make a model that
+# serves and evaluates like the real one (accuracy about 0.97) in a few seconds of training.
+ROWS = 1500
+FAST_TRAINING = {"training.train_steps": 150, "training.eval_steps": 10,
+                 "training.batch_size": 64}
+# Generous regression allowance: these runs are about mechanics, not model quality.
+LENIENT = {"evaluation.thresholds": [
+    {"metric": "BinaryAccuracy", "lower_bound": 0.6, "max_regression": 0.2},
+    {"metric": "AUC", "lower_bound": 0.6, "max_regression": 0.2}]}
+# Fixtures that run the real pipeline: a test that uses one is slow (see the module doc).
+PIPELINE_FIXTURES = frozenset({"pushed_workspace", "pipeline_model"})
 
 
 def mlops(*args: str, **options) -> subprocess.CompletedProcess:
@@ -100,6 +125,103 @@ def write_curated_schema(config_file: Path, leave_out: str = "", text_typed: str
     return "data.schema_path=schema.pbtxt"
 
 
+@dataclasses.dataclass(frozen=True)
+class PushedWorkspace:
+    """A workspace whose first run pushed version 1: span 1 of the taxi data (`ROWS` rows),
+    `FAST_TRAINING`, `LENIENT` thresholds. Shared: read it, never change it."""
+
+    folder: Path
+    config_file: Path
+    config: PipelineConfig
+    report: RunReport  # the run's record, as `mlops history` reads it
+
+    @property
+    def model_dir(self) -> Path:
+        """Version 1 as the Pusher wrote it."""
+        return Path(self.config.serving_model_dir) / "1"
+
+
+def shared_run_folder(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A folder every pytest-xdist worker of this session sees (the workers' common
+    parent of their base temp dirs), or the session's own without xdist."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    return root / name
+
+
+@pytest.fixture(scope="session")
+def pushed_workspace(tmp_path_factory: pytest.TempPathFactory) -> PushedWorkspace:
+    """The session's one cold run that pushes version 1 (see the module doc)."""
+    from pipeline.local.run import run_pipeline
+    from pipeline.records import store
+
+    folder = shared_run_folder(tmp_path_factory, "pushed_workspace")
+    folder.mkdir(parents=True, exist_ok=True)
+    done = folder / "run.json"
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.is_file():
+            (folder / "data").mkdir(exist_ok=True)
+            copy_taxi_span(1, folder / "data", rows=ROWS)
+            config = load_config(write_config(folder, {**FAST_TRAINING, **LENIENT}))
+            report = run_pipeline(config)
+            assert report.succeeded and report.pushed_version == "1", report.error
+            done.write_text(json.dumps({"run_id": report.run_id}))
+    config_file = folder / "pipeline_config.yaml"
+    config = load_config(config_file)
+    report = store.load(config, json.loads(done.read_text())["run_id"])
+    return PushedWorkspace(folder, config_file, config, report)
+
+
+# The longest groups start first, so that the workers finish together (the Kubeflow run
+# takes a few minutes alone); within a group the order is the files' own.
+LONGEST_FIRST = ("tests/e2e/test_kubeflow.py", "tests/e2e/story/", "tests/e2e/")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks the tests that make the pipeline train as slow (see the module doc), and puts
+    the longest groups first."""
+    for item in items:
+        if PIPELINE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+    def start_rank(item: pytest.Item) -> int:
+        module = item.nodeid.split("::")[0]
+        return next((rank for rank, prefix in enumerate(LONGEST_FIRST)
+                     if module.startswith(prefix)), len(LONGEST_FIRST))
+
+    items.sort(key=start_rank)  # stable: each module keeps its own order
+
+
+# Test modules that share one pytest-xdist worker, because they read one expensive
+# session fixture (tests/e2e/story/: the pipeline's story).
+SHARED_WORKER_FOLDERS = ("tests/e2e/story/",)
+
+
+def worker_group(nodeid: str) -> str:
+    """The unit pytest-xdist hands a worker: a test's module, where its module-scoped
+    fixtures and ordered scenarios live, or a whole folder of SHARED_WORKER_FOLDERS."""
+    module = nodeid.split("::")[0]
+    return next((folder for folder in SHARED_WORKER_FOLDERS if module.startswith(folder)),
+                module)
+
+
+@pytest.hookimpl(optionalhook=True)  # without pytest-xdist (-p no:xdist) it is not called
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Each worker takes whole groups (`worker_group`), in the collection's order.
+
+    xdist's own `--dist loadgroup` marks groups by rewriting node ids, which pytest 9 no
+    longer lets a plugin do; scheduling by scope is the supported way."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid)
+
+    config.option.loadscopereorder = False  # the collection's order: LONGEST_FIRST
+    return ByGroup(config, log)
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     (tmp_path / "data").mkdir()
@@ -135,7 +257,7 @@ def pytest_unconfigure(config) -> None:
 
     TF 2.16 prints "Exception ignored in AtomicFunction.__del__" tracebacks for every
     SavedModel function still alive while modules are torn down (as `mlops` does, see
-    pipeline/cli.py `_exit`); the exit status is pytest's own.
+    `process.exit_now`); the exit status is pytest's own.
     """
     import sys
 

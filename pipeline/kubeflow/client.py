@@ -37,7 +37,8 @@ import urllib3
 from google.protobuf import json_format
 from kfp.client.client import KF_PIPELINES_ENDPOINT_ENV, KF_PIPELINES_UI_ENDPOINT_ENV
 
-from pipeline.config import PipelineConfig
+from pipeline import errors
+from pipeline.definition.config import PipelineConfig
 from pipeline.kubeflow.schedule import Schedule
 
 REQUEST_TIMEOUT_SECONDS = 60  # urllib3 waits forever by default (kfp passes no timeout)
@@ -47,11 +48,11 @@ _PAGE_SIZE = 100
 T = TypeVar("T")
 
 
-class UsageError(Exception):
+class UsageError(errors.UsageError):
     """The command line or config cannot name a server to talk to (exit code 2)."""
 
 
-class KfpError(Exception):
+class KfpError(errors.UserError):
     """The server could not be reached or refused a request; the message is one line."""
 
 
@@ -73,7 +74,12 @@ class Endpoint:
 def endpoint(config: PipelineConfig, host: Optional[str] = None, token: Optional[str] = None,
              environ: Optional[Mapping[str, str]] = None) -> Endpoint:
     """`--host`, else `kubeflow.host`, else $KF_PIPELINES_ENDPOINT (the kfp SDK's own
-    variable); the token from `--token`, else the variable `kubeflow.token_env` names."""
+    variable); the token from `--token`, else the variable `kubeflow.token_env` names.
+
+    Raises:
+        UsageError: no endpoint is given anywhere, or it lacks an http:// or https://
+            scheme (exit code 2: the command line or config must change).
+    """
     environ = os.environ if environ is None else environ
     chosen = host or config.kubeflow.host or environ.get(KF_PIPELINES_ENDPOINT_ENV)
     if not chosen:
@@ -122,6 +128,9 @@ class _Sdk(kfp.Client):
 
 @dataclass(frozen=True)
 class Uploaded:
+    """What an upload made: the ids a run or schedule needs, and whether the pipeline was
+    new (else a new version of an existing one)."""
+
     pipeline_id: str
     version_id: str
     version_name: str
@@ -142,12 +151,24 @@ class KfpClient:
 
     # -- pipelines ---------------------------------------------------------------------
     def find_pipeline(self, name: str) -> Any:
-        """The pipeline of that name (`V2beta1Pipeline`), or None."""
+        """The pipeline of that name (`V2beta1Pipeline`), or None.
+
+        Raises:
+            KfpError: the server cannot be reached (or TLS fails), or refuses the request
+                (a token missing, expired or not allowed; not found; a server error);
+                one line naming the action and what to check.
+        """
         found = self._call(f"look up pipeline '{name}'", self._sdk.list_pipelines,
                            filter=_name_filter(name), namespace=self.namespace, page_size=10)
         return next((p for p in found.pipelines or [] if p.display_name == name), None)
 
     def require_pipeline(self, name: str) -> Any:
+        """The pipeline of that name, for verbs that run an uploaded version.
+
+        Raises:
+            KfpError: no pipeline has that name (in the namespace): upload it first; or
+                as `find_pipeline`.
+        """
         pipeline = self.find_pipeline(name)
         if pipeline is None:
             raise KfpError(f"no pipeline named '{name}' on {self.endpoint.host}"
@@ -156,7 +177,12 @@ class KfpClient:
         return pipeline
 
     def latest_version(self, pipeline: Any) -> Any:
-        """The newest version (`V2beta1PipelineVersion`, with its `pipeline_spec`)."""
+        """The newest version (`V2beta1PipelineVersion`, with its `pipeline_spec`).
+
+        Raises:
+            KfpError: the pipeline has no version; or the server cannot be reached or
+                refuses the request (as `find_pipeline`).
+        """
         found = self._call(f"list the versions of pipeline '{pipeline.display_name}'",
                            self._sdk.list_pipeline_versions, pipeline_id=pipeline.pipeline_id,
                            page_size=1, sort_by="created_at desc")
@@ -166,7 +192,13 @@ class KfpClient:
         return found.pipeline_versions[0]
 
     def upload(self, package: Path, name: str, version_name: str) -> Uploaded:
-        """A new pipeline, or a new version of the pipeline that has the name already."""
+        """A new pipeline, or a new version of the pipeline that has the name already.
+
+        Raises:
+            KfpError: the SDK cannot read the package, the name or version name is taken,
+                or the server cannot be reached or refuses the request (as
+                `find_pipeline`).
+        """
         existing = self.find_pipeline(name)
         if existing is None:
             pipeline = self._call(f"upload {package} as pipeline '{name}'",
@@ -184,12 +216,25 @@ class KfpClient:
 
     # -- experiments and runs ----------------------------------------------------------
     def find_experiment(self, name: str) -> Any:
+        """The experiment of that name, or None (listing runs must not create one).
+
+        Raises:
+            KfpError: the server cannot be reached (or TLS fails), or refuses the request
+                (a token missing, expired or not allowed; not found; a server error);
+                one line naming the action and what to check.
+        """
         found = self._call(f"look up experiment '{name}'", self._sdk.list_experiments,
                            filter=_name_filter(name), namespace=self.namespace, page_size=10)
         return next((e for e in found.experiments or [] if e.display_name == name), None)
 
     def ensure_experiment(self, name: str) -> Any:
-        """The experiment of that name, created when missing (the SDK's get-or-create)."""
+        """The experiment of that name, created when missing (the SDK's get-or-create).
+
+        Raises:
+            KfpError: the server cannot be reached (or TLS fails), or refuses the request
+                (a token missing, expired or not allowed; not found; a server error);
+                one line naming the action and what to check.
+        """
         return self._call(f"create experiment '{name}'", self._sdk.create_experiment,
                           name=name, namespace=self.namespace)
 
@@ -197,7 +242,13 @@ class KfpClient:
                   parameters: dict[str, Any], package: Optional[Path] = None,
                   version: Any = None) -> Any:
         """A run of the package, or else of the pipeline version; the root is given here
-        because a bare PipelineSpec carries none."""
+        because a bare PipelineSpec carries none.
+
+        Raises:
+            KfpError: the SDK cannot read the package, the server refuses the run (a
+                parameter it does not take, say), or cannot be reached or refuses the
+                request (as `find_pipeline`).
+        """
         source: dict[str, Any] = (
             {"pipeline_package_path": str(package)} if package is not None else
             {"pipeline_id": version.pipeline_id, "version_id": version.pipeline_version_id})
@@ -206,11 +257,26 @@ class KfpClient:
                           pipeline_root=pipeline_root, **source)
 
     def get_run(self, run_id: str) -> Any:
+        """The run as the server has it now: state, error, timings.
+
+        Raises:
+            KfpError: the server cannot be reached (or TLS fails), or refuses the request
+                (a token missing, expired or not allowed; not found; a server error);
+                one line naming the action and what to check.
+        """
         return self._call(f"get run {run_id}", self._sdk.get_run, run_id)
 
     def wait(self, run_id: str, poll_seconds: float,
              on_state: Callable[[str], None] = lambda state: None) -> Any:
-        """Polls the run until a final state; `on_state` hears each new state."""
+        """Polls the run until a final state; `on_state` hears each new state.
+
+        Returns:
+            The run in its final state (SUCCEEDED, SKIPPED, FAILED or CANCELED): a failed
+            run is returned, not raised, so the caller words the outcome.
+
+        Raises:
+            KfpError: as `get_run`, on any poll.
+        """
         last = None
         while True:
             run = self.get_run(run_id)
@@ -223,14 +289,26 @@ class KfpClient:
             time.sleep(poll_seconds)
 
     def list_runs(self, experiment_id: str, limit: int) -> list[Any]:
-        """The experiment's newest runs first."""
+        """The experiment's newest runs first.
+
+        Raises:
+            KfpError: the server cannot be reached (or TLS fails), or refuses the request
+                (a token missing, expired or not allowed; not found; a server error);
+                one line naming the action and what to check.
+        """
         found = self._call("list runs", self._sdk.list_runs, experiment_id=experiment_id,
                            page_size=limit, sort_by="created_at desc")
         return list(found.runs or [])
 
     # -- recurring runs ----------------------------------------------------------------
     def recurring_runs(self, name: Optional[str] = None) -> list[Any]:
-        """Every recurring run (of that name) in the namespace, all pages."""
+        """Every recurring run (of that name) in the namespace, all pages.
+
+        Raises:
+            KfpError: the server cannot be reached (or TLS fails), or refuses the request
+                (a token missing, expired or not allowed; not found; a server error);
+                one line naming the action and what to check.
+        """
         runs: list[Any] = []
         token = ""
         while True:
@@ -245,6 +323,14 @@ class KfpClient:
                 return runs
 
     def create_recurring_run(self, schedule: Schedule, description: str) -> Any:
+        """Creates `schedule` enabled, on its pipeline version (KFP cannot edit one: a
+        change is a delete and a create).
+
+        Raises:
+            KfpError: the server cannot be reached (or TLS fails), or refuses the request
+                (a token missing, expired or not allowed; not found; a server error);
+                one line naming the action and what to check.
+        """
         return self._call(
             f"create recurring run '{schedule.name}'", self._sdk.create_recurring_run,
             experiment_id=schedule.experiment_id, job_name=schedule.name,
@@ -255,10 +341,24 @@ class KfpClient:
             pipeline_root=schedule.pipeline_root)
 
     def delete_recurring_run(self, recurring_run: Any) -> None:
+        """Deletes the recurring run; the runs it started are kept.
+
+        Raises:
+            KfpError: the server cannot be reached (or TLS fails), or refuses the request
+                (a token missing, expired or not allowed; not found; a server error);
+                one line naming the action and what to check.
+        """
         self._call(f"delete recurring run '{recurring_run.display_name}'",
                    self._sdk.delete_recurring_run, recurring_run.recurring_run_id)
 
     def enable_recurring_run(self, recurring_run: Any) -> None:
+        """Re-enables a disabled recurring run that otherwise matches what is wanted.
+
+        Raises:
+            KfpError: the server cannot be reached (or TLS fails), or refuses the request
+                (a token missing, expired or not allowed; not found; a server error);
+                one line naming the action and what to check.
+        """
         self._call(f"enable recurring run '{recurring_run.display_name}'",
                    self._sdk.enable_recurring_run, recurring_run.recurring_run_id)
 

@@ -33,8 +33,9 @@ from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from components import serving_baseline
-from pipeline import builder
-from pipeline.config import KUBEFLOW, PipelineConfig, VolumeMount
+from pipeline.definition import builder
+from pipeline.definition.config import KUBEFLOW, PipelineConfig, VolumeMount
+from pipeline.errors import UsageError
 
 SCHEMA_VERSION = "2.1.0"
 ENTRYPOINT = ("python", "-m", "pipeline.kubeflow.entrypoint")
@@ -45,12 +46,15 @@ NEVER_CACHED = (builder.EXAMPLE_GEN_ID, serving_baseline.COMPONENT_ID)
 RUNNABLE_EXECUTORS = ("container", "importer")
 
 
-class CompileError(Exception):
+class CompileError(UsageError):
     """The pipeline, as configured, would not run on Kubeflow; the message says why."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Package:
+    """What `compile_package` wrote, for `mlops kfp compile` to report: its tasks, those
+    never cached, and which tasks mount each volume claim."""
+
     path: Path
     tasks: tuple[str, ...]
     uncached: tuple[str, ...]

@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping, NoReturn, Optional
 
+from pipeline.errors import UsageError
+
 FORMAT = ("six fields, seconds first: second minute hour day-of-month month day-of-week "
           "(e.g. '0 0 2 * * *' = every day at 02:00)")
 
@@ -40,7 +42,7 @@ _DESCRIPTORS = {"@yearly": "0 0 0 1 1 *", "@annually": "0 0 0 1 1 *",
 _NUMBER = re.compile(r"^\+?[0-9]+$")  # Go's strconv.Atoi, minus the sign '-' cannot reach
 
 
-class CronError(ValueError):
+class CronError(UsageError, ValueError):
     """A cron line KFP would refuse, or would accept but read differently than meant."""
 
 
@@ -75,6 +77,16 @@ def validate(expression: str) -> str:
     """The six-field cron line, single-spaced, or CronError saying what is wrong and why.
 
     Five fields raise CrontabLineError, which carries the explicit conversion.
+
+    Raises:
+        CrontabLineError: five fields, a crontab line KFP would read seconds first; its
+            `converted` is the six-field line meant (None when it has none).
+        CronError: the line is empty, a descriptor (`@daily`...), has another count of
+            fields than six, a field that robfig/cron would refuse or silently misread
+            (out of range, an empty list item, a zero or non-numeric step, a bad name),
+            or a day of month no chosen month has (a schedule that never fires). A
+            CronError is a UsageError and a ValueError (so a pydantic validator reports it
+            as the key's problem).
     """
     fields = expression.split()
     if not fields:
@@ -92,7 +104,12 @@ def validate(expression: str) -> str:
 
 def from_crontab(line: str) -> str:
     """A five-field crontab line (minute hour day-of-month month day-of-week) as
-    Kubeflow's six fields: second 0 first, and crontab's 7 for Sunday written as 0."""
+    Kubeflow's six fields: second 0 first, and crontab's 7 for Sunday written as 0.
+
+    Raises:
+        CronError: the line is a descriptor, has other than five fields, or its six-field
+            form fails `validate`.
+    """
     fields = line.split()
     if fields and fields[0].startswith("@"):
         raise CronError(_descriptor_problem(line.strip()))

@@ -1,9 +1,12 @@
 """Runs a compiled KFP v2 package on this machine the way open-source KFP's v2 backend does.
 
-Why: no cluster is available here, yet the project has to show that the package it compiles
-runs on open-source Kubeflow Pipelines 2.x *as compiled*. This module executes the package
-with the behaviour of KFP's v2 backend, written from KFP's Go sources at tags 2.0.5 and
-2.5.0 (kubeflow/pipelines, `backend/src/v2/...`), not from TFX's own test helpers:
+Why: a package that compiles can still be refused or fail on a cluster, and KFP's own
+`kfp.local` cannot run container components. Users run a package through this module with
+`mlops kfp run --local` (`local_run.py`) before uploading it; the tests and `bench/kubeflow`
+use it to show that the package runs on open-source Kubeflow Pipelines 2.x *as compiled*.
+It executes the package with the behaviour of KFP's v2 backend, written from KFP's Go
+sources at tags 2.0.5 and 2.5.0 (kubeflow/pipelines, `backend/src/v2/...`), not from TFX's
+own test helpers:
 
 - run creation: the API server's checks (`apiserver/template/v2_template.go`
   `NewV2SpecTemplate`, `validatePipelineJobInputs`), the Argo compiler (`compiler/visitor.go`
@@ -120,11 +123,19 @@ class EmulatedRun:
     run_root: str = ""  # <pipeline root>/<pipeline name>/<run id>
 
     def task(self, name: str) -> TaskRun:
+        """The task of that name (its pipeline task key), for checks on one task's outcome.
+
+        Raises:
+            KeyError: the run has no such task (the message lists those it has).
+        """
         for task in self.tasks:
             if task.name == name:
                 return task
         raise KeyError(f"no task {name!r} in run {self.run_id}; tasks: "
                        f"{', '.join(t.name for t in self.tasks)}")
+
+
+ResultListener = Callable[[TaskRun], None]
 
 
 # ---------------------------------------------------------------------------------------
@@ -133,6 +144,9 @@ class EmulatedRun:
 
 @dataclass(frozen=True)
 class Package:
+    """A loaded package: the PipelineSpec, and each executor's Kubernetes config (volume
+    mounts and the like) from the PlatformSpec."""
+
     spec: pb.PipelineSpec
     kubernetes: Mapping[str, Json]  # executor label -> KubernetesExecutorConfig (JSON form)
 
@@ -142,6 +156,12 @@ def load_package(path: Union[str, Path]) -> Package:
 
     The first document is the bare PipelineSpec (unknown fields are errors, as for Go's
     protojson); an optional document holding `platforms.kubernetes` is the PlatformSpec.
+
+    Raises:
+        PipelineRejected: the PipelineSpec or PlatformSpec has a field or value the protos
+            do not allow, or no document is a PipelineSpec (the API server's messages).
+        OSError: the file cannot be read.
+        yaml.YAMLError: the file is not YAML.
     """
     spec: Optional[pb.PipelineSpec] = None
     platform = pb.PlatformSpec()
@@ -167,7 +187,14 @@ def load_package(path: Union[str, Path]) -> Package:
 
 
 def check_run_creation(package: Package, backend: str) -> None:
-    """What the API server, KFP's Argo compiler and Argo refuse when a run is created."""
+    """What the API server, KFP's Argo compiler and Argo refuse when a run is created.
+
+    Raises:
+        PipelineRejected: the schemaVersion is not 2.1.0, the pipeline name is empty, a
+            task's executor is missing or neither a container nor an importer, or a
+            generated Argo task name is too long or not a valid name (the server's own
+            message, for each).
+    """
     spec = package.spec
     if spec.schema_version != SCHEMA_VERSION:
         raise PipelineRejected("KFP only supports schema version 2.1.0, but the pipeline spec "
@@ -222,7 +249,13 @@ def _check_argo_task_names(spec: pb.PipelineSpec, backend: str) -> None:
 
 
 def check_not_emulated(package: Package, backend: str) -> None:
-    """Features KFP runs that this emulation does not model; refused before anything runs."""
+    """Features KFP runs that this emulation does not model; refused before anything runs.
+
+    Raises:
+        NotEmulated: a task uses a nested DAG, an importer, a condition, an exit handler,
+            a loop, a parameter expression selector, or (backend 2.0.5) a PVC named by a
+            parameter.
+    """
     spec = package.spec
     executors = _executors(spec)
     for key, task in spec.root.dag.tasks.items():
@@ -258,6 +291,10 @@ def runtime_parameters(spec: pb.PipelineSpec,
 
     `v2_template.go` `validatePipelineJobInputs` refuses missing, mistyped and unknown
     parameters; `argocompiler/argo.go` `Compile` then fills defaults (null when optional).
+
+    Raises:
+        PipelineRejected: a required parameter has no value, a value is not of its
+            parameter's type, or a value names no parameter (the server's messages).
     """
     definitions = spec.root.input_definitions.parameters
     values = {name: json_format.ParseDict(value, struct_pb2.Value())
@@ -789,6 +826,25 @@ def _pod_argv(argv: list[str], mounts: list[tuple[str, str]]) -> list[str]:
     return [*namespace, "--propagation", "private", _SH, "-c", script, "sh", *argv]
 
 
+def pod_problem() -> Optional[str]:
+    """Why this machine cannot start the tasks' "pods" (a private mount namespace each, see
+    `_pod_argv`), or None; a few milliseconds, to say so once instead of failing every task."""
+    if shutil.which(_UNSHARE) is None:
+        return ("`unshare` (util-linux) is not on PATH: each task runs in its own Linux mount "
+                "namespace")
+    try:
+        done = subprocess.run(_pod_argv(["true"], []), capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"cannot start `unshare`: {error}"
+    if done.returncode == 0:
+        return None
+    reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    how = ("`unshare -m`" if os.geteuid() == 0 else
+           "`unshare -rm`, which needs unprivileged user namespaces as a non-root user")
+    return f"cannot give a task its own mount namespace ({how}): {reason}"
+
+
 def _user_argv(task: _Task, placeholders: Mapping[str, str], python: str) -> list[str]:
     """Container command + args, placeholders filled; `python` is this environment's."""
     command = list(task.container.get("command", []))
@@ -890,7 +946,8 @@ def run_package(package: Union[str, Path], pipeline_root: Union[str, Path], *,
                 python: str = sys.executable, env: Optional[Mapping[str, str]] = None,
                 metadata_path: Union[str, Path],
                 on_task: Optional[TaskListener] = None,
-                publish_logs: Optional[bool] = None) -> EmulatedRun:
+                publish_logs: Optional[bool] = None,
+                on_result: Optional[ResultListener] = None) -> EmulatedRun:
     """Runs `package` as KFP's v2 backend `backend` would, artifacts under `pipeline_root`
     (a local folder) and metadata in the MLMD SQLite store at `metadata_path`.
 
@@ -900,8 +957,20 @@ def run_package(package: Union[str, Path], pipeline_root: Union[str, Path], *,
     PUBLISH_LOGS (2.5.0 only; its manifests and the driver default to true). Give the
     emulation its own `metadata_path`: KFP registers artifact types by name only, which a
     store shared with TFX's local runner (typed properties) would refuse.
-    `on_task(task, event)` reports progress; the emulation itself prints nothing.
-    Raises PipelineRejected or NotEmulated before anything runs.
+    `on_task(task, event)` reports progress; `on_result(task_run)` receives each task's
+    final TaskRun as soon as it is known (a SKIPPED one too), in run order; the emulation
+    itself prints nothing. Raises PipelineRejected or NotEmulated before anything runs.
+
+    Returns:
+        The run: a failed task is a FAILED run (with each task's error and log), not an
+        exception.
+
+    Raises:
+        ValueError: `backend` is not one this module emulates, `publish_logs` is asked of
+            backend 2.0.5, or `pipeline_root` is not an absolute path.
+        PipelineRejected: as `load_package`, `check_run_creation` and
+            `runtime_parameters`: KFP would refuse to create the run.
+        NotEmulated: as `check_not_emulated`.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
@@ -925,7 +994,8 @@ def run_package(package: Union[str, Path], pipeline_root: Union[str, Path], *,
                publish_logs=backend == "2.5.0" and publish_logs is not False, dag=dag,
                dag_inputs=inputs, volumes=volumes, python=python,
                env=dict(os.environ if env is None else env))
-    tasks = _run_tasks(_tasks(loaded), run, store, on_task or (lambda task, event: None))
+    tasks = _run_tasks(_tasks(loaded), run, store, on_task or (lambda task, event: None),
+                       on_result or (lambda task_run: None))
     failed = any(task.state == "FAILED" for task in tasks)
     if failed and backend == "2.5.0":  # client.go UpdateDAGExecutionsState
         store.set_state(dag, mlmd.Execution.FAILED)
@@ -968,12 +1038,13 @@ def _task_order(spec: pb.PipelineSpec) -> list[str]:
     return order
 
 
-def _run_tasks(tasks: list[_Task], run: _Run, store: _Metadata,
-               on_task: TaskListener) -> list[TaskRun]:
+def _run_tasks(tasks: list[_Task], run: _Run, store: _Metadata, on_task: TaskListener,
+               on_result: ResultListener) -> list[TaskRun]:
     results: list[TaskRun] = []
     for task in tasks:
         if any(r.state == "FAILED" for r in results):
             results.append(TaskRun(name=task.key, state="SKIPPED"))
+            on_result(results[-1])
             continue
         started = time.monotonic()
         on_task(task.key, "running")
@@ -981,6 +1052,7 @@ def _run_tasks(tasks: list[_Task], run: _Run, store: _Metadata,
         result.seconds = time.monotonic() - started
         on_task(task.key, {"SUCCEEDED": "finished", "CACHED": "cached"}.get(result.state, "failed"))
         results.append(result)
+        on_result(result)
     return results
 
 

@@ -55,6 +55,10 @@ def repair(executor_input: dict[str, Any],
     """ExecutorInput (protojson, as a dict) as TFX's entrypoint needs it.
 
     Returns the repaired copy and the names of the outputs left out (KFP's own).
+
+    Raises:
+        ExecutorInputError: an input artifact arrives untyped and the inputs spec declares
+            no type for it either (the task fails with that line, not TFX's NoneType error).
     """
     repaired = json.loads(json.dumps(executor_input))
     for key, artifact_list in repaired.get("inputs", {}).get("artifacts", {}).items():
@@ -71,7 +75,12 @@ def repair(executor_input: dict[str, Any],
 
 
 def run(parsed: tuple[Any, list[str]]) -> None:
-    """Runs the executor TFX's entrypoint would, on the repaired ExecutorInput."""
+    """Runs the executor TFX's entrypoint would, on the repaired ExecutorInput.
+
+    Raises:
+        ExecutorInputError: as `repair`.
+        ValueError: the invocation or inputs-spec argument is not JSON.
+    """
     from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor as tfx_entry
 
     # Declares this project's Beam option (--in_process_threads) before any executor parses
@@ -88,6 +97,13 @@ def run(parsed: tuple[Any, list[str]]) -> None:
 
 
 def main() -> None:
+    """The image's entrypoint: `python -m pipeline.kubeflow.entrypoint` with TFX's flags,
+    which every task of the compiled package runs."""
+    # Before TFX is imported: its Vertex AI client modules, which no task of this package
+    # calls, stay unimported (a second off every task's start-up).
+    from pipeline.runtime import lazy_imports
+
+    lazy_imports.defer_unused_cloud_clients()
     from absl import app
     from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor as tfx_entry
 

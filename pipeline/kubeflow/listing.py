@@ -20,6 +20,8 @@ _STATE_STYLE = {"SUCCEEDED": "green", "FAILED": "red", "CANCELED": "red",
 
 def show(experiment_name: str, runs: Sequence[Any], pipeline_name: str,
          recurring_runs: Sequence[Any], console: Optional[Console] = None) -> None:
+    """Prints `mlops kfp list`: tables on a terminal, plain lines otherwise (so a pipe or
+    a CI log can be grepped)."""
     console = console or Console(highlight=False)
     rows = [_run_row(run) for run in runs]
     schedules = [_recurring_row(recurring_run) for recurring_run in recurring_runs]

@@ -19,23 +19,32 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from pipeline.errors import UsageError, UserError
+
 SCHEMA_VERSION = "2.1.0"
 _YAML_SUFFIXES = (".yaml", ".yml")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
 
-class PackageError(Exception):
+class PackageError(UserError):
     """The package file is missing or is not what the KFP API server accepts."""
 
 
-class ParameterError(ValueError):
+class ParameterError(UsageError, ValueError):
     """A `--param` the pipeline does not declare, or a value its type cannot hold."""
 
 
 def read_spec(path: Path) -> dict[str, Any]:
     """The PipelineSpec in `path` (the first YAML document; a second one, the platform
-    spec, is left alone), or PackageError naming the fix."""
+    spec, is left alone), or PackageError naming the fix.
+
+    Raises:
+        PackageError: `path` is not a file, not `.yaml`/`.yml`, not YAML, holds no mapping,
+            is a Vertex PipelineJob instead of a bare PipelineSpec, has a schemaVersion
+            other than 2.1.0, or lacks `pipelineInfo.name` or `root`.
+        OSError: the file exists but cannot be read.
+    """
     if not path.is_file():
         raise PackageError(f"no compiled pipeline at {path}: run `mlops kfp compile` first "
                            "(it writes kubeflow.output_file)")
@@ -77,7 +86,13 @@ def declared_parameters(spec: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]
 def typed_parameters(spec: Mapping[str, Any], assignments: Iterable[str]) -> dict[str, Any]:
     """`["times=3", "message=hi"]` -> `{"times": 3, "message": "hi"}` as the spec types
     them; ParameterError for an unknown name, a value of the wrong type, or a required
-    parameter left out."""
+    parameter left out.
+
+    Raises:
+        ParameterError: an assignment is not NAME=VALUE, names no declared parameter, has
+            a value its type cannot hold (integer, number, boolean, JSON list or object),
+            or a parameter without a default is not given. It is a UsageError (exit 2).
+    """
     declared = declared_parameters(spec)
     values: dict[str, Any] = {}
     for assignment in assignments:

@@ -36,6 +36,8 @@ class Schedule:
     def wanted(cls, *, name: str, cron: str, max_concurrency: int, catchup: bool,
                experiment_id: str, pipeline_id: str, pipeline_version_id: str,
                pipeline_root: str, parameters: dict[str, Any]) -> "Schedule":
+        """The recurring run the config asks for, normalised as the server will return it,
+        so an unchanged schedule compares equal and is left alone."""
         return cls(name=name, cron=" ".join(cron.split()), max_concurrency=max_concurrency,
                    no_catchup=not catchup, experiment_id=experiment_id,
                    pipeline_id=pipeline_id, pipeline_version_id=pipeline_version_id,
@@ -61,6 +63,7 @@ class Schedule:
 
     @property
     def parameters(self) -> dict[str, Any]:
+        """The run parameters to send, from their canonical JSON."""
         return json.loads(self.parameters_json)
 
     def differences(self, current: "Schedule") -> list[str]:

@@ -75,7 +75,7 @@ def export_model(path: Path, credit_weight: float, fare_weight: float,
 
 def eval_config(metrics: list[tfma.MetricConfig],
                 slices: tuple[str, ...] = ("payment_type", "trip_start_hour")) -> str:
-    """An EvalConfig as `pipeline.builder.eval_config` makes it."""
+    """An EvalConfig as `pipeline.definition.builder.eval_config` makes it."""
     config = tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
             model_type=tfma.TF_GENERIC, signature_name="predict_examples", label_key=LABEL,

@@ -6,23 +6,23 @@ import json
 from pathlib import Path
 
 import apache_beam as beam
-from apache_beam.testing import util as beam_util
 import numpy as np
 import pyarrow as pa
 import pytest
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
 import tensorflow_transform as tft
+from apache_beam.testing import util as beam_util
 from tfx.components.transform import executor as stock
 from tfx.components.util import tfxio_utils
 from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
-from tfx_bsl.tfxio import dataset_options
 from tfx.types import standard_artifacts
+from tfx_bsl.tfxio import dataset_options
 
 from components import example_batches, transform
-from pipeline.builder import PREPROCESSING_FN
-from pipeline.config import load_config
+from pipeline.definition.builder import PREPROCESSING_FN
+from pipeline.definition.config import load_config
 from tests.components.taxi_examples import BEAM_ARGS, taxi_examples
 from tests.conftest import REPO
 
@@ -53,7 +53,7 @@ def run_executor(executor_class: type, examples, schema, out: Path,
     executor = executor_class(base_beam_executor.BaseBeamExecutor.Context(
         beam_pipeline_args=beam_args, tmp_dir=str(out / "tmp")))
     config = load_config(REPO / "pipeline_config.yaml")
-    # The properties the pipeline's Transform passes (pipeline/builder.py).
+    # The properties the pipeline's Transform passes (pipeline/definition/builder.py).
     executor.Do({"examples": [examples], "schema": [schema]}, {"transform_graph": [graph]},
                 {"preprocessing_fn": PREPROCESSING_FN,
                  "custom_config": json.dumps(config.model_custom_config()),

@@ -1,7 +1,7 @@
 """Fixtures for serving tests: a model the real pipeline produced, and servers on loopback.
 
-``pipeline_model`` runs the TFX pipeline once per test session (small data, few steps) and
-yields the SavedModel it pushed; tests copy it into their own base paths as versions.
+``pipeline_model`` is the SavedModel the session's shared pipeline run pushed (small data,
+few steps); tests copy it into their own base paths as versions.
 ``start_server`` runs the embedded server in this process on free loopback ports (its own
 event loop on a thread) and stops it at the end of the test.
 """
@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-
-from tests.conftest import copy_taxi_span, write_config
 
 MODEL_NAME = "chicago-taxi"
 
@@ -116,20 +114,9 @@ def csv_row(path: Path, number: int) -> dict:
 
 
 @pytest.fixture(scope="session")
-def pipeline_model(tmp_path_factory) -> Path:
-    """Version 1 as the pipeline pushed it (1,500 rows, 150 steps)."""
-    from pipeline import local
-    from pipeline.config import load_config
-
-    site = tmp_path_factory.mktemp("serving_site")
-    (site / "data").mkdir()
-    copy_taxi_span(1, site / "data", rows=1500)
-    config = load_config(write_config(site, {
-        "training.train_steps": 150, "training.eval_steps": 10, "training.batch_size": 64,
-        "evaluation.thresholds": [{"metric": "AUC", "lower_bound": 0.5}]}))
-    report = local.run_pipeline(config)
-    assert report.succeeded and report.pushed_version == "1", report.error
-    return Path(config.serving_model_dir) / "1"
+def pipeline_model(pushed_workspace) -> Path:
+    """Version 1 as the pipeline pushed it (the session's shared run: tests/conftest.py)."""
+    return pushed_workspace.model_dir
 
 
 def servable(server, version: int):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import load_config
+from pipeline.definition.config import load_config
 from serving import config_files, operations, server_files, traffic
 from serving.config_files import single_model_config
 from serving.dataplane import DataPlane, ModelSpec
@@ -176,7 +176,7 @@ def test_the_split_file_round_trips_and_refuses_nonsense(tmp_path: Path):
 
 
 def test_the_default_weight_is_validated_in_the_config(tmp_path: Path):
-    from pipeline.config import ConfigError
+    from pipeline.definition.config import ConfigError
 
     assert load_config(write_config(tmp_path), check_files=False).serving.canary.weight == 10
     with pytest.raises(ConfigError) as caught:
@@ -223,7 +223,7 @@ def test_canary_then_reweight_then_promote(config_file: Path):
                               "bare model URL, stable version 2 the rest")
     assert "tensorflow_model_server reads no traffic_split.json" in message
 
-    message = operations.start_canary(settings, weight=35)
+    message = operations.set_canary_weight(settings, 35)
     assert split_of(config_file) == Split(35)
     assert "now gets 35 % of the requests to the bare model URL (was 10 %)" in message
 
@@ -269,8 +269,8 @@ def test_canary_refusals(config_file: Path):
     settings = settings_of(config_file)
     cases = [(lambda: operations.promote(settings), "has no canary to promote"),
              (lambda: operations.abort(settings), "has no canary to abort"),
-             (lambda: operations.start_canary(settings), "give a VERSION"),
-             (lambda: operations.start_canary(settings, weight=5), "no canary to re-weight"),
+             (lambda: operations.set_canary_weight(settings, None), "give a VERSION"),
+             (lambda: operations.set_canary_weight(settings, 5), "no canary to re-weight"),
              (lambda: operations.start_canary(settings, 9), "version 9 is not in"),
              (lambda: operations.start_canary(settings, 3, 150), "from 0 to 100"),
              (lambda: operations.start_canary(settings, 2, stable=2), "is the stable version")]

@@ -21,11 +21,17 @@ import grpc
 import httpx
 import pytest
 
-from pipeline.config import load_config
+from pipeline.definition.config import load_config
 from serving import operations, server_files
 from tests.conftest import write_config
-from tests.serving.conftest import (MODEL_NAME, ROWS, BackgroundClients, add_version,
-                                   dtype_of, wait_for)
+from tests.serving.conftest import (
+    MODEL_NAME,
+    ROWS,
+    BackgroundClients,
+    add_version,
+    dtype_of,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -197,13 +203,13 @@ def test_weights_change_under_load_then_abort_then_promote(site):
         share = load.share_after(0)
         assert share[2] / 600 < 0.35, share  # 20 %
 
-        operations.start_canary(settings, weight=80)  # `mlops canary --weight 80`
+        operations.set_canary_weight(settings, 80)  # `mlops canary --weight 80`
         share = load.share_after(2.5)
         assert 0.70 < share[2] / 600 < 0.90, share
 
-        operations.start_canary(settings, weight=0)
+        operations.set_canary_weight(settings, 0)
         assert load.share_after(2.5, 300) == {1: 300}
-        operations.start_canary(settings, weight=50)
+        operations.set_canary_weight(settings, 50)
         share = load.share_after(2.5)
         assert 0.40 < share[2] / 600 < 0.60, share
 

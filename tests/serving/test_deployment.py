@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.config import load_config
-from serving.settings import ServingSettings
+from pipeline.definition.config import load_config
 from serving import config_files, deployment
+from serving.settings import ServingSettings
 from tests.conftest import REPO, write_config
 
 DEPLOY = REPO / "serving" / "deploy"
@@ -103,7 +103,7 @@ def test_rendering_does_not_depend_on_where_the_repo_lives(config, tmp_path):
 
 
 def test_rendering_imports_no_tensorflow():
-    code = ("import sys; from pipeline.config import load_config; from serving import "
+    code = ("import sys; from pipeline.definition.config import load_config; from serving import "
             "deployment; deployment.render(load_config(sys.argv[1], use_env=False)"
             ".serving_settings()); "
             "sys.exit('tensorflow' in sys.modules)")
@@ -389,7 +389,7 @@ def test_a_tls_ingress_links_the_service_and_the_secret_only_when_configured(tmp
 
 
 def test_the_ingress_needs_both_its_secret_and_its_host(tmp_path):
-    from pipeline.config import ConfigError
+    from pipeline.definition.config import ConfigError
 
     with pytest.raises(ConfigError) as caught:
         variant(tmp_path, {"serving.kubernetes.tls_secret": "chicago-taxi-tls"})

@@ -16,11 +16,10 @@ import grpc
 import httpx
 import pytest
 
-from pipeline.config import load_config
+from pipeline.definition.config import load_config
 from serving import operations, server_files
 from tests.conftest import write_config
-from tests.serving.conftest import (MODEL_NAME, BackgroundClients, add_version, dtype_of,
-                                   wait_for)
+from tests.serving.conftest import MODEL_NAME, BackgroundClients, add_version, dtype_of, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from typing import Iterator, Optional
 
 import pytest
 
-from serving.http import MAX_HEAD_BYTES, HttpServer, Limits
+from serving.protocol.http import MAX_HEAD_BYTES, HttpServer, Limits
 from tests.serving.conftest import wait_for
 
 LIMIT = 1000
@@ -222,7 +222,7 @@ GET = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
 
 def refusals(caplog, words: str) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == "serving.http" and words in r.getMessage()]
+            if r.name == "serving.protocol.http" and words in r.getMessage()]
 
 
 def test_half_open_connections_are_closed_within_the_read_timeout_while_others_are_served(
@@ -237,7 +237,7 @@ def test_half_open_connections_are_closed_within_the_read_timeout_while_others_a
         if hard != resource.RLIM_INFINITY and hard < needed:
             pytest.skip(f"the open-file limit ({hard}) is below {needed}")
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-    caplog.set_level(logging.WARNING, logger="serving.http")
+    caplog.set_level(logging.WARNING, logger="serving.protocol.http")
     limits = Limits(max_body_bytes=LIMIT, read_timeout=read_timeout, idle_timeout=30,
                     max_connections=0)
     with serving(limits) as (port, server):
@@ -324,7 +324,7 @@ def test_half_open_connections_are_closed_within_the_read_timeout_while_others_a
 
 
 def test_connection_bound_refuses_the_excess_and_keeps_the_admitted(caplog) -> None:
-    caplog.set_level(logging.WARNING, logger="serving.http")
+    caplog.set_level(logging.WARNING, logger="serving.protocol.http")
     with serving(Limits(max_body_bytes=LIMIT, max_connections=4)) as (port, server):
         admitted = [Client(port) for _ in range(4)]
         for client in admitted:

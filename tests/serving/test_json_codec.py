@@ -1,4 +1,4 @@
-"""The REST JSON rules (``serving.json_codec``) without a server or a model.
+"""The REST JSON rules (``serving.protocol.json_codec``) without a server or a model.
 
 What TF Serving's ``json_tensor.cc`` does is the reference: row and columnar requests,
 ``{"b64": ...}`` strings, nested lists as dense tensors, values type-checked against the
@@ -14,11 +14,10 @@ import math
 import numpy as np
 import pytest
 
-from tests.serving.conftest import nested
-
-from serving import json_codec
 from serving.errors import Code, ServingError
-from serving.json_codec import Format
+from serving.protocol import json_codec
+from serving.protocol.json_codec import Format
+from tests.serving.conftest import nested
 
 FLOAT = np.dtype(np.float32)
 STRING = np.dtype(object)

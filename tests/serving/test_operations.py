@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
+from pipeline.definition.config import load_config
 from serving import config_files, operations, server_files
 from tests.conftest import mlops, write_config
 

@@ -119,7 +119,7 @@ def test_example_signatures_are_logged_as_their_examples_and_predict_as_columns(
 
 
 def test_the_server_options_and_mlops_serve_carry_the_request_log(tmp_path):
-    from pipeline.config import load_config
+    from pipeline.definition.config import load_config
     from serving import server_files
     from serving.errors import ServingError
     from serving.options import ServerOptions

@@ -12,10 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.config import load_config
+from pipeline.definition.config import load_config
 from tests.conftest import MLOPS, REPO, copy_taxi_span, write_config
 from tests.serving.conftest import MODEL_NAME, add_version, free_port, wait_until_serving
-
 
 
 def terminal_signals() -> None:

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, load_config
+from pipeline.definition.config import ConfigError, load_config
 from serving import flags, server_files
 from serving.config_files import ssl_config_text
 from tests.conftest import MLOPS, REPO, TAXI_DATA, mlops, write_config
 from tests.serving.conftest import MODEL_NAME, add_version, wait_until_serving
 from tests.serving.pki import Pki, make_pki, write_ssl_config
-from tests.serving.test_server_process import (free_port, run, stop_with_ctrl_c,
-                                               terminal_signals)
+from tests.serving.test_server_process import free_port, run, stop_with_ctrl_c, terminal_signals
 
 TLS_KEYS = ("ssl_config_file", "rest_ssl_config_file", "ca_cert", "client_cert", "client_key")
 

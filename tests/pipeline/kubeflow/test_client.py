@@ -1,6 +1,6 @@
 """`mlops kfp upload | run | schedule | unschedule | list` against a loopback KFP API.
 
-The verbs run as typer commands (CliRunner, in process) mounted as pipeline/cli.py mounts
+The verbs run as typer commands (CliRunner, in process) mounted as pipeline/cli/main.py mounts
 them; `fake_kfp_api.FakeKfpApi` answers as KFP's v2beta1 REST API does and records what
 the kfp SDK sent. A few tests run the verbs in a subprocess to see the real stdout and
 stderr (no SDK warnings, no urllib3 noise, no traceback).
@@ -24,8 +24,8 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
+from pipeline.cli.kfp import kfp_app
 from pipeline.kubeflow import listing
-from pipeline.kubeflow.commands import kfp_app
 from tests.conftest import REPO, write_config
 from tests.pipeline.kubeflow import trivial_pipeline
 from tests.pipeline.kubeflow.fake_kfp_api import FakeKfpApi
@@ -34,7 +34,7 @@ ROOT = "gs://mlops-example/chicago-taxi/pipeline_root"  # the kubeflow profile's
 SCHEDULE = "chicago-taxi-schedule"
 
 mlops = typer.Typer()
-mlops.add_typer(kfp_app, name="kfp")  # as pipeline/cli.py registers it
+mlops.add_typer(kfp_app, name="kfp")  # as pipeline/cli/main.py registers it
 
 
 @mlops.callback()
@@ -139,7 +139,7 @@ def test_upload_without_a_compiled_package_says_to_compile(config_file: Path,
 def test_upload_refuses_a_pipeline_job_before_sending_it(config_file: Path, api: FakeKfpApi,
                                                          compiled: Path):
     job = config_file.parent / "build" / "kubeflow" / "pipeline.yaml"
-    job.write_text(f"displayName: chicago-taxi\npipelineSpec:\n"
+    job.write_text("displayName: chicago-taxi\npipelineSpec:\n"
                    + "".join(f"  {line}\n" for line in compiled.read_text().splitlines()
                              if not line.startswith("#")))
     result = kfp_verb(config_file, api, "upload")
@@ -609,7 +609,7 @@ def _commands(*args: str, env_extra: dict[str, str] | None = None) -> subprocess
     env = {k: v for k, v in os.environ.items()
            if k not in ("KF_PIPELINES_ENDPOINT", "KFP_TOKEN", "PYTHONWARNINGS")}
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "pipeline.kubeflow.commands", *args],
+    return subprocess.run([sys.executable, "-m", "pipeline.cli.kfp", *args],
                           capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
 
 
@@ -633,7 +633,7 @@ def test_the_console_output_carries_no_sdk_noise(config_file: Path, api: FakeKfp
 
 
 def test_the_client_imports_no_tensorflow_and_commands_no_kfp():
-    probe = ("import sys; import pipeline.kubeflow.commands; assert 'kfp' not in sys.modules; "
+    probe = ("import sys; import pipeline.cli.kfp; assert 'kfp' not in sys.modules; "
              "import pipeline.kubeflow.client; "
              "assert not [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tfx')]")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

@@ -16,7 +16,7 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from pipeline.config import load_config
+from pipeline.definition.config import load_config
 from pipeline.kubeflow import compiler
 from tests.conftest import copy_taxi_span, write_config
 

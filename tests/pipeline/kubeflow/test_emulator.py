@@ -320,6 +320,7 @@ def test_tfx_task_name_with_underscore_is_refused_by_argo(tmp_path, tfx_packages
         run(tmp_path, tfx_packages["underscore"])
 
 
+@pytest.mark.slow  # TFX's own entrypoint in a new process per task
 def test_tfx_stock_entrypoint_fails_on_untyped_inputs_on_2_0_5(tmp_path, tfx_packages):
     """With the driver's untyped inputs (`instanceSchema: ""`, metadata/client.go), TFX 1.16's
     `kubeflow_v2_entrypoint_utils._retrieve_class_path` fails in the consumer with
@@ -334,6 +335,7 @@ def test_tfx_stock_entrypoint_fails_on_untyped_inputs_on_2_0_5(tmp_path, tfx_pac
     assert "'NoneType' object has no attribute 'get'" in consumer.error
 
 
+@pytest.mark.slow  # TFX's own entrypoint in a new process per task
 def test_tfx_stock_entrypoint_fails_on_executor_logs_on_2_5_0(tmp_path, tfx_packages):
     """On 2.5.0 every task also gets the `executor-logs` output typed `system.Artifact`
     (driver.go `provisionOutputs`); TFX maps only `tfx.*` titles to classes and fails to

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.config import KubeflowSection, load_config
+from pipeline.definition.config import KubeflowSection, load_config
 from tests.conftest import MLOPS, REPO, write_config
 
 DOCKERFILE = (REPO / "Dockerfile").read_text()

@@ -1,0 +1,272 @@
+"""`mlops kfp run --local`: the compiled package, run on this machine as open-source KFP 2.x's
+v2 backend would run it, to catch what a cluster would refuse or fail on before uploading.
+
+`emulator.py` does the work: the run-creation checks of the API server, KFP's Argo
+compiler and Argo; per task the driver (inputs, outputs, PVC mounts) and the launcher
+(placeholders, ExecutorOutput); a real ML Metadata store; each task its own process in its
+own mount namespace. This module picks the local stand-ins for what a cluster provides,
+checks this machine can start the tasks, and reports the run as it goes:
+
+- the pipeline root: a local folder, by default `local_root` beside the compiled package's
+  default place (`kubeflow.output_file`'s folder, build/kubeflow/); the emulation has no
+  object store yet, so a gs://, s3:// or minio:// root is refused;
+- each PersistentVolumeClaim the package mounts: a local folder (`--volume CLAIM=DIR`,
+  default build/kubeflow/volumes/<claim>), bind-mounted at the claim's mountPath for the
+  tasks that mount it only;
+- ML Metadata: a SQLite file beside the root (`<root>.mlmd.sqlite`), kept between runs,
+  so that a task whose caching the package enables is reused as a cluster would reuse it.
+
+The image is not used: each task's command runs with this environment's Python.
+Nothing heavy is imported until `execute` runs (`mlops` imports the CLI at every start).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
+
+import yaml
+
+from pipeline.definition.config import PipelineConfig
+from pipeline.errors import UsageError, UserError
+
+# emulator.BACKENDS, oldest first (not imported from there: it loads kfp and ML Metadata);
+# tests/pipeline/kubeflow/test_local_run.py keeps the two equal.
+BACKENDS = ("2.0.5", "2.5.0")
+ROOT_FOLDER = "local_root"
+VOLUMES_FOLDER = "volumes"
+METADATA_SUFFIX = ".mlmd.sqlite"
+_REMOTE = ("gs://", "s3://", "minio://")
+
+
+class LocalOptionError(UsageError):
+    """An option of `mlops kfp run --local` that cannot be used as given."""
+
+
+class LocalRunError(UserError):
+    """The package cannot run here, KFP would refuse it, or the run failed."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a local run uses: every path absolute and on this machine."""
+
+    package: Path
+    backend: str
+    pipeline_root: Path
+    metadata_path: Path
+    volumes: dict[str, Path]  # claim -> local folder
+    mount_paths: dict[str, tuple[str, ...]]  # claim -> where the pods mount it
+    parameters: dict[str, Any]
+    tasks: tuple[str, ...]
+    remote_inputs: tuple[str, ...]  # bucket URIs the package hands its tasks
+
+
+def make_plan(config: PipelineConfig, package: Path, spec: Mapping[str, Any],
+              parameters: Mapping[str, Any], backend: Optional[str] = None,
+              pipeline_root: Optional[str] = None, volumes: Iterable[str] = ()) -> Plan:
+    """The local run of `package` (its PipelineSpec `spec`, parameters already typed).
+
+    Raises:
+        LocalOptionError: an unknown backend, a bucket or malformed root, a --volume that
+            is not CLAIM=DIR or names a claim the package does not mount.
+    """
+    backend = backend or BACKENDS[-1]
+    if backend not in BACKENDS:
+        raise LocalOptionError(f"--backend {backend}: the local run emulates KFP "
+                               f"{' and '.join(BACKENDS)}")
+    base = Path(config.kubeflow.output_file).parent
+    root = _local_folder("--pipeline-root", pipeline_root) if pipeline_root else base / ROOT_FOLDER
+    mount_paths = package_claims(package)
+    chosen: dict[str, Path] = {}
+    for assignment in volumes:
+        claim, sep, folder = assignment.partition("=")
+        claim = claim.strip()
+        if not sep or not claim or not folder:
+            raise LocalOptionError(f"--volume '{assignment}' is not CLAIM=DIR")
+        if claim not in mount_paths:
+            mounted = ", ".join(sorted(mount_paths)) or "none"
+            raise LocalOptionError(f"--volume {claim}: {package} mounts no such claim (it "
+                                   f"mounts: {mounted})")
+        chosen[claim] = _local_folder(f"--volume {claim}", folder)
+    return Plan(
+        package=package, backend=backend, pipeline_root=root,
+        metadata_path=root.with_name(root.name + METADATA_SUFFIX),
+        volumes={claim: chosen.get(claim, base / VOLUMES_FOLDER / claim)
+                 for claim in sorted(mount_paths)},
+        mount_paths=mount_paths, parameters=dict(parameters),
+        tasks=tuple((spec.get("root", {}).get("dag", {}).get("tasks") or {})),
+        remote_inputs=_remote_constants(spec))
+
+
+def package_claims(package: Path) -> dict[str, tuple[str, ...]]:
+    """Claim -> mount paths, from the package's Kubernetes platform spec (the `pvcMount`s
+    `mlops kfp compile` writes from `kubeflow.volumes`; a claim named by a task's input is
+    known only when the task runs)."""
+    claims: dict[str, list[str]] = {}
+    for document in yaml.safe_load_all(package.read_text()):
+        executors = ((((document or {}).get("platforms") or {}).get("kubernetes") or {})
+                     .get("deploymentSpec") or {}).get("executors") or {}
+        for config in executors.values():
+            for mount in (config or {}).get("pvcMount") or []:
+                name = mount.get("constant") or ((mount.get("pvcNameParameter") or {})
+                                                 .get("runtimeValue") or {}).get("constant")
+                if isinstance(name, str) and name:
+                    paths = claims.setdefault(name, [])
+                    if mount.get("mountPath") and mount["mountPath"] not in paths:
+                        paths.append(mount["mountPath"])
+    return {claim: tuple(paths) for claim, paths in claims.items()}
+
+
+def check_package(plan: Plan) -> None:
+    """What KFP's API server, its Argo compiler and Argo would refuse when the run is
+    created (and what the emulation does not model), before anything runs.
+
+    Raises:
+        LocalRunError: naming the refusal, in the backend's words.
+    """
+    from pipeline.kubeflow import emulator
+
+    with _refusals(plan):
+        loaded = emulator.load_package(plan.package)
+        emulator.check_run_creation(loaded, plan.backend)
+        emulator.check_not_emulated(loaded, plan.backend)
+        emulator.runtime_parameters(loaded.spec, plan.parameters)
+
+
+def check_machine(plan: Plan) -> None:
+    """What would make every task fail here, said once before anything runs.
+
+    Raises:
+        LocalRunError: no private mount namespace for the tasks, or a mount path a
+            non-root user's task cannot create.
+    """
+    from pipeline.kubeflow import emulator
+
+    problem = emulator.pod_problem()
+    if problem:
+        raise LocalRunError(f"the local run cannot start tasks on this machine: {problem}")
+    if os.geteuid() == 0:
+        return
+    for claim, paths in plan.mount_paths.items():
+        for path in paths:
+            if not os.path.isdir(path) and not os.access(_existing_ancestor(path), os.W_OK):
+                raise LocalRunError(
+                    f"volume {claim} is mounted at {path}, which does not exist here and "
+                    f"which a task run by a non-root user cannot create: create it once "
+                    f"(sudo mkdir -p {path}); it stays empty, each task sees the claim's "
+                    "folder there")
+
+
+Echo = Callable[[str], None]
+
+
+def execute(plan: Plan, echo: Echo, echo_error: Echo, verbose: bool = False) -> Any:
+    """Runs the plan, one line per task as it ends; returns the EmulatedRun when it
+    SUCCEEDED.
+
+    Raises:
+        LocalRunError: a task failed (the tail of its log goes to `echo_error` first), or
+            the package is refused as `check_package` says.
+    """
+    from pipeline.kubeflow import emulator
+
+    width = max((len(task) for task in plan.tasks), default=0)
+
+    def report(task: Any) -> None:
+        took = f"{task.seconds:7.1f}s" if task.state != "SKIPPED" else ""
+        echo(f"  {task.name:<{width}}  {task.state:<9}{took}".rstrip())
+        if verbose and task.log:
+            echo(f"    log: {task.log}")
+
+    for folder in (plan.pipeline_root, *plan.volumes.values()):
+        folder.mkdir(parents=True, exist_ok=True)
+    with _refusals(plan):
+        run = emulator.run_package(
+            plan.package, str(plan.pipeline_root), backend=plan.backend,
+            parameters=plan.parameters,
+            volumes={claim: str(folder) for claim, folder in plan.volumes.items()},
+            metadata_path=plan.metadata_path, on_result=report)
+    counts = ", ".join(f"{sum(t.state == state for t in run.tasks)} {state.lower()}"
+                       for state in ("SUCCEEDED", "CACHED", "FAILED", "SKIPPED")
+                       if any(t.state == state for t in run.tasks))
+    if run.state == "SUCCEEDED":
+        echo(f"Local run {run.run_id} SUCCEEDED in {run.seconds:.1f}s ({counts}); "
+             f"artifacts under {run.run_root}")
+        return run
+    failed = next(task for task in run.tasks if task.state == "FAILED")
+    message, _, tail = failed.error.partition("\n")
+    if tail:
+        echo_error(tail)
+    log = f" (log: {failed.log})" if failed.log else ""
+    raise LocalRunError(f"local run {run.run_id} FAILED ({counts}): task {failed.name}: "
+                        f"{message}{log}")
+
+
+@contextlib.contextmanager
+def _refusals(plan: Plan) -> Iterator[None]:
+    from pipeline.kubeflow import emulator
+
+    try:
+        yield
+    except emulator.PipelineRejected as error:
+        raise LocalRunError(f"KFP {plan.backend} would refuse {plan.package} at run "
+                            f"creation: {error}") from None
+    except emulator.NotEmulated as error:
+        raise LocalRunError(f"the local run cannot run {plan.package}: {error}") from None
+
+
+def describe(plan: Plan) -> list[str]:
+    """The lines printed before the run: what runs, and where its stand-ins are."""
+    lines = [f"Running {plan.package} on this machine as KFP {plan.backend}'s driver and "
+             f"launcher would ({len(plan.tasks)} task{'s' * (len(plan.tasks) != 1)}, "
+             "each task's command in this "
+             "environment, not the image)",
+             f"  pipeline root {plan.pipeline_root}, metadata {plan.metadata_path}"]
+    for claim, folder in plan.volumes.items():
+        where = ", ".join(plan.mount_paths[claim]) or "?"
+        lines.append(f"  volume {claim} at {where}: {folder}")
+    if plan.remote_inputs:
+        lines.append("  note: the package hands its tasks bucket paths, which they reach only "
+                     "if this machine can (no object store is emulated): "
+                     + ", ".join(plan.remote_inputs))
+    return lines
+
+
+def _local_folder(option: str, value: str) -> Path:
+    if "://" in value:
+        raise LocalOptionError(f"{option} {value}: a local folder is needed; the local run "
+                               "emulates no object store yet")
+    return Path(value).expanduser().resolve()
+
+
+def _existing_ancestor(path: str) -> str:
+    current = os.path.abspath(path)
+    while not os.path.exists(current):
+        current = os.path.dirname(current)
+    return current
+
+
+def _remote_constants(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """Bucket URIs among the constants the root DAG's tasks receive (TFX's exec properties,
+    e.g. ExampleGen's `input_base`), as they appear; the pipeline root is not one of them."""
+    found: list[str] = []
+
+    def visit(value: Any) -> None:
+        if isinstance(value, str):
+            for word in value.replace('"', " ").replace(",", " ").split():
+                if word.startswith(_REMOTE) and word not in found:
+                    found.append(word)
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                visit(item)
+        elif isinstance(value, list):
+            for item in value:
+                visit(item)
+
+    for task in ((spec.get("root") or {}).get("dag") or {}).get("tasks", {}).values():
+        for parameter in ((task.get("inputs") or {}).get("parameters") or {}).values():
+            visit((parameter.get("runtimeValue") or {}).get("constant"))
+    return tuple(found)

@@ -1,0 +1,7 @@
+"""Running the pipeline on this machine: TFX's LocalDagRunner with ML Metadata in SQLite.
+
+`run.py` runs it and collects the run's report (shared by `mlops run` and the TFX CLI's
+`pipeline/local_runner.py`); `rerun_guard.py` answers an unchanged re-run without
+starting TFX; `progress.py` shows the running component; `beam_tuning.py` fits Beam's
+direct runner to one machine. Reads `definition/`, writes `records/`.
+"""

@@ -1,0 +1,6 @@
+"""Process set-up shared by every entry point that is about to import TFX or TensorFlow.
+
+`process.prepare` quiets the libraries' logs (`quiet.py`, unless verbose) and defers the
+Google Cloud client imports a run never uses (`lazy_imports.py`); `console.py` is the
+console that never wraps a sentence. Imports nothing of the other rooms.
+"""

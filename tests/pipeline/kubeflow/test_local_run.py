@@ -1,0 +1,294 @@
+"""`mlops kfp run --local`: the compiled package run on this machine as KFP 2.x would run it.
+
+Most tests run small hand-written KFP v2 packages (`test_emulator.write_package`, tasks
+that are `python -c` scripts of a few tens of milliseconds) through the verb, in process
+with typer's CliRunner or through the real `mlops` console script. The project's own
+package runs the same way, twice, in tests/e2e/test_kubeflow.py.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner, Result
+
+from pipeline.cli.kfp import kfp_app
+from pipeline.kubeflow import emulator, local_run
+from tests.conftest import mlops, write_config
+from tests.pipeline.kubeflow.test_emulator import PRODUCER, Step, write_package
+
+mlops_app = typer.Typer()
+mlops_app.add_typer(kfp_app, name="kfp")  # as pipeline/cli/main.py registers it
+
+
+@mlops_app.callback()
+def _top() -> None:
+    """Stands for the `mlops` app, so that `kfp` stays a sub-command."""
+
+
+TASK_LINE = re.compile(r"^  (\S+) +(SUCCEEDED|FAILED|CACHED|SKIPPED)(?: +(\d+\.\d)s)?$")
+LOG_TAIL = "print('the reason it broke')\nraise SystemExit(3)"
+
+
+@pytest.fixture
+def config_file(workspace: Path) -> Path:
+    """The repo's config, named like the hand-written packages (`emu-test`)."""
+    return write_config(workspace, {"pipeline.name": "emu-test"})
+
+
+def install(config_file: Path, steps: list[Step], **options: Any) -> Path:
+    """A package written where kubeflow.output_file says (build/kubeflow/pipeline.yaml)."""
+    folder = config_file.parent / "build" / "kubeflow"
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_package(folder, steps, **options).rename(folder / "pipeline.yaml")
+
+
+def run_local(config_file: Path, *args: str) -> Result:
+    return CliRunner().invoke(mlops_app, ["kfp", "run", "--local", "-c", str(config_file),
+                                          *args])
+
+
+def one_error_line(result: Result) -> str:
+    """The failure's only stderr line (no traceback)."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    return lines[0]
+
+
+def task_lines(stdout: str) -> list[tuple[str, str]]:
+    return [(m[1], m[2]) for m in map(TASK_LINE.match, stdout.splitlines()) if m]
+
+
+# --- runs --------------------------------------------------------------------------------
+
+
+def test_a_run_prints_each_task_as_it_ends_and_exits_0(config_file: Path):
+    """Through the real console script: the header, one line per task (name, state,
+    seconds), the final line; nothing on stderr. Parameters are typed as for a server's
+    run and reach the task."""
+    step = Step("echo", parameters={"text": ("STRING", {"componentInputParameter": "text"})},
+                args=("{{$.inputs.parameters['text']}}",), script="print(sys.argv[2])")
+    package = install(config_file, [PRODUCER, step], root_parameters={
+        "text": {"parameterType": "STRING", "defaultValue": "hi"}})
+
+    done = mlops("kfp", "run", "--local", "-c", str(config_file), "--param", "text=hello",
+                 "--backend", "2.0.5", cwd=config_file.parent)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    build = config_file.parent / "build" / "kubeflow"
+    lines = done.stdout.splitlines()
+    assert lines[0] == (f"Running {package} on this machine as KFP 2.0.5's driver and "
+                        "launcher would (2 tasks, each task's command in this environment, "
+                        "not the image)")
+    assert lines[1] == (f"  pipeline root {build / 'local_root'}, metadata "
+                        f"{build / 'local_root.mlmd.sqlite'}")
+    assert [TASK_LINE.match(line).group(1, 2) for line in lines[2:4]] == [
+        ("echo", "SUCCEEDED"), ("produce", "SUCCEEDED")]
+    final = re.fullmatch(r"Local run (\S+) SUCCEEDED in \d+\.\ds \(2 succeeded\); "
+                         r"artifacts under (\S+)", lines[4])
+    assert final, lines[4]
+    run_root = build / "local_root" / "emu-test" / final[1]
+    assert final[2] == str(run_root)
+    assert (run_root / ".emulator" / "echo" / "log.txt").read_text().strip() == "hello"
+    assert (run_root / "produce" / "data" / "x.txt").read_text() == "hi"
+    assert (build / "local_root.mlmd.sqlite").is_file()
+
+
+def test_a_second_run_reuses_what_the_package_caches(config_file: Path):
+    """The metadata file beside the root is kept: a task whose caching the package enables
+    is CACHED the second time, as KFP's cache would have it; the others run again."""
+    install(config_file, [Step("cached", outputs=("data",), cache=True),
+                          Step("fresh", outputs=("data",))])
+    first, second = run_local(config_file), run_local(config_file)
+    assert first.exit_code == 0 and second.exit_code == 0, second.stderr
+    assert task_lines(first.stdout) == [("cached", "SUCCEEDED"), ("fresh", "SUCCEEDED")]
+    assert task_lines(second.stdout) == [("cached", "CACHED"), ("fresh", "SUCCEEDED")]
+    assert "(1 succeeded, 1 cached)" in second.stdout
+
+
+def test_a_failing_task_exits_1_with_its_error_and_log_tail(config_file: Path):
+    """Argo's failFast: nothing starts after the failed task (SKIPPED); the error line
+    names the task and the launcher's reason, its log's tail comes before it."""
+    install(config_file, [Step("first", outputs=("data",)),
+                          Step("boom", inputs={"data": "first.data"}, outputs=("data",),
+                               script=LOG_TAIL),
+                          Step("after", inputs={"data": "boom.data"})])
+    result = run_local(config_file)
+
+    assert result.exit_code == 1
+    assert task_lines(result.stdout) == [("first", "SUCCEEDED"), ("boom", "FAILED"),
+                                         ("after", "SKIPPED")]
+    assert "Local run" not in result.stdout
+    *tail, error = result.stderr.strip().splitlines()
+    assert "the reason it broke" in tail
+    assert re.fullmatch(r"error: local run \S+ FAILED \(1 succeeded, 1 failed, 1 skipped\): "
+                        r"task boom: failed to execute component: exit status 3 \(log: "
+                        r"\S+/\.emulator/boom/log\.txt\)", error), error
+
+
+@pytest.mark.parametrize("backend", local_run.BACKENDS)
+def test_a_package_argo_refuses_is_one_line_and_nothing_runs(config_file: Path, backend: str):
+    """Argo's DAG task-name rule, checked when KFP creates the run: the one error line is
+    the API server's, and no task, root or metadata is made."""
+    install(config_file, [Step("my_task")])
+    result = run_local(config_file, "--backend", backend)
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    line = one_error_line(result)
+    assert line.startswith(f"error: KFP {backend} would refuse ")
+    assert line.endswith("at run creation: Failed to validate workflow: "
+                         "templates.root.tasks[0].name: 'my_task-driver' is invalid: name "
+                         "must consist of alpha-numeric characters or '-', and must start "
+                         "with an alpha-numeric character (e.g. My-name1-2, 123-NAME)")
+    assert not (config_file.parent / "build" / "kubeflow" / "local_root").exists()
+
+
+def test_a_feature_the_emulation_does_not_model_is_one_line(config_file: Path):
+    package = install(config_file, [Step("a")])
+    spec = yaml.safe_load(package.read_text())
+    spec["root"]["dag"]["tasks"]["a"]["triggerPolicy"] = {"condition": "1 == 1"}
+    package.write_text(yaml.safe_dump(spec))
+    result = run_local(config_file)
+    assert result.exit_code == 1
+    assert one_error_line(result) == (
+        f"error: the local run cannot run {package}: task 'a' uses triggerPolicy.condition "
+        "'1 == 1' (CEL); the emulation does not model it")
+
+
+def test_each_claim_gets_a_local_folder_mounted_for_its_tasks(config_file: Path,
+                                                             tmp_path: Path):
+    """A claim the package mounts: build/kubeflow/volumes/<claim> by default, or the
+    --volume folder; only the task's own mount namespace sees it at the mount path."""
+    mount_path = tmp_path / "mnt" / "serving"
+    install(config_file, [Step("writer", script=f"open('{mount_path}/hello.txt', 'w')"
+                                                ".write('from pod')")],
+            kubernetes={"exec-writer": {"pvcMount": [{"constant": "shared",
+                                                      "mountPath": str(mount_path)}]}})
+    default = config_file.parent / "build" / "kubeflow" / "volumes" / "shared"
+
+    first = run_local(config_file)
+    assert first.exit_code == 0, first.stderr
+    assert f"  volume shared at {mount_path}: {default}" in first.stdout.splitlines()
+    assert (default / "hello.txt").read_text() == "from pod"
+    assert not (mount_path / "hello.txt").exists()
+
+    chosen = tmp_path / "claim"
+    second = run_local(config_file, "--volume", f"shared={chosen}")
+    assert second.exit_code == 0, second.stderr
+    assert (chosen / "hello.txt").read_text() == "from pod"
+
+
+def test_the_pipeline_root_option_moves_root_and_metadata(config_file: Path, tmp_path: Path):
+    install(config_file, [Step("a", outputs=("data",))])
+    result = run_local(config_file, "--pipeline-root", str(tmp_path / "elsewhere"))
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "elsewhere" / "emu-test").is_dir()
+    assert (tmp_path / "elsewhere.mlmd.sqlite").is_file()
+    assert not (config_file.parent / "build" / "kubeflow" / "local_root").exists()
+
+
+# --- what is refused before anything runs ------------------------------------------------
+
+
+@pytest.mark.parametrize("option", [["--host", "http://localhost:8080"], ["--token", "t"],
+                                    ["--wait"], ["--poll-interval", "5"]])
+def test_server_options_are_refused_with_local(config_file: Path, option: list[str]):
+    install(config_file, [Step("a")])
+    result = run_local(config_file, *option)
+    assert result.exit_code == 2
+    assert one_error_line(result) == ("error: --local runs on this machine and waits for "
+                                      f"the run: drop {option[0]}")
+
+
+@pytest.mark.parametrize("option", [["--backend", "2.0.5"], ["--pipeline-root", "/tmp/r"],
+                                    ["--volume", "c=/tmp/c"]])
+def test_local_options_are_refused_without_local(config_file: Path, option: list[str]):
+    result = CliRunner().invoke(mlops_app, ["kfp", "run", "-c", str(config_file), *option])
+    assert result.exit_code == 2
+    assert one_error_line(result).startswith(f"error: {option[0]} goes with --local")
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--backend", "2.1.0"], "--backend 2.1.0: the local run emulates KFP 2.0.5 and 2.5.0"),
+    (["--pipeline-root", "gs://bucket/root"], "--pipeline-root gs://bucket/root: a local "
+     "folder is needed; the local run emulates no object store yet"),
+    (["--volume", "shared"], "--volume 'shared' is not CLAIM=DIR"),
+    (["--volume", "other=/tmp/x"], "--volume other: {package} mounts no such claim (it "
+     "mounts: shared)"),
+    (["--param", "nope=1"], "the pipeline has no parameter 'nope' (its parameters: none)"),
+])
+def test_wrong_local_options_exit_2_before_running(config_file: Path, option: list[str],
+                                                   message: str):
+    package = install(config_file, [Step("a")], kubernetes={
+        "exec-a": {"pvcMount": [{"constant": "shared", "mountPath": "/mnt/shared"}]}})
+    result = run_local(config_file, *option)
+    assert result.exit_code == 2
+    assert one_error_line(result) == "error: " + message.format(package=package)
+    assert result.stdout == ""
+
+
+def test_a_missing_package_says_to_compile(config_file: Path):
+    result = run_local(config_file)
+    assert result.exit_code == 1
+    assert "run `mlops kfp compile` first" in one_error_line(result)
+
+
+def test_a_package_of_another_pipeline_is_refused(config_file: Path):
+    install(config_file, [Step("a")])
+    result = run_local(config_file, "--set", "pipeline.name=chicago-taxi")
+    assert result.exit_code == 1
+    assert "compiled for pipeline 'emu-test', the config names 'chicago-taxi'" in \
+        one_error_line(result)
+
+
+def test_a_mount_path_a_non_root_task_cannot_create_is_said_once(
+        config_file: Path, monkeypatch: pytest.MonkeyPatch):
+    """As a non-root user a task's namespace (`unshare -rm`) cannot create /mnt/<x>: say so
+    before running rather than fail the task."""
+    install(config_file, [Step("a")], kubernetes={
+        "exec-a": {"pvcMount": [{"constant": "shared", "mountPath": "/mnt/absent/shared"}]}})
+    monkeypatch.setattr(local_run.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(local_run.os, "access", lambda path, mode: path != "/mnt")
+    monkeypatch.setattr(emulator, "pod_problem", lambda: None)
+    result = run_local(config_file)
+    assert result.exit_code == 1
+    assert one_error_line(result) == (
+        "error: volume shared is mounted at /mnt/absent/shared, which does not exist here "
+        "and which a task run by a non-root user cannot create: create it once (sudo mkdir "
+        "-p /mnt/absent/shared); it stays empty, each task sees the claim's folder there")
+
+
+def test_a_machine_without_mount_namespaces_is_said_once(config_file: Path,
+                                                         monkeypatch: pytest.MonkeyPatch):
+    install(config_file, [Step("a")])
+    monkeypatch.setattr(emulator, "pod_problem", lambda: "no unshare here")
+    result = run_local(config_file)
+    assert result.exit_code == 1
+    assert one_error_line(result) == ("error: the local run cannot start tasks on this "
+                                      "machine: no unshare here")
+
+
+def test_this_machine_can_start_pods():
+    assert emulator.pod_problem() is None
+
+
+def test_the_cli_offers_the_backends_the_emulator_models():
+    assert local_run.BACKENDS == emulator.BACKENDS
+
+
+def test_bucket_paths_handed_to_tasks_are_pointed_out(config_file: Path):
+    step = Step("a", parameters={"input_base": (
+        "STRING", {"runtimeValue": {"constant": "gs://bucket/data"}})})
+    install(config_file, [step])
+    result = run_local(config_file)
+    assert result.exit_code == 0, result.stderr
+    assert ("  note: the package hands its tasks bucket paths, which they reach only if this "
+            "machine can (no object store is emulated): gs://bucket/data") in result.stdout
