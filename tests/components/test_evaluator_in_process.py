@@ -182,6 +182,7 @@ def both(inputs, name: str, config: str, swap: bool = False, with_baseline: bool
                 beam_args=our_beam_args, **kwargs))
 
 
+@pytest.mark.slow  # TFMA's Beam evaluator runs beside ours
 def test_same_metrics_slices_and_failing_validation_without_baseline(
         inputs, caplog, monkeypatch) -> None:
     # several batches, scored by two threads, added up in order
@@ -206,6 +207,7 @@ def test_same_metrics_slices_and_failing_validation_without_baseline(
     assert (Path(ours_out[1].uri) / "NOT_BLESSED").exists()
 
 
+@pytest.mark.slow  # TFMA's Beam evaluator runs beside ours
 def test_change_thresholds_against_a_better_and_a_worse_baseline(inputs) -> None:
     config = eval_config([threshold("BinaryAccuracy", lower_bound=0.5, max_regression=0.01),
                           threshold("AUC", lower_bound=0.5, max_regression=0.01)],
@@ -221,6 +223,7 @@ def test_change_thresholds_against_a_better_and_a_worse_baseline(inputs) -> None
     assert ours_out[1].get_int_custom_property("blessed") == 0
 
 
+@pytest.mark.slow  # TFMA's Beam evaluator runs beside ours
 def test_regression_errors(inputs) -> None:
     root, examples, _, _ = inputs
     model = export_model(root / "regression", credit_weight=2.0, fare_weight=0.1,
@@ -237,6 +240,7 @@ def test_regression_errors(inputs) -> None:
             "mean_absolute_percentage_error"} <= names
 
 
+@pytest.mark.slow  # TFMA's Beam evaluator runs beside ours
 def test_falls_back_to_beam_on_a_distributing_runner_and_says_why(inputs, caplog) -> None:
     root, examples, candidate, _ = inputs
     two_workers = executor_beam_args("--direct_running_mode=in_memory",

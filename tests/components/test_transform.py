@@ -69,6 +69,7 @@ def graphs(examples, schema, tmp_path_factory) -> tuple[Path, Path]:
             run_executor(transform.Executor, examples, schema, out / "ours", THREADS))
 
 
+@pytest.mark.slow  # TFX's stock Transform runs beside ours
 def test_same_vocabularies(graphs) -> None:
     stock_assets, our_assets = (graph / "transform_fn" / "assets" for graph in graphs)
     names = sorted(path.name for path in stock_assets.iterdir())
@@ -78,6 +79,7 @@ def test_same_vocabularies(graphs) -> None:
     assert not mismatch and not errors
 
 
+@pytest.mark.slow  # TFX's stock Transform runs beside ours
 def test_same_transformed_features_and_metadata(graphs, examples) -> None:
     records = list(example_batches.raw_batches(
         example_batches.matching_files([str(Path(examples.uri) / "Split-eval" / "*")]),
