@@ -39,8 +39,10 @@ from pipeline.errors import UsageError
 
 SCHEMA_VERSION = "2.1.0"
 ENTRYPOINT = ("python", "-m", "pipeline.kubeflow.entrypoint")
-# Argo's DAG task name rule (KFP uses the component id as the task name).
-TASK_NAME = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")
+# Argo's DAG task name rule (KFP uses the component id as the task name), with its first
+# character a letter: Argo refuses a name that begins with a digit in a DAG that uses
+# `depends` (workflow/validate/validate.go `validateDAG`), and KFP's compiled DAG always does.
+TASK_NAME = re.compile(r"^[a-zA-Z][-a-zA-Z0-9]*$")
 # Read what no KFP cache key sees: files added under `data.input_base`, the served version.
 NEVER_CACHED = (builder.EXAMPLE_GEN_ID, serving_baseline.COMPONENT_ID)
 RUNNABLE_EXECUTORS = ("container", "importer")
@@ -106,7 +108,8 @@ def _check_task_names(names: Iterable[str]) -> None:
     bad = [name for name in names if not TASK_NAME.match(name)]
     if bad:
         raise CompileError(f"component ids {bad} are not valid Kubeflow task names (Argo "
-                           f"needs {TASK_NAME.pattern}): rename them with .with_id()")
+                           f"needs {TASK_NAME.pattern}: letters, digits and '-', a letter "
+                           "first): rename them with .with_id()")
 
 
 def _check_executors(spec: pipeline_spec_pb2.PipelineSpec) -> None:

@@ -246,6 +246,13 @@ def _check_argo_task_names(spec: pb.PipelineSpec, backend: str) -> None:
             raise PipelineRejected(
                 f"Failed to validate workflow: templates.root.tasks[{index}].name: '{name}' "
                 f"is invalid: {';'.join(problems)}")
+    # then, task by task: every executor task `depends` on its driver, and in such a DAG
+    # a name may not begin with a digit (validate.go `validateDAG`)
+    for name in names:
+        if name[0].isdigit():
+            raise PipelineRejected(
+                f"Failed to validate workflow: templates.root.tasks.{name} name cannot begin "
+                "with a digit when using either 'depends' or 'dependencies'")
 
 
 def check_not_emulated(package: Package, backend: str) -> None:

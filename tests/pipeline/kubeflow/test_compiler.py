@@ -2,7 +2,8 @@
 
 What open-source KFP accepts comes from its source (kubeflow/pipelines, backend 2.0.5 to
 2.17): `backend/src/v2/compiler/argocompiler/dag.go` refuses resolver executors;
-Argo validates task names against `^[a-zA-Z0-9][-a-zA-Z0-9]*$`; the API server parses a
+Argo validates task names against `^[a-zA-Z0-9][-a-zA-Z0-9]*$`, and refuses a digit first
+in a DAG that uses `depends` (all of KFP's); the API server parses a
 bare PipelineSpec of schema 2.1.0 (`backend/src/apiserver/template/v2_template.go`);
 `kfp-kubernetes` writes PVC mounts into the platform spec (`pvcMount`: `constant`,
 `mountPath`), which the driver turns into pod volumes. Checked here on the written file.
@@ -159,6 +160,8 @@ def test_a_volume_naming_an_unknown_component_is_refused(tmp_path: Path):
 def test_task_names_argo_refuses_are_refused_before_compiling():
     with pytest.raises(compiler.CompileError, match="latest_blessed_model_resolver"):
         compiler._check_task_names(["Trainer", "latest_blessed_model_resolver"])
+    with pytest.raises(compiler.CompileError, match=r"\['2-trainer'\].*a letter first"):
+        compiler._check_task_names(["Trainer", "2-trainer"])  # Argo: no digit first with depends
 
 
 def test_a_local_profile_config_is_refused(tmp_path: Path):

@@ -311,6 +311,19 @@ def test_tfx_resolver_is_refused_by_the_compiler(tmp_path, tfx_packages, backend
         run(tmp_path, tfx_packages["resolver"], backend=backend)
 
 
+@pytest.mark.parametrize("backend", emulator.BACKENDS)
+def test_a_task_name_that_begins_with_a_digit_is_refused_by_argo(tmp_path, backend):
+    """Argo's `validateDAG` (workflow/validate/validate.go) refuses a DAG task whose name
+    begins with a digit when the DAG uses `depends`, as every DAG KFP compiles does (each
+    executor task depends on its driver); the name passes the character rule before it."""
+    package = write_package(tmp_path, [Step("first"), Step("2nd-step")])
+    with pytest.raises(PipelineRejected, match=r"^Failed to validate workflow: templates\.root"
+                                               r"\.tasks\.2nd-step-driver name cannot begin "
+                                               "with a digit when using either 'depends' or "
+                                               "'dependencies'$"):
+        run(tmp_path, package, backend=backend)
+
+
 def test_tfx_task_name_with_underscore_is_refused_by_argo(tmp_path, tfx_packages):
     """argocompiler/dag.go names the Argo DAG tasks `<task>-driver` and `<task>` after the KFP
     task (TFX: the component id); Argo's `validateDAG` requires `^[a-zA-Z0-9][-a-zA-Z0-9]*$`
