@@ -161,6 +161,7 @@ def upload(source: ConfigSource,
     config = _config(source)
     path = _package_path(config, package)
     _check_package_name(package_lib.read_spec(path), path, config)
+    package_lib.check_platform_spec(path)  # KFP 2.0.5 would drop a bad one silently
     client = _connect(config, host, token, verbose)
     name = config.pipeline.name
     done = client.upload(path, name, version_name or _version_name(name))
@@ -243,6 +244,7 @@ def run(source: ConfigSource,
     spec = None
     if package is not None:
         spec = package_lib.read_spec(package)
+        package_lib.check_platform_spec(package)
         _check_package_name(spec, package, config)
         values = package_lib.typed_parameters(spec, params or ())
     client = _connect(config, host, token, verbose)
@@ -462,6 +464,7 @@ def _run_locally(config: PipelineConfig, package: Optional[Path], params: Any,
                  verbose: bool) -> None:
     path = _package_path(config, package)
     spec = package_lib.read_spec(path)
+    package_lib.check_platform_spec(path)
     _check_package_name(spec, path, config)
     plan = local_run.make_plan(config, path, spec, package_lib.typed_parameters(spec, params),
                                backend, pipeline_root, volumes)

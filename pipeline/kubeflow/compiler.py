@@ -36,6 +36,7 @@ from components import serving_baseline
 from pipeline.definition import builder
 from pipeline.definition.config import KUBEFLOW, PipelineConfig, VolumeMount
 from pipeline.errors import UsageError
+from pipeline.kubeflow import package as package_lib
 
 SCHEMA_VERSION = "2.1.0"
 ENTRYPOINT = ("python", "-m", "pipeline.kubeflow.entrypoint")
@@ -87,6 +88,7 @@ def compile_package(config: PipelineConfig, output: Optional[str] = None) -> Pac
     pipeline_spec_builder.write_pipeline_spec_to_file(
         spec, f"{config.pipeline.name}: validated data in, blessed models out "
               f"(compiled by mlops kfp compile)", platform, str(path))
+    package_lib.check_platform_spec(path)  # as the API server will read it
     return Package(path=path, tasks=tuple(task_names), uncached=uncached, mounts=mounts)
 
 

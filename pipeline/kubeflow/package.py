@@ -70,6 +70,58 @@ def read_spec(path: Path) -> dict[str, Any]:
     return spec
 
 
+def check_platform_spec(path: Path) -> None:
+    """Checks the package's second YAML document, the Kubernetes platform spec (volumes,
+    as `kfp-kubernetes` writes them), the way the API server reads it at upload.
+
+    KFP 2.0.5 keeps that document only if it parses strictly as a `PlatformSpec` with a
+    `kubernetes` platform, and otherwise drops it without an error
+    (`backend/src/apiserver/template/v2_template.go` 130-200, 179): the runs would start
+    and their pods would lack the volumes. Here the same parse fails loudly instead, and
+    each executor's config must parse strictly as the `KubernetesExecutorConfig` the
+    driver reads.
+
+    Raises:
+        PackageError: the document is not a mapping, does not parse strictly as a
+            PlatformSpec (an unknown or misspelt field), has no `kubernetes` platform, or
+            an executor's config does not parse as a KubernetesExecutorConfig.
+        OSError: the file cannot be read.
+    """
+    from google.protobuf import json_format
+    from kfp.kubernetes import kubernetes_executor_config_pb2
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    documents = [d for d in yaml.safe_load_all(path.read_text())][1:]
+    for index, document in enumerate(documents, start=2):
+        if document is None:
+            continue
+        where = f"{path}: YAML document {index}, the platform spec,"
+        if not isinstance(document, dict):
+            raise PackageError(f"{where} is not a mapping")
+        try:
+            platform = json_format.ParseDict(document, pipeline_spec_pb2.PlatformSpec())
+        except json_format.ParseError as err:
+            raise PackageError(f"{where} is not a PlatformSpec KFP can read "
+                               f"({_one_line(err)}); KFP 2.0.5 would drop it without a word "
+                               "and the pods would run without its volumes") from None
+        if "kubernetes" not in platform.platforms:
+            raise PackageError(f"{where} has no 'kubernetes' platform (it has: "
+                               f"{', '.join(sorted(platform.platforms)) or 'none'}); KFP "
+                               "would drop it")
+        executors = platform.platforms["kubernetes"].deployment_spec.executors
+        for name, config in sorted(executors.items()):
+            try:
+                json_format.ParseDict(json_format.MessageToDict(config),
+                                      kubernetes_executor_config_pb2.KubernetesExecutorConfig())
+            except json_format.ParseError as err:
+                raise PackageError(f"{where} executor {name}: not a KubernetesExecutorConfig "
+                                   f"the driver can read ({_one_line(err)})") from None
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
 def bare_spec(stored: Mapping[str, Any]) -> Mapping[str, Any]:
     """The PipelineSpec of a pipeline version as the server returns it: the spec itself,
     or `{pipeline_spec, platform_spec}` when the package had a platform document."""

@@ -148,6 +148,26 @@ def test_upload_refuses_a_pipeline_job_before_sending_it(config_file: Path, api:
     assert api.requests == []
 
 
+@pytest.mark.parametrize("platform, named", [
+    ("platforms:\n  kubernetes:\n    deploymentSpec:\n      executors:\n        exec-say:\n"
+     "          pvcMounts: []\n", "pvcMounts"),  # a misspelt field of the executor config
+    ("platforms:\n  kubernetes:\n    deploymentSpecs: {}\n", "deploymentSpecs"),
+    ("platforms:\n  k8s:\n    deploymentSpec: {}\n", "no 'kubernetes' platform"),
+    ("- not a mapping\n", "is not a mapping")])
+def test_upload_refuses_a_platform_spec_kfp_would_drop_silently(
+        config_file: Path, api: FakeKfpApi, compiled: Path, platform: str, named: str):
+    """KFP 2.0.5 keeps the platform document only if it parses strictly
+    (template/v2_template.go 130-200) and otherwise drops it without an error (179), so the
+    pods would run without their volumes; the upload says so and sends nothing."""
+    package = config_file.parent / "build" / "kubeflow" / "pipeline.yaml"
+    package.write_text(compiled.read_text() + "---\n" + platform)
+    result = kfp_verb(config_file, api, "upload")
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert "YAML document 2, the platform spec," in line and named in line
+    assert api.requests == []
+
+
 def test_upload_of_a_package_compiled_for_another_pipeline_is_refused(
         config_file: Path, api: FakeKfpApi):
     result = kfp_verb(config_file, api, "upload", "--set", "pipeline.name=other-pipeline")
