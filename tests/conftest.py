@@ -57,6 +57,16 @@ def mlops(*args: str, **options) -> subprocess.CompletedProcess:
                           **{"timeout": 120, **options})
 
 
+def one_error_line(result) -> str:
+    """A failed command's only stderr line (typer's CliRunner result): `error: ...`, with no
+    traceback and no library noise."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    return lines[0]
+
+
 def repo_config() -> dict[str, Any]:
     return yaml.safe_load((REPO / "pipeline_config.yaml").read_text())
 

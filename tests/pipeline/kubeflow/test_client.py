@@ -1,7 +1,6 @@
 """`mlops kfp upload | run | schedule | unschedule | list` against a loopback KFP API.
 
-The verbs run as typer commands (CliRunner, in process) mounted as pipeline/cli/main.py mounts
-them; `fake_kfp_api.FakeKfpApi` answers as KFP's v2beta1 REST API does and records what
+The verbs run in process through the `mlops` app itself (typer's CliRunner); `fake_kfp_api.FakeKfpApi` answers as KFP's v2beta1 REST API does and records what
 the kfp SDK sent. A few tests run the verbs in a subprocess to see the real stdout and
 stderr (no SDK warnings, no urllib3 noise, no traceback).
 """
@@ -20,27 +19,17 @@ from typing import Iterator
 import kfp
 import kfp_server_api
 import pytest
-import typer
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
-from pipeline.cli.kfp import kfp_app
+from pipeline.cli.main import app as mlops
 from pipeline.kubeflow import listing
-from tests.conftest import REPO, write_config
+from tests.conftest import REPO, one_error_line, write_config
 from tests.pipeline.kubeflow import trivial_pipeline
 from tests.pipeline.kubeflow.fake_kfp_api import FakeKfpApi
 
 ROOT = "gs://mlops-example/chicago-taxi/pipeline_root"  # the kubeflow profile's, in the repo
 SCHEDULE = "chicago-taxi-schedule"
-
-mlops = typer.Typer()
-mlops.add_typer(kfp_app, name="kfp")  # as pipeline/cli/main.py registers it
-
-
-@mlops.callback()
-def _top() -> None:
-    """Stands for the `mlops` app, so that `kfp` stays a sub-command."""
-
 
 @pytest.fixture(scope="session")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -85,15 +74,6 @@ def kfp_verb(config_file: Path, api: FakeKfpApi, *args: str, host: bool = True) 
     verb, *rest = args
     return CliRunner().invoke(mlops, ["kfp", verb, "-c", str(config_file), *rest,
                                       *(["--host", api.url] if host else [])])
-
-
-def one_error_line(result: Result) -> str:
-    """The failure's only stderr line (no traceback, no SDK noise)."""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    return lines[0]
 
 
 # --- upload -----------------------------------------------------------------------------

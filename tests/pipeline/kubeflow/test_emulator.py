@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 import yaml
@@ -20,72 +19,8 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from pipeline.kubeflow import emulator
 from pipeline.kubeflow.emulator import NotEmulated, PipelineRejected, run_package
-
-REPO = Path(__file__).resolve().parents[3]
-# Every script gets the ExecutorInput as sys.argv[1] (`{{$}}`), then its extra arguments.
-PRELUDE = "import json, os, sys\nei = json.loads(sys.argv[1])\n"
-WRITE_OUTPUT = ("os.makedirs(os.path.dirname(ei['outputs']['outputFile']), exist_ok=True)\n"
-                "json.dump({out}, open(ei['outputs']['outputFile'], 'w'))\n")
-
-
-@dataclass
-class Step:
-    """One container task of a hand-written spec."""
-
-    name: str
-    script: str = "pass"
-    args: tuple[str, ...] = ()
-    inputs: dict[str, str] = field(default_factory=dict)  # artifact -> "producer.output"
-    parameters: dict[str, tuple[str, dict]] = field(default_factory=dict)  # name -> (type, spec)
-    outputs: tuple[str, ...] = ()  # system.Dataset artifacts
-    output_parameters: dict[str, str] = field(default_factory=dict)  # name -> type
-    cache: bool = False
-
-
-def write_package(folder: Path, steps: list[Step], *, schema: str = "2.1.0",
-                  kubernetes: Optional[dict[str, Any]] = None,
-                  root_parameters: Optional[dict[str, dict]] = None) -> Path:
-    """A KFP v2 package as the KFP SDK lays it out; `kubernetes`: executor label -> config."""
-    dataset = {"artifactType": {"schemaTitle": "system.Dataset", "schemaVersion": "0.0.1"}}
-    spec: dict[str, Any] = {"pipelineInfo": {"name": "emu-test"}, "schemaVersion": schema,
-                            "sdkVersion": "test", "root": {"dag": {"tasks": {}}},
-                            "components": {}, "deploymentSpec": {"executors": {}}}
-    if root_parameters:
-        spec["root"]["inputDefinitions"] = {"parameters": root_parameters}
-    for step in steps:
-        inputs: dict[str, Any] = {"parameters": {n: s for n, (_, s) in step.parameters.items()},
-                                  "artifacts": {}}
-        for name, source in step.inputs.items():
-            producer, output = source.split(".")
-            inputs["artifacts"][name] = {"taskOutputArtifact": {"producerTask": producer,
-                                                                "outputArtifactKey": output}}
-        task: dict[str, Any] = {"taskInfo": {"name": step.name},
-                                "componentRef": {"name": f"comp-{step.name}"}, "inputs": inputs,
-                                "dependentTasks": sorted({s.split(".")[0]
-                                                          for s in step.inputs.values()})}
-        if step.cache:
-            task["cachingOptions"] = {"enableCache": True}
-        spec["root"]["dag"]["tasks"][step.name] = task
-        spec["components"][f"comp-{step.name}"] = {
-            "executorLabel": f"exec-{step.name}",
-            "inputDefinitions": {
-                "artifacts": {name: dataset for name in step.inputs},
-                "parameters": {n: {"parameterType": t} for n, (t, _) in step.parameters.items()}},
-            "outputDefinitions": {
-                "artifacts": {name: dataset for name in step.outputs},
-                "parameters": {n: {"parameterType": t}
-                               for n, t in step.output_parameters.items()}}}
-        spec["deploymentSpec"]["executors"][f"exec-{step.name}"] = {"container": {
-            "image": "python:3.10", "command": ["python", "-c", PRELUDE + step.script],
-            "args": ["{{$}}", *step.args]}}
-    documents = [spec]
-    if kubernetes:
-        documents.append({"platforms": {"kubernetes": {"deploymentSpec": {
-            "executors": kubernetes}}}})
-    path = folder / "package.yaml"
-    path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
-    return path
-
+from tests.conftest import REPO
+from tests.pipeline.kubeflow.handwritten import (CONSUMER, PRODUCER, Step, write_package)
 
 def run(tmp_path: Path, package: Path, **options: Any) -> emulator.EmulatedRun:
     options.setdefault("metadata_path", tmp_path / "metadata.sqlite")
@@ -96,26 +31,6 @@ def store(tmp_path: Path) -> metadata_store.MetadataStore:
     config = mlmd.ConnectionConfig()
     config.sqlite.filename_uri = str(tmp_path / "metadata.sqlite")
     return metadata_store.MetadataStore(config)
-
-
-PRODUCER = Step(
-    "produce", outputs=("data",), output_parameters={"size": "NUMBER_INTEGER"},
-    parameters={"text": ("STRING", {"runtimeValue": {"constant": "hi"}})},
-    args=("{{$.outputs.artifacts['data'].uri}}", "{{$.inputs.parameters['text']}}",
-          "{{$.outputs.parameters['size'].output_file}}"),
-    script=("os.makedirs(sys.argv[2], exist_ok=True)\n"
-            "open(os.path.join(sys.argv[2], 'x.txt'), 'w').write(sys.argv[3])\n"
-            "open(sys.argv[4], 'w').write('42')\n"
-            + WRITE_OUTPUT.format(out="{'artifacts': {'data': {'artifacts': "
-                                      "[{'metadata': {'rows': 7, 'ok': True}}]}}}")))
-CONSUMER = Step(
-    "consume", inputs={"data": "produce.data"},
-    parameters={"size": ("NUMBER_INTEGER", {"taskOutputParameter": {
-        "producerTask": "produce", "outputParameterKey": "size"}})},
-    script=("assert not os.path.exists(ei['outputs']['outputFile']), 'pod file leaked'\n"
-            "uri = ei['inputs']['artifacts']['data']['artifacts'][0]['uri']\n"
-            "print(open(os.path.join(uri, 'x.txt')).read())\n"
-            "open(os.environ['RECEIVED'], 'w').write(sys.argv[1])\n"))
 
 
 # --- run creation ------------------------------------------------------------------------

@@ -12,23 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 import yaml
 from typer.testing import CliRunner, Result
 
-from pipeline.cli.kfp import kfp_app
+from pipeline.cli.main import app as mlops_app
 from pipeline.kubeflow import emulator, local_run
-from tests.conftest import mlops, write_config
-from tests.pipeline.kubeflow.test_emulator import PRODUCER, Step, write_package
-
-mlops_app = typer.Typer()
-mlops_app.add_typer(kfp_app, name="kfp")  # as pipeline/cli/main.py registers it
-
-
-@mlops_app.callback()
-def _top() -> None:
-    """Stands for the `mlops` app, so that `kfp` stays a sub-command."""
-
+from tests.conftest import mlops, one_error_line, write_config
+from tests.pipeline.kubeflow.handwritten import PRODUCER, Step, write_package
 
 TASK_LINE = re.compile(r"^  (\S+) +(SUCCEEDED|FAILED|CACHED|SKIPPED)(?: +(\d+\.\d)s)?$")
 LOG_TAIL = "print('the reason it broke')\nraise SystemExit(3)"
@@ -50,15 +40,6 @@ def install(config_file: Path, steps: list[Step], **options: Any) -> Path:
 def run_local(config_file: Path, *args: str) -> Result:
     return CliRunner().invoke(mlops_app, ["kfp", "run", "--local", "-c", str(config_file),
                                           *args])
-
-
-def one_error_line(result: Result) -> str:
-    """The failure's only stderr line (no traceback)."""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    return lines[0]
 
 
 def task_lines(stdout: str) -> list[tuple[str, str]]:
