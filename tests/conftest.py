@@ -57,6 +57,22 @@ def mlops(*args: str, **options) -> subprocess.CompletedProcess:
                           **{"timeout": 120, **options})
 
 
+def mlops_in_process(*args: str, env: Optional[dict[str, str]] = None
+                     ) -> subprocess.CompletedProcess:
+    """Runs `mlops ARGS` through the app itself in this process (typer's CliRunner): the
+    same command and output as `mlops()`, without a new interpreter importing TensorFlow
+    or Beam again. Not for the commands that end their process (`run`, `report`)."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli.main import app
+
+    result = CliRunner().invoke(app, list(args), env=env)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(["mlops", *args], result.exit_code, result.stdout,
+                                       result.stderr)
+
+
 def one_error_line(result) -> str:
     """A failed command's only stderr line (typer's CliRunner result): `error: ...`, with no
     traceback and no library noise."""

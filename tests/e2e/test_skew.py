@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.feedback import skew
-from tests.conftest import PushedWorkspace, mlops
+from tests.conftest import PushedWorkspace, mlops_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -70,12 +70,12 @@ def test_a_shifted_number_and_a_new_category_are_named(served, tmp_path: Path):
     found = skew.skew(config, str(log))
     assert {s.feature for s in found.skew if s.exceeded} == {"fare", "payment_type"}
     assert any("payment_type" in a and "Crypto" in a for a in found.anomalies), found.anomalies
-    cli = mlops("skew", "--requests", str(log), "--json", "--config", str(config_file),
-                timeout=300)
+    cli = mlops_in_process("skew", "--requests", str(log), "--json", "--config",
+                           str(config_file))
     assert cli.returncode == 1, cli.stderr
     document = json.loads(cli.stdout)
     assert {s["feature"] for s in document["skew"] if s["exceeded"]} == {"fare", "payment_type"}
-    text = mlops("skew", "--requests", str(log), "--config", str(config_file), timeout=300)
+    text = mlops_in_process("skew", "--requests", str(log), "--config", str(config_file))
     page = Path(text.stdout.splitlines()[-1].removeprefix("Report: "))
     html = page.read_text()
     assert page.name == "skew-v1.html" and "shifted" in html and "Crypto" in html
@@ -94,6 +94,7 @@ def test_drift_between_two_request_logs(served, tmp_path: Path):
 
 def test_no_request_log_is_one_clear_line(served, tmp_path: Path):
     _, config_file, _ = served
-    result = mlops("skew", "--requests", str(tmp_path / "none"), "--config", str(config_file))
+    result = mlops_in_process("skew", "--requests", str(tmp_path / "none"), "--config",
+                              str(config_file))
     assert result.returncode == 1
     assert result.stderr.startswith("error: no request log under ")
