@@ -24,8 +24,8 @@ import pytest
 
 from pipeline.definition.config import PipelineConfig, load_config
 from pipeline.records.summary import RunReport
-from tests.conftest import (FAST_TRAINING, LENIENT, ROWS, TAXI_DATA, copy_taxi_span, mlops,
-                            write_config)
+from tests.conftest import (FAST_TRAINING, LENIENT, ROWS, TAXI_DATA, copy_taxi_span,
+                            mlops_in_process, write_config)
 
 SLICED = {"evaluation.slices": ["payment_type"]}  # the report shows metrics by slice
 LOGGED = {"serving.request_log.sample_rate": 1.0}  # the server logs every request
@@ -42,7 +42,7 @@ class RequestLoop:
 
     sent: int  # requests answered (rows with a missing integer cannot go to :predict)
     labels: dict[str, str]  # request key -> label, for three trips in four
-    span_from_requests: subprocess.CompletedProcess  # `mlops span-from-requests`
+    span_from_requests: subprocess.CompletedProcess  # `mlops span-from-requests`'s outcome
     span_file: Path
 
 
@@ -99,8 +99,8 @@ def _serve_and_label(config: PipelineConfig, config_file: Path, folder: Path) ->
     labels_file = folder / "outcomes.csv"
     with open(labels_file, "w", newline="") as handle:
         csv.writer(handle).writerows([("request_key", "tips"), *labels.items()])
-    made = mlops("span-from-requests", "--labels", str(labels_file), "--config",
-                 str(config_file), timeout=300)
+    made = mlops_in_process("span-from-requests", "--labels", str(labels_file), "--config",
+                            str(config_file))
     return RequestLoop(sent, labels, made, folder / "data" / "span-3" / "requests.csv")
 
 
