@@ -91,7 +91,13 @@ class Client:
         return int(status_line.split()[1]), headers, body
 
     def closed_by_server(self) -> bool:
-        return not self.buffer and not self._fill()
+        """True once the server closed the connection and nothing is left to read: an
+        orderly end, or a reset, which the kernel sends instead when the server closes with
+        bytes of ours it never read (a request cut off while it was still arriving)."""
+        try:
+            return not self.buffer and not self._fill()
+        except ConnectionResetError:
+            return not self.buffer
 
     def close(self) -> None:
         self.sock.close()
