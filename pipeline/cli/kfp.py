@@ -127,9 +127,10 @@ def image(source: ConfigSource,
     if docker is None:
         raise UserError("`docker` is not on PATH: build the image where Docker runs (the "
                         "Dockerfile is at the top of this project)")
-    project = Path(__file__).resolve().parents[2]
+    from pipeline.definition.fingerprints import PROJECT_DIR
+
     steps = [[docker, "build", "--build-arg", f"PROJECT_DIR={config.kubeflow.project_dir}",
-              "--tag", config.kubeflow.image, str(project)]]
+              "--tag", config.kubeflow.image, str(PROJECT_DIR)]]
     if push:
         steps.append([docker, "push", config.kubeflow.image])
     for argv in steps:

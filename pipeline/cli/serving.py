@@ -19,6 +19,7 @@ import typer
 from pipeline.cli.errors import CommandGroup
 from pipeline.cli.options import ConfigOption, ConfigSource, VerboseOption, with_config
 from pipeline.definition.config import load_config
+from pipeline.definition.fingerprints import PROJECT_DIR
 from pipeline.errors import UsageError, UserError
 from pipeline.runtime.console import log_console
 from serving.settings import ServingSettings
@@ -26,7 +27,6 @@ from serving.settings import ServingSettings
 app = typer.Typer(cls=CommandGroup)
 console = log_console()
 PANEL = "Serving"
-PROJECT = Path(__file__).resolve().parents[2]
 
 
 @app.command("serve", rich_help_panel=PANEL)
@@ -68,7 +68,7 @@ def serve(source: ConfigSource,
         if not shutil.which("docker"):
             raise UserError("`docker` is not on PATH; use `mlops serve` (real binary or "
                             "embedded server) instead")
-        compose = PROJECT / deployment.DEFAULT_OUT_DIR / "docker-compose.yaml"
+        compose = PROJECT_DIR / deployment.DEFAULT_OUT_DIR / "docker-compose.yaml"
         argv = ["docker", "compose", "-f", str(compose), "up"]
         os.environ[deployment.SERVING_DIR_VAR] = settings.serving.base_directory
         if tls.ssl_config_file:

@@ -23,10 +23,13 @@ def source_fingerprint(package_dirs: Iterable[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
+PROJECT_DIR = Path(__file__).resolve().parents[2]  # pipeline/definition/ is two below it
+
+
 def package_dir(name: str) -> Path:
     """The project's top-level package folder `name` (models, components...), wherever
     the project is checked out, for `source_fingerprint`."""
-    return Path(__file__).resolve().parents[2] / name  # the project: pipeline/definition/ is two below
+    return PROJECT_DIR / name
 
 
 def files_fingerprint(pattern: str) -> str:
