@@ -182,7 +182,7 @@ def test_timings_do_not_keep_an_unloaded_version_in_memory(plane):
 def test_a_lone_rest_client_is_answered_inline_with_the_models_answers(start_server, base_path):
     running = start_server(model_name=MODEL_NAME, model_base_path=str(base_path))
     inline = running.server.dataplane.inline
-    inline.budget = 10.0  # what counts is the gRPC path, not whether the machine stalls a call
+    inline.budget = 10.0  # the protocol's path is the point, not a stalled call
     expected = servable(running, 1).run("serving_default", arrays(ROWS[:1]))["scores"]
     with httpx.Client(base_url=running.rest_url, timeout=60) as client:
         for _ in range(5):
@@ -204,7 +204,7 @@ def test_a_lone_grpc_client_is_answered_inline_with_the_models_answers(start_ser
 
     running = start_server(model_name=MODEL_NAME, model_base_path=str(base_path))
     inline = running.server.dataplane.inline
-    inline.budget = 10.0  # what counts is the gRPC path, not whether the machine stalls a call
+    inline.budget = 10.0  # the protocol's path is the point, not a stalled call
     expected = servable(running, 1).run("serving_default", arrays(ROWS[:1]))["scores"]
     request = predict_pb2.PredictRequest()
     request.model_spec.name = MODEL_NAME
