@@ -23,6 +23,8 @@ import os
 from typing import Any, Iterator, NamedTuple, Sequence
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
 import numpy as np
 import pyarrow as pa
 import tensorflow as tf
@@ -242,6 +244,9 @@ class Executor(BaseExampleGenExecutor):
         """
         driver_ran = exec_properties.get(SPAN_PROPERTY) is not None
         exec_properties = resolve_span(exec_properties)
+        # The files are read outside a Beam pipeline; Beam's s3:// filesystem needs the
+        # options a pipeline would hand it (endpoint, keys), so it is handed them here.
+        FileSystems.set_options(PipelineOptions(self._beam_pipeline_args))
         self._write(input_dict, output_dict, exec_properties)
         if not driver_ran:  # the span, version and fingerprint the driver would record
             for artifact in output_dict[standard_component_specs.EXAMPLES_KEY]:

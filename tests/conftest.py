@@ -200,8 +200,8 @@ def pushed_workspace(tmp_path_factory: pytest.TempPathFactory) -> PushedWorkspac
 
 
 # The longest groups start first, so that the workers finish together (the Kubeflow run
-# takes a few minutes alone); within a group the order is the files' own.
-LONGEST_FIRST = ("tests/e2e/test_kubeflow.py", "tests/e2e/story/", "tests/e2e/")
+# runs take a few minutes each); within a group the order is the files' own.
+LONGEST_FIRST = ("tests/e2e/test_kubeflow_on_", "tests/e2e/story/", "tests/e2e/")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -246,6 +246,26 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 
     config.option.loadscopereorder = False  # the collection's order: LONGEST_FIRST
     return ByGroup(config, log)
+
+
+@pytest.fixture(scope="session")
+def local_gcs(tmp_path_factory: pytest.TempPathFactory):
+    """fake-gcs-server behind an HTTPS proxy for *.googleapis.com (tests/object_stores.py)."""
+    from tests.object_stores import LocalGcs
+
+    store = LocalGcs(tmp_path_factory.mktemp("gcs"))
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def local_s3():
+    """moto's S3 server (tests/object_stores.py)."""
+    from tests.object_stores import LocalS3
+
+    store = LocalS3()
+    yield store
+    store.close()
 
 
 @pytest.fixture

@@ -103,6 +103,10 @@ def compile_package(source: ConfigSource,
     for claim, tasks in compiled.mounts.items():
         mount = next(v.mount_path for v in config.kubeflow.volumes if v.claim == claim)
         typer.echo(f"  volume {claim} at {mount}: {', '.join(tasks)}")
+    if config.kubeflow.env:
+        typer.echo(f"  env {', '.join(config.kubeflow.env)}: every task")
+    for secret, tasks in compiled.secrets.items():
+        typer.echo(f"  secret {secret}: {', '.join(tasks)}")
     typer.echo("Next: `mlops kfp run --local` to try it on this machine; `mlops kfp upload`, "
                "then `mlops kfp run` or `mlops kfp schedule`.")
 
@@ -201,16 +205,22 @@ def run(source: ConfigSource,
             help=f"The KFP backend --local emulates: {' or '.join(local_run.BACKENDS)} "
                  f"(default: {local_run.BACKENDS[-1]})."),
         pipeline_root: Optional[str] = typer.Option(
-            None, "--pipeline-root", metavar="DIR", rich_help_panel="Local run (no server)",
-            help="A local folder for --local's artifacts (default: local_root beside "
+            None, "--pipeline-root", metavar="DIR|URI", rich_help_panel="Local run (no server)",
+            help="Where --local's artifacts go: a local folder (default: local_root beside "
                  "kubeflow.output_file, build/kubeflow/local_root; ML Metadata in "
-                 "<DIR>.mlmd.sqlite). Not the profile's gs:// root: no object store is "
-                 "emulated yet."),
+                 "<DIR>.mlmd.sqlite) or a gs:// or s3:// bucket, reached with this "
+                 "machine's credentials, with KFP's copies of each artifact into and out of "
+                 "every pod emulated."),
         volumes: Optional[list[str]] = typer.Option(
             None, "--volume", metavar="CLAIM=DIR", rich_help_panel="Local run (no server)",
             help="A local folder for a PersistentVolumeClaim the package mounts "
                  "(kubeflow.volumes); repeat for more (default: "
                  "build/kubeflow/volumes/<claim>)."),
+        secrets: Optional[list[str]] = typer.Option(
+            None, "--secret", metavar="NAME=DIR", rich_help_panel="Local run (no server)",
+            help="A local folder standing in for a Kubernetes Secret the package uses "
+                 "(kubeflow.secrets): one file per key, as Kubernetes mounts it; repeat "
+                 "for more (default: build/kubeflow/secrets/<name>, which must exist)."),
         host: Optional[str] = HostOption, token: Optional[str] = TokenOption,
         verbose: bool = VerboseOption) -> None:
     """Start a run now, in the config's experiment (created if missing); or, with --local,
@@ -218,7 +228,7 @@ def run(source: ConfigSource,
 
     Raises:
         UsageError: `--local` with `--host`, `--token`, `--wait` or `--poll-interval`,
-            or `--backend`, `--pipeline-root` or `--volume` without `--local`; no KFP
+            or `--backend`, `--pipeline-root`, `--volume` or `--secret` without `--local`; no KFP
             endpoint, or one without a scheme; a bad `--param` (ParameterError) or local
             option (LocalOptionError) (exit 2).
         PackageError: as `upload`, for `--package` or `--local` (exit 1).
@@ -233,14 +243,15 @@ def run(source: ConfigSource,
     if local:
         _refuse_with_local(host=host, token=token, wait=wait, poll_interval=poll_interval)
         _run_locally(_config(source), package, params or (), backend, pipeline_root,
-                     volumes or (), verbose)
+                     volumes or (), secrets or (), verbose)
         return
     given = [name for name, value in (("--backend", backend), ("--pipeline-root", pipeline_root),
-                                      ("--volume", volumes)) if value]
+                                      ("--volume", volumes), ("--secret", secrets))
+             if value]
     if given:
         raise UsageError(f"{', '.join(given)} {'go' if len(given) > 1 else 'goes'} with "
                          "--local (a server's run takes the profile's pipeline root and "
-                         "the cluster's volumes)")
+                         "the cluster's volumes and Secrets)")
     config = _config(source)
     spec = None
     if package is not None:
@@ -462,13 +473,13 @@ def _refuse_with_local(**given: Any) -> None:
 
 def _run_locally(config: PipelineConfig, package: Optional[Path], params: Any,
                  backend: Optional[str], pipeline_root: Optional[str], volumes: Any,
-                 verbose: bool) -> None:
+                 secrets: Any, verbose: bool) -> None:
     path = _package_path(config, package)
     spec = package_lib.read_spec(path)
     package_lib.check_platform_spec(path)
     _check_package_name(spec, path, config)
     plan = local_run.make_plan(config, path, spec, package_lib.typed_parameters(spec, params),
-                               backend, pipeline_root, volumes)
+                               backend, pipeline_root, volumes, secrets)
     local_run.check_package(plan)
     local_run.check_machine(plan)
     for line in local_run.describe(plan):

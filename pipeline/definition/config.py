@@ -12,6 +12,8 @@ from __future__ import annotations
 import difflib
 import os
 import posixpath
+import re
+import typing
 from pathlib import Path
 from typing import Any, Iterable, Literal, Optional, Union
 
@@ -280,6 +282,76 @@ class VolumeMount(_Section):
                           "null = every component")
 
 
+# Kubernetes' rules for what `kubeflow.env` and `kubeflow.secrets` name: environment variable
+# names (a C identifier), Secret names (a DNS-1123 subdomain, at most 253 characters) and
+# the keys of a Secret's data (apimachinery validation.IsConfigMapKey).
+ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_SECRET_NAME_MAX = 253
+
+
+def _env_var_problem(name: str) -> Optional[str]:
+    if ENV_VAR_NAME.match(name):
+        return None
+    return (f"'{name}' is not a valid environment variable name: use letters, digits and "
+            "'_', not starting with a digit")
+
+
+def _absolute_mount_path(value: str) -> str:
+    if not value.startswith("/") or posixpath.normpath(value) == "/":
+        raise ValueError("must be an absolute path in the pod (starting with /, not / itself)")
+    return value
+
+
+class SecretMount(_Section):
+    """A Kubernetes Secret given to the pipeline's pods on Kubeflow: some of its keys as
+    environment variables (`env`, KFP's `secretAsEnv`), and/or all of them as files in a
+    folder (`mount_path`, `secretAsVolume`). Both are in the platform spec of every KFP
+    backend from 2.0.5 on."""
+
+    secret: str = Field(description="the Secret's name, in the namespace the pods run in")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="environment variable -> key of the Secret")
+    mount_path: Optional[str] = Field(None, description="where its keys appear as files")
+    components: Optional[list[str]] = Field(
+        None, description="component ids that get it (e.g. [Trainer, Pusher]); "
+                          "null = every component")
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_name(cls, value: str) -> str:
+        if len(value) > _SECRET_NAME_MAX or not SECRET_NAME.match(value):
+            raise ValueError("not a Kubernetes Secret name: lowercase letters, digits, '-' "
+                             "and '.', a letter or digit at each end, at most "
+                             f"{_SECRET_NAME_MAX} characters")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names_and_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, key in value.items():
+            problem = _env_var_problem(name)
+            if problem:
+                raise ValueError(problem)
+            if not SECRET_KEY.match(key):
+                raise ValueError(f"{name}: '{key}' is not a key a Secret can have: letters, "
+                                 "digits, '-', '_' and '.'")
+        return value
+
+    @field_validator("mount_path")
+    @classmethod
+    def _absolute(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else _absolute_mount_path(value)
+
+    @model_validator(mode="after")
+    def _env_or_mount(self) -> "SecretMount":
+        if not self.env and self.mount_path is None:
+            raise ValueError("give env (environment variable: secret key) and/or mount_path "
+                             f"(a folder for its keys as files) for Secret '{self.secret}'")
+        return self
+
+
 class KubeflowSection(_Section):
     """How the pipeline is packaged for Kubeflow Pipelines and which server runs it."""
 
@@ -297,6 +369,19 @@ class KubeflowSection(_Section):
     token_env: str = Field("KFP_TOKEN", description="environment variable holding a bearer "
                                                     "token, when the endpoint needs one")
     volumes: list[VolumeMount] = Field(default_factory=list)
+    env: dict[str, str] = Field(
+        default_factory=dict, description="environment variables of every task's container "
+                                          "(plain values; credentials go in secrets)")
+    secrets: list[SecretMount] = Field(default_factory=list)
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            problem = _env_var_problem(name)
+            if problem:
+                raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _distinct_mounts(self) -> "KubeflowSection":
@@ -305,6 +390,48 @@ class KubeflowSection(_Section):
         if twice:
             raise ValueError(f"volumes mount more than one claim at {', '.join(twice)}")
         return self
+
+    @model_validator(mode="after")
+    def _secrets_fit_the_pods(self) -> "KubeflowSection":
+        """What would make a pod invalid or ambiguous: two mounts at one path; two pod
+        volumes of one name (KFP names a Secret's volume after the Secret and a PVC's after
+        its claim, driver.go `extendPodSpecPatch`); one variable set twice in a container.
+        Messages start with the sub-key (see `_describe`)."""
+        paths = {volume.mount_path.rstrip("/"): f"kubeflow.volumes[{index}]"
+                 for index, volume in enumerate(self.volumes)}
+        volume_names: dict[str, list[tuple[str, Optional[list[str]]]]] = {}
+        for index, volume in enumerate(self.volumes):
+            volume_names.setdefault(volume.claim, []).append(
+                (f"kubeflow.volumes[{index}] (claim {volume.claim})", volume.components))
+        env_vars = {name: [("kubeflow.env", None)] for name in self.env}
+        for index, item in enumerate(self.secrets):
+            here = f"secrets[{index}]"
+            named = f"kubeflow.{here}"
+            if item.mount_path is not None:
+                path = item.mount_path.rstrip("/")
+                if path in paths:
+                    raise ValueError(f"{here}.mount_path: {paths[path]} is mounted at {path} "
+                                     "already")
+                paths[path] = named
+                for other, components in volume_names.get(item.secret, []):
+                    if _overlap(components, item.components):
+                        raise ValueError(
+                            f"{here}.secret: {other} is mounted in the same pods, and KFP "
+                            "names each pod volume after its Secret or claim: two volumes "
+                            f"named '{item.secret}', which Kubernetes refuses")
+                volume_names.setdefault(item.secret, []).append((named, item.components))
+            for name in item.env:
+                for other, components in env_vars.get(name, []):
+                    if _overlap(components, item.components):
+                        raise ValueError(f"{here}.env: {name} is set by {other} too, in the "
+                                         "same containers")
+                env_vars.setdefault(name, []).append((named, item.components))
+        return self
+
+
+def _overlap(first: Optional[list[str]], second: Optional[list[str]]) -> bool:
+    """Whether two `components` lists (None: every component) share a component."""
+    return first is None or second is None or bool(set(first) & set(second))
 
 
 class PipelineConfig(_Section):
@@ -389,11 +516,19 @@ def _key_path(location: tuple) -> str:
     return path or "(top level)"
 
 
+# A section's cross-field check names the key it is about first: "secrets[1].mount_path: ...".
+_SUB_KEY = re.compile(r"^([A-Za-z_]\w*(?:\[\d+\])?(?:\.[A-Za-z_]\w*(?:\[\d+\])?)*): ")
+
+
 def _describe(error: dict) -> str:
     """One readable line for one pydantic error, naming the key and what is wrong."""
     location = tuple(p for p in error["loc"] if not _is_union_tag(p))
     key = _key_path(location)
     kind = error["type"]
+    sub_key = _SUB_KEY.match(error["msg"].removeprefix("Value error, "))
+    if kind == "value_error" and sub_key and isinstance(error.get("input"), dict):
+        message = error["msg"].removeprefix("Value error, ")[sub_key.end():]
+        return f"{key}.{sub_key[1]}: {message}"
     if kind == "extra_forbidden":
         known = _known_keys(location[:-1])
         close = difflib.get_close_matches(str(location[-1]), known, n=1)
@@ -431,6 +566,9 @@ def _is_union_tag(part: Any) -> bool:
 def _known_keys(location: tuple) -> list[str]:
     model: Any = PipelineConfig
     for part in location:
+        if isinstance(part, int):  # an item of a list of sections (kubeflow.secrets[0])
+            model = next(iter(typing.get_args(model)), None)
+            continue
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
             return []

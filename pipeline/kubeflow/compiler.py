@@ -16,7 +16,13 @@ for open-source Kubeflow Pipelines rather than Vertex AI:
 - caching per task from `pipeline.enable_cache`, except for the tasks that read state
   KFP's cache key cannot see (new span files, the serving directory): never cached;
 - `kubeflow.volumes` become PersistentVolumeClaim mounts in the Kubernetes platform spec,
-  the second YAML document, as `kfp-kubernetes` writes them (`pvcMount`).
+  the second YAML document, as `kfp-kubernetes` writes them (`pvcMount`);
+- `kubeflow.env` goes into every executor's container spec (`container.env`, name and
+  value), which the driver copies into the pod (2.0.5 and 2.5.0 `driver.go`
+  `makePodSpecPatch`); `kubeflow.secrets` become `secretAsEnv` (keys as environment
+  variables) and `secretAsVolume` (the Secret as files at a mount path) beside the
+  `pvcMount`s, which the driver adds to the pod (`extendPodSpecPatch`). Every field written
+  is one backend 2.0.5's driver knows (`package.check_platform_spec` checks the file).
 """
 from __future__ import annotations
 
@@ -34,7 +40,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from components import serving_baseline
 from pipeline.definition import builder
-from pipeline.definition.config import KUBEFLOW, PipelineConfig, VolumeMount
+from pipeline.definition.config import KUBEFLOW, PipelineConfig, SecretMount, VolumeMount
 from pipeline.errors import UsageError
 from pipeline.kubeflow import package as package_lib
 
@@ -56,12 +62,14 @@ class CompileError(UsageError):
 @dataclasses.dataclass(frozen=True)
 class Package:
     """What `compile_package` wrote, for `mlops kfp compile` to report: its tasks, those
-    never cached, and which tasks mount each volume claim."""
+    never cached, which tasks mount each volume claim and which get each Secret."""
 
     path: Path
     tasks: tuple[str, ...]
     uncached: tuple[str, ...]
     mounts: dict[str, tuple[str, ...]]  # claim -> tasks that mount it
+    secrets: dict[str, tuple[str, ...]] = dataclasses.field(
+        default_factory=dict)  # Secret -> tasks that get it (as env or files)
 
 
 def compile_package(config: PipelineConfig, output: Optional[str] = None) -> Package:
@@ -69,8 +77,10 @@ def compile_package(config: PipelineConfig, output: Optional[str] = None) -> Pac
 
     Raises:
         CompileError: the config was not loaded with the kubeflow profile, a component id
-            is not a valid task name, a volume names an unknown component, or TFX compiled
-            an executor KFP cannot run.
+            is not a valid task name, a volume or Secret names an unknown component, or
+            TFX compiled an executor KFP cannot run.
+        PackageError: the written platform spec uses a field KFP backend 2.0.5 does not
+            know (`package.check_platform_spec`; not from the config's keys).
     """
     if config.profile != KUBEFLOW:
         raise CompileError("load the config with the kubeflow profile "
@@ -82,14 +92,17 @@ def compile_package(config: PipelineConfig, output: Optional[str] = None) -> Pac
     spec.default_pipeline_root = config.pipeline.root
     _check_executors(spec)
     uncached = _set_caching(spec, config.pipeline.enable_cache)
-    platform, mounts = _platform_spec(spec, config.kubeflow.volumes, task_names)
+    _set_env(spec, config.kubeflow.env)
+    platform, mounts, secrets = _platform_spec(spec, config.kubeflow.volumes,
+                                               config.kubeflow.secrets, task_names)
     path = Path(output or config.kubeflow.output_file)
     path.parent.mkdir(parents=True, exist_ok=True)
     pipeline_spec_builder.write_pipeline_spec_to_file(
         spec, f"{config.pipeline.name}: validated data in, blessed models out "
               f"(compiled by mlops kfp compile)", platform, str(path))
     package_lib.check_platform_spec(path)  # as the API server will read it
-    return Package(path=path, tasks=tuple(task_names), uncached=uncached, mounts=mounts)
+    return Package(path=path, tasks=tuple(task_names), uncached=uncached, mounts=mounts,
+                   secrets=secrets)
 
 
 def _compile(pipeline, image: str) -> pipeline_spec_pb2.PipelineSpec:
@@ -134,27 +147,64 @@ def _set_caching(spec: pipeline_spec_pb2.PipelineSpec, enable_cache: bool) -> tu
     return tuple(sorted(uncached))
 
 
+def _set_env(spec: pipeline_spec_pb2.PipelineSpec, env: dict[str, str]) -> None:
+    """`kubeflow.env` into every container executor's `env` ([{name, value}]), after what
+    TFX wrote there (nothing, in TFX 1.16) minus the names the config sets."""
+    if not env:
+        return
+    for executor in spec.deployment_spec["executors"].values():
+        if "container" not in executor.keys():
+            continue
+        container = executor["container"]
+        kept = [dict(e) for e in (container["env"] if "env" in container.keys() else [])
+                if e["name"] not in env]
+        container["env"] = kept + [{"name": name, "value": value}
+                                   for name, value in env.items()]
+
+
 def _platform_spec(spec: pipeline_spec_pb2.PipelineSpec, volumes: list[VolumeMount],
-                   task_names: list[str]
-                   ) -> tuple[pipeline_spec_pb2.PlatformSpec, dict[str, tuple[str, ...]]]:
+                   secrets: list[SecretMount], task_names: list[str]
+                   ) -> tuple[pipeline_spec_pb2.PlatformSpec, dict[str, tuple[str, ...]],
+                              dict[str, tuple[str, ...]]]:
+    """Each executor's KubernetesExecutorConfig: `pvcMount` per volume, `secretAsVolume` and
+    `secretAsEnv` per Secret, for the tasks each names (default: every task); the PVC
+    mounts, then the Secrets in config order, as the driver adds them to the pod."""
     per_executor: dict[str, kubernetes_executor_config_pb2.KubernetesExecutorConfig] = {}
-    mounts: dict[str, tuple[str, ...]] = {}
-    for index, volume in enumerate(volumes):
-        unknown = sorted(set(volume.components or ()) - set(task_names))
+
+    def configs(key: str, components: Optional[list[str]]) -> Iterable[
+            tuple[str, kubernetes_executor_config_pb2.KubernetesExecutorConfig]]:
+        unknown = sorted(set(components or ()) - set(task_names))
         if unknown:
-            raise CompileError(f"kubeflow.volumes[{index}].components: unknown component(s) "
-                               f"{unknown}; the pipeline has {task_names}")
-        tasks = tuple(volume.components or task_names)
-        for task in tasks:
+            raise CompileError(f"{key}.components: unknown component(s) {unknown}; the "
+                               f"pipeline has {task_names}")
+        for task in components or task_names:
             label = spec.root.dag.tasks[task].component_ref.name
             executor = spec.components[label].executor_label
-            config = per_executor.setdefault(
+            yield task, per_executor.setdefault(
                 executor, kubernetes_executor_config_pb2.KubernetesExecutorConfig())
+
+    mounts: dict[str, tuple[str, ...]] = {}
+    for index, volume in enumerate(volumes):
+        tasks = []
+        for task, config in configs(f"kubeflow.volumes[{index}]", volume.components):
             config.pvc_mount.add(constant=volume.claim, mount_path=volume.mount_path)
-        mounts[volume.claim] = tasks
+            tasks.append(task)
+        mounts[volume.claim] = tuple(tasks)
+    given: dict[str, list[str]] = {}
+    for index, item in enumerate(secrets):
+        for task, config in configs(f"kubeflow.secrets[{index}]", item.components):
+            if item.mount_path is not None:
+                config.secret_as_volume.add(secret_name=item.secret, mount_path=item.mount_path)
+            if item.env:
+                config.secret_as_env.add(secret_name=item.secret, key_to_env=[
+                    kubernetes_executor_config_pb2.SecretAsEnv.SecretKeyToEnvMap(
+                        secret_key=key, env_var=name) for name, key in item.env.items()])
+            tasks = given.setdefault(item.secret, [])
+            if task not in tasks:
+                tasks.append(task)
     platform = pipeline_spec_pb2.PlatformSpec()
     for executor, config in sorted(per_executor.items()):
         pipeline_spec_builder.merge_platform_specs(
             platform, pipeline_spec_builder.platform_config_to_platform_spec(
                 {"kubernetes": json_format.MessageToDict(config)}, executor))
-    return platform, mounts
+    return platform, mounts, {secret: tuple(tasks) for secret, tasks in given.items()}

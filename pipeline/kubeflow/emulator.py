@@ -13,7 +13,8 @@ own test helpers:
   `pipelineDFS.dfs`, `compiler/argocompiler/*.go`) and Argo's own workflow validation of DAG
   task names; what they refuse raises `PipelineRejected` with their wording;
 - per task, the container driver (`driver/driver.go` `Container`, `resolveInputs`,
-  `provisionOutputs`, `extendPodSpecPatch`/`makeVolumeMountPatch`) and the launcher
+  `provisionOutputs`, `extendPodSpecPatch`/`makeVolumeMountPatch`: PVC mounts, and
+  Secrets as environment variables or files, which the kubelet resolves) and the launcher
   (`component/launcher_v2.go` `Execute`, `executeV2`, `getPlaceholders`,
   `collectOutputParameters`, `uploadOutputArtifacts`, `getExecutorOutputFile`);
 - a real ML Metadata store (`ml_metadata`, SQLite) written as `metadata/client.go` writes it
@@ -23,18 +24,27 @@ own test helpers:
 
 Each task runs as its own OS process (its "pod") in a private mount namespace, where the
 pod-local paths the launcher uses (`/tmp/kfp_outputs/output_metadata.json`,
-`/tmp/kfp/outputs/<parameter>`) and the task's PVC mounts are bind mounts of folders this
-module reads afterwards. Tasks run one at a time in dependency order; like Argo's DAG
-(`failFast`, true by default) nothing new starts after a task fails.
+`/tmp/kfp/outputs/<parameter>`), the task's PVC mounts and its Secret volumes are bind
+mounts of folders this module reads afterwards (a Secret's stand-in is a folder holding one
+file per key, as Kubernetes mounts one, but not read-only here). Tasks run one at a time in
+dependency order; like Argo's DAG (`failFast`, true by default) nothing new starts after a
+task fails.
 
-Deliberate differences from a cluster, each named where it happens: the pipeline root is a
-local folder standing in for the object store (KFP itself accepts only gs://, s3://, minio://
-roots, `objectstore.ParseBucketPathToConfig`), so an artifact's local path is its URI and
-nothing is copied; the cache is looked up in MLMD (KFP asks its API server's task table);
-features KFP has but TFX specs here do not use raise `NotEmulated` instead of guessing.
+The pipeline root is a bucket (gs://, s3://; KFP accepts only those and minio://,
+`objectstore.ParseBucketConfig`), reached with this process's credentials and endpoints as
+the launcher reaches it with the pod's: the launcher's copies of every input into the pod
+before the command and of its outputs after it are emulated key by key
+(`artifact_copies.py`), so what breaks a cluster's copies breaks here. Or it is a local
+folder, which KFP has no equivalent of: then an artifact's local path is its URI and
+nothing is copied (quicker, for packages whose tasks write only local paths).
+
+Deliberate differences from a cluster, each named where it happens: the cache is looked up
+in MLMD (KFP asks its API server's task table); features KFP has but TFX specs here do not
+use raise `NotEmulated` instead of guessing.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -56,6 +66,8 @@ from google.protobuf import json_format, struct_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2 as pb
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
+
+from pipeline.kubeflow import artifact_copies, object_store
 
 BACKENDS = ("2.0.5", "2.5.0")
 SCHEMA_VERSION = "2.1.0"  # apiserver/template/template.go SCHEMA_VERSION_2_1_0
@@ -110,6 +122,8 @@ class TaskRun:
     execution_id: Optional[int] = None
     log: str = ""
     error: str = ""
+    copied_in: int = 0  # bytes the launcher downloaded from the bucket into the pod
+    copied_out: int = 0  # bytes it uploaded from the pod's local paths
 
 
 @dataclass
@@ -260,17 +274,20 @@ def check_not_emulated(package: Package, backend: str) -> None:
 
     Raises:
         NotEmulated: a task uses a nested DAG, an importer, a condition, an exit handler,
-            a loop, a parameter expression selector, or (backend 2.0.5) a PVC named by a
-            parameter.
+            a loop, a parameter expression selector, (backend 2.0.5) a PVC named by a
+            parameter, or a `secretAsEnv`/`secretAsVolume` field other than `secretName`,
+            `keyToEnv` and `mountPath` (2.5.0's `secretNameParameter`, `optional`).
     """
     spec = package.spec
     executors = _executors(spec)
     for key, task in spec.root.dag.tasks.items():
         component = spec.components[task.component_ref.name]
         what = _unmodelled_feature(task, component, executors.get(component.executor_label, {}))
-        mounts = package.kubernetes.get(component.executor_label, {}).get("pvcMount", [])
+        kubernetes = package.kubernetes.get(component.executor_label, {})
+        mounts = kubernetes.get("pvcMount", [])
         if backend == "2.0.5" and any("pvcNameParameter" in mount for mount in mounts):
             what = "pvcNameParameter, which backend 2.0.5's kubernetes_platform predates"
+        what = what or _unmodelled_secret_field(kubernetes)
         if what:
             raise NotEmulated(f"task {key!r} uses {what}; the emulation does not model it")
 
@@ -289,6 +306,21 @@ def _unmodelled_feature(task: pb.PipelineTaskSpec, component: pb.ComponentSpec,
         return "a loop (iterator)"
     if any(p.parameter_expression_selector for p in task.inputs.parameters.values()):
         return "a parameterExpressionSelector (CEL)"
+    return None
+
+
+# The Secret fields modelled (`_mount_pairs`, `_with_secret_env`): a Secret named by
+# `secretName`, as in backend 2.0.5's kubernetes_platform.
+_SECRET_FIELDS = {"secretAsEnv": {"secretName", "keyToEnv"},
+                  "secretAsVolume": {"secretName", "mountPath"}}
+
+
+def _unmodelled_secret_field(kubernetes: Json) -> Optional[str]:
+    for kind, modelled in _SECRET_FIELDS.items():
+        for item in kubernetes.get(kind, []):
+            extra = sorted(set(item) - modelled)
+            if extra:
+                return f"{kind}.{extra[0]}"
     return None
 
 
@@ -567,8 +599,10 @@ class _Run:
     dag: mlmd.Execution
     dag_inputs: Mapping[str, struct_pb2.Value]
     volumes: Mapping[str, str]
+    secrets: Mapping[str, str]  # Secret name -> local folder, one file per key
     python: str
     env: Mapping[str, str]
+    pods: Path  # each task's pod-local folders, on this machine
     executions: dict[str, int] = field(default_factory=dict)  # task -> MLMD execution id
 
 
@@ -727,7 +761,10 @@ def _artifact_without_uri(artifact: pb.RuntimeArtifact) -> Json:
 def _mount_pairs(task: _Task, run: _Run, store: _Metadata) -> list[tuple[str, str]]:
     """`extendPodSpecPatch` / `makeVolumeMountPatch`: each `pvcMount` names a claim (by
     `pvcNameParameter` on 2.5.0, else `constant`, `componentInputParameter` or
-    `taskOutputParameter`) and a `mountPath`; the claim's local stand-in is `volumes[claim]`."""
+    `taskOutputParameter`) and a `mountPath`; the claim's local stand-in is `volumes[claim]`.
+    Then each `secretAsVolume` (`secretName`, `mountPath`; the same on 2.0.5 and 2.5.0)
+    mounts `secrets[secretName]`; a Secret that does not exist keeps the pod from starting
+    (the kubelet's MountVolume.SetUp error), which fails the task here."""
     pairs = []
     for mount in task.kubernetes.get("pvcMount", []):
         claim = _claim_name(mount, task, run, store)
@@ -739,7 +776,61 @@ def _mount_pairs(task: _Task, run: _Run, store: _Metadata) -> list[tuple[str, st
                              f"volumes={{{claim!r}: <folder>}}")
         Path(run.volumes[claim]).mkdir(parents=True, exist_ok=True)  # the claim's volume
         pairs.append((str(run.volumes[claim]), path))
+    for secret in task.kubernetes.get("secretAsVolume", []):
+        name, path = secret.get("secretName", ""), secret.get("mountPath", "")
+        if not name or not path:
+            raise _TaskError("failed to mount Secret, missing secretName or mountPath")
+        missing = f'MountVolume.SetUp failed for volume "{name}" : secret "{name}" not found'
+        pairs.append((_secret_folder(name, run, missing), path))
     return pairs
+
+
+# The namespace named in the kubelet's messages: a standalone KFP's (multi-user KFP runs
+# pods in the user's profile namespace).
+_NAMESPACE = "kubeflow"
+
+
+def _secret_folder(name: str, run: _Run, missing: str) -> str:
+    """The local stand-in of Secret `name`, or the task fails with `missing` (the kubelet's
+    words) and why here."""
+    folder = run.secrets.get(name)
+    if folder is None:
+        raise _TaskError(f"{missing} (no local folder stands in for it: pass "
+                         f"secrets={{{name!r}: <folder with a file per key>}})")
+    if not os.path.isdir(folder):
+        raise _TaskError(f"{missing} (its local stand-in {folder} is not a folder)")
+    return str(folder)
+
+
+def _with_secret_env(task: _Task, run: _Run) -> _Task:
+    """`extendPodSpecPatch`: each `secretAsEnv` key becomes an environment variable of the
+    user container (a `secretKeyRef`), after `container.env` (same on 2.0.5 and 2.5.0).
+    The kubelet reads the Secret when it creates the container and, when the Secret or
+    the key is missing, leaves it in CreateContainerConfigError: the task fails here with
+    its message. A key's value is the file of that name in the Secret's folder."""
+    added = []
+    for secret in task.kubernetes.get("secretAsEnv", []):
+        name = secret.get("secretName", "")
+        for pair in secret.get("keyToEnv", []):
+            key, variable = pair.get("secretKey", ""), pair.get("envVar", "")
+            folder = _secret_folder(
+                name, run, f'CreateContainerConfigError: secret "{name}" not found')
+            path = Path(folder, key)
+            if not _SECRET_KEY.match(key) or not path.is_file():
+                raise _TaskError(f"CreateContainerConfigError: couldn't find key {key} in "
+                                 f"Secret {_NAMESPACE}/{name} (no file {key!r} in {folder})")
+            value = path.read_bytes()
+            if b"\0" in value:
+                raise _TaskError(f"key {key} of Secret {name} holds a NUL byte, which the "
+                                 f"environment variable {variable} cannot hold")
+            added.append({"name": variable, "value": os.fsdecode(value)})
+    if not added:
+        return task
+    container = {**task.container, "env": [*task.container.get("env", []), *added]}
+    return dataclasses.replace(task, container=container)
+
+
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")  # a Secret's keys (IsConfigMapKey)
 
 
 def _claim_name(mount: Json, task: _Task, run: _Run, store: _Metadata) -> str:
@@ -775,24 +866,16 @@ def _placeholders(executor_input: pb.ExecutorInput, component: pb.ComponentSpec)
     for name, artifacts in with_defaults.inputs.artifacts.items():
         uri = artifacts.artifacts[0].uri
         result[f"{{{{$.inputs.artifacts['{name}'].uri}}}}"] = uri
-        result[f"{{{{$.inputs.artifacts['{name}'].path}}}}"] = _local_path(uri)
+        result[f"{{{{$.inputs.artifacts['{name}'].path}}}}"] = artifact_copies.pod_path(uri)
     for name, artifacts in with_defaults.outputs.artifacts.items():
         uri = artifacts.artifacts[0].uri
         result[f"{{{{$.outputs.artifacts['{name}'].uri}}}}"] = uri
-        result[f"{{{{$.outputs.artifacts['{name}'].path}}}}"] = _local_path(uri)
+        result[f"{{{{$.outputs.artifacts['{name}'].path}}}}"] = artifact_copies.pod_path(uri)
     for name, value in with_defaults.inputs.parameter_values.items():
         result[f"{{{{$.inputs.parameters['{name}']}}}}"] = _value_text(value)
     for name, parameter in with_defaults.outputs.parameters.items():
         result[f"{{{{$.outputs.parameters['{name}'].output_file}}}}"] = parameter.output_file
     return result
-
-
-def _local_path(uri: str) -> str:
-    """`LocalPathForURI`; a local root is its own local path here (see the module doc)."""
-    for scheme, mount in (("gs://", "/gcs/"), ("minio://", "/minio/"), ("s3://", "/s3/")):
-        if uri.startswith(scheme):
-            return mount + uri[len(scheme):]
-    return uri
 
 
 def _substitute(words: Iterable[str], placeholders: Mapping[str, str]) -> list[str]:
@@ -818,9 +901,21 @@ class _Pod:
     def log(self) -> Path:
         return self.root / "log.txt"
 
-    def mounts(self) -> list[tuple[str, str]]:
-        return [(str(self.outputs), os.path.dirname(POD_OUTPUT_FILE)),
-                (str(self.parameters), POD_PARAMETER_DIR)]
+    @property
+    def files(self) -> artifact_copies.PodFiles:  # the launcher's /gcs, /s3, /minio
+        return artifact_copies.PodFiles(self.root / "local")
+
+    def mounts(self, run_root: str) -> list[tuple[str, str]]:
+        """The launcher's output files, and (bucket roots, as root only: the folder is made
+        at the top of this machine's file system) the bucket's pod-local folder, where
+        `.path` placeholders point; TFX itself reads and writes the URIs."""
+        pairs = [(str(self.outputs), os.path.dirname(POD_OUTPUT_FILE)),
+                 (str(self.parameters), POD_PARAMETER_DIR)]
+        local = artifact_copies.pod_path(run_root)
+        if object_store.is_object_store_uri(run_root) and os.geteuid() == 0:
+            top = "/" + local.strip("/").split("/")[0]
+            pairs.append((str(self.files.host(top)), top))
+        return pairs
 
 
 def _pod_argv(argv: list[str], mounts: list[tuple[str, str]]) -> list[str]:
@@ -935,8 +1030,8 @@ def _publish_outputs(executor_input: pb.ExecutorInput, output: pb.ExecutorOutput
                 artifact.uri = produced[0].uri
             for key, value in produced[0].metadata.fields.items():
                 artifact.metadata.fields[key].CopyFrom(value)
-        if name == LOGS_OUTPUT:  # the launcher wrote the log there and uploads it
-            Path(artifact.uri).parent.mkdir(parents=True, exist_ok=True)
+        if name == LOGS_OUTPUT and not object_store.is_object_store_uri(artifact.uri):
+            Path(artifact.uri).parent.mkdir(parents=True, exist_ok=True)  # a local root
             shutil.copyfile(pod.log, artifact.uri)
         published.append((name, store.record_artifact(name, artifact)))
     return published
@@ -950,17 +1045,23 @@ def run_package(package: Union[str, Path], pipeline_root: Union[str, Path], *,
                 run_id: Optional[str] = None,
                 parameters: Optional[Mapping[str, Any]] = None, backend: str = "2.5.0",
                 volumes: Mapping[str, str] = {},  # noqa: B006 (read only)
+                secrets: Mapping[str, str] = {},  # noqa: B006 (read only)
                 python: str = sys.executable, env: Optional[Mapping[str, str]] = None,
                 metadata_path: Union[str, Path],
                 on_task: Optional[TaskListener] = None,
                 publish_logs: Optional[bool] = None,
                 on_result: Optional[ResultListener] = None) -> EmulatedRun:
     """Runs `package` as KFP's v2 backend `backend` would, artifacts under `pipeline_root`
-    (a local folder) and metadata in the MLMD SQLite store at `metadata_path`.
+    (a gs:// or s3:// bucket URI, or a local folder) and metadata in the MLMD SQLite store
+    at `metadata_path`; with a bucket root the pods' local folders live beside that store.
 
     `volumes` maps PVC claim names to local folders bind-mounted at the claim's mountPath
-    for the tasks that mount it. `env` is the tasks' environment (default: this process's),
-    to which each container's own env is added. `publish_logs` is the API server's
+    for the tasks that mount it. `secrets` maps Kubernetes Secret names to local folders
+    holding one file per key (as Kubernetes mounts a Secret): a `secretAsEnv` key's file is
+    read into its environment variable, a `secretAsVolume` folder is bind-mounted at its
+    mountPath; a missing Secret or key fails the task with the kubelet's message
+    (`CreateContainerConfigError: ...`). `env` is the tasks' environment (default: this
+    process's), to which each container's own env is added. `publish_logs` is the API server's
     PUBLISH_LOGS (2.5.0 only; its manifests and the driver default to true). Give the
     emulation its own `metadata_path`: KFP registers artifact types by name only, which a
     store shared with TFX's local runner (typed properties) would refuse.
@@ -974,7 +1075,8 @@ def run_package(package: Union[str, Path], pipeline_root: Union[str, Path], *,
 
     Raises:
         ValueError: `backend` is not one this module emulates, `publish_logs` is asked of
-            backend 2.0.5, or `pipeline_root` is not an absolute path.
+            backend 2.0.5, or `pipeline_root` is neither a bucket URI nor an absolute
+            path.
         PipelineRejected: as `load_package`, `check_run_creation` and
             `runtime_parameters`: KFP would refuse to create the run.
         NotEmulated: as `check_not_emulated`.
@@ -987,9 +1089,11 @@ def run_package(package: Union[str, Path], pipeline_root: Union[str, Path], *,
     check_run_creation(loaded, backend)
     check_not_emulated(loaded, backend)
     inputs = runtime_parameters(loaded.spec, parameters or {})
-    if not os.path.isabs(pipeline_root):
-        raise ValueError(f"pipeline_root must be an absolute local folder, not {pipeline_root!r}")
     pipeline_root = str(pipeline_root)
+    bucket = object_store.is_object_store_uri(pipeline_root)
+    if not bucket and not os.path.isabs(pipeline_root):
+        raise ValueError(f"pipeline_root must be a bucket URI ({', '.join(object_store.SCHEMES)}) "
+                         f"or an absolute local folder, not {pipeline_root!r}")
     started = time.monotonic()
     run_id = run_id or str(uuid.uuid4())
     pipeline = loaded.spec.pipeline_info.name
@@ -999,8 +1103,10 @@ def run_package(package: Union[str, Path], pipeline_root: Union[str, Path], *,
     dag = store.create_execution("system.DAGExecution", "", inputs, {}, {}, name=f"run/{run_id}")
     run = _Run(pipeline=pipeline, run_id=run_id, run_root=run_root, backend=backend,
                publish_logs=backend == "2.5.0" and publish_logs is not False, dag=dag,
-               dag_inputs=inputs, volumes=volumes, python=python,
-               env=dict(os.environ if env is None else env))
+               dag_inputs=inputs, volumes=volumes, secrets=secrets, python=python,
+               env=dict(os.environ if env is None else env),
+               pods=(Path(metadata_path).parent / ".emulator" / run_id if bucket
+                     else Path(run_root) / ".emulator"))
     tasks = _run_tasks(_tasks(loaded), run, store, on_task or (lambda task, event: None),
                        on_result or (lambda task_run: None))
     failed = any(task.state == "FAILED" for task in tasks)
@@ -1081,7 +1187,8 @@ def _run_task(task: _Task, run: _Run, store: _Metadata) -> TaskRun:
             result.state = "CACHED"
         else:  # a driver failure from here on leaves the execution RUNNING, as in KFP
             mounts = _mount_pairs(task, run, store)
-            _launch(task, executor_input, execution, mounts, run, store, result)
+            _launch(_with_secret_env(task, run), executor_input, execution, mounts, run,
+                    store, result)
             result.state = "SUCCEEDED"
         _describe_outputs(result, execution.id, store)
     except _TaskError as error:
@@ -1123,21 +1230,23 @@ def _launch(task: _Task, executor_input: pb.ExecutorInput, execution: mlmd.Execu
     """`LauncherV2.Execute`: run the command, then publish COMPLETE with the outputs, or
     FAILED with none when anything fails (its pre-publish only sets the pod's name, uid and
     namespace, empty here, and RUNNING, which the execution already is)."""
-    pod = _Pod(Path(run.run_root) / ".emulator" / task.key)
+    pod = _Pod(run.pods / task.key)
     for folder in (pod.outputs, pod.parameters):
         folder.mkdir(parents=True, exist_ok=True)
     result.log = str(pod.log)
     placeholders = _placeholders(executor_input, task.component)
     result.executor_input = json.loads(placeholders["{{$}}"])
-    _prepare_output_folders(executor_input)
     env = {**run.env, **{e["name"]: e.get("value", "") for e in task.container.get("env", [])}}
     try:
+        result.copied_in = _download_inputs(executor_input, pod)
+        _prepare_output_folders(executor_input, pod)
         code = _run_pod(_user_argv(task, placeholders, run.python),
-                        [*pod.mounts(), *mounts], env, pod.log)
+                        [*pod.mounts(run.run_root), *mounts], env, pod.log)
         if code != 0:
             raise _TaskError(f"failed to execute component: exit status {code}")
         output = _executor_output(pod)
         parameters = _output_parameters(executor_input, output, task.component, pod)
+        result.copied_out = _upload_outputs(executor_input, pod)
         artifacts = _publish_outputs(executor_input, output, pod, store)
     except _TaskError:
         store.publish(execution, mlmd.Execution.FAILED)
@@ -1145,11 +1254,44 @@ def _launch(task: _Task, executor_input: pb.ExecutorInput, execution: mlmd.Execu
     store.publish(execution, mlmd.Execution.COMPLETE, parameters, artifacts)
 
 
-def _prepare_output_folders(executor_input: pb.ExecutorInput) -> None:
+def _download_inputs(executor_input: pb.ExecutorInput, pod: _Pod) -> int:
+    """`downloadArtifacts`: a bucket root's inputs copied into the pod before the command
+    (`artifact_copies`); a local root's artifacts are already where the pod reads them."""
+    copied = 0
+    for name, artifacts in executor_input.inputs.artifacts.items():
+        uri = artifacts.artifacts[0].uri
+        if object_store.is_object_store_uri(uri):
+            try:
+                copied += artifact_copies.download(name, uri, pod.files)
+            except artifact_copies.CopyError as error:
+                raise _TaskError(str(error)) from None
+    return copied
+
+
+def _prepare_output_folders(executor_input: pb.ExecutorInput, pod: _Pod) -> None:
     """`prepareOutputFolders`: the parent folder of each output artifact's local path."""
     for artifacts in executor_input.outputs.artifacts.values():
         for artifact in artifacts.artifacts:
-            Path(_local_path(artifact.uri)).parent.mkdir(parents=True, exist_ok=True)
+            local = artifact_copies.pod_path(artifact.uri)
+            host = pod.files.host(local) if local != artifact.uri else Path(local)
+            host.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _upload_outputs(executor_input: pb.ExecutorInput, pod: _Pod) -> int:
+    """`uploadOutputArtifacts`' copies: what the command left at a bucket artifact's local
+    path; on 2.5.0 the launcher has written the task's log to `executor-logs`' local path."""
+    copied = 0
+    for name, artifacts in executor_input.outputs.artifacts.items():
+        uri = artifacts.artifacts[0].uri
+        if not object_store.is_object_store_uri(uri):
+            continue
+        if name == LOGS_OUTPUT:
+            shutil.copyfile(pod.log, pod.files.host(artifact_copies.pod_path(uri)))
+        try:
+            copied += artifact_copies.upload(name, uri, pod.files)
+        except artifact_copies.CopyError as error:
+            raise _TaskError(str(error)) from None
+    return copied
 
 
 def _describe_outputs(result: TaskRun, execution_id: int, store: _Metadata) -> None:

@@ -17,6 +17,18 @@ Vertex AI, and fails on what open-source KFP 2.x's driver and launcher give it:
   `provisionOutputs`); TFX cannot import KFP's `system.*` types. Such outputs are KFP's
   own: the launcher uploads the logs itself, so they are left out of what TFX sees.
 
+On a bucket root it also leaves the store as KFP's launcher can copy it:
+
+- TensorFlow's GCS filesystem writes a zero-byte object named `<folder>/` for every folder
+  it creates; KFP's launcher (2.0.5, 2.5.0 and HEAD, `objectstore.DownloadBlob`) copies
+  such a key as a *file* where the folder belongs, and the next task that takes the
+  artifact as an input fails with "not a directory" (kubeflow/pipelines#13476). Once the
+  executor has succeeded, those markers are removed from under every output artifact
+  (`object_store.remove_folder_markers`); readers see the same folders without them.
+- `s3://` (MinIO, S3) is readable by TensorFlow only through tensorflow-io, loaded here
+  when an artifact lives there, and the process then ends through
+  `filesystems.exit_now` (tensorflow-io aborts the interpreter's normal exit).
+
 Everything else (artifact names, which the Evaluator turns into model ids; URIs;
 metadata; exec properties) is handed over unchanged, and TFX's entrypoint does the rest.
 """
@@ -26,6 +38,9 @@ import json
 from typing import Any
 
 from absl import logging
+
+from pipeline.kubeflow import object_store
+from pipeline.runtime import filesystems
 
 KFP_TYPE_PREFIX = "system."
 
@@ -93,7 +108,32 @@ def run(parsed: tuple[Any, list[str]]) -> None:
     if dropped:
         logging.info("Outputs left to Kubeflow (not TFX artifacts): %s", ", ".join(dropped))
     args.json_serialized_invocation_args = json.dumps(repaired)
-    tfx_entry._run_executor(args, beam_args)  # pylint: disable=protected-access
+    needs_hard_exit = filesystems.enable_for(_artifact_uris(repaired, "inputs") +
+                                             _artifact_uris(repaired, "outputs"))
+    try:
+        tfx_entry._run_executor(args, beam_args)  # pylint: disable=protected-access
+        _remove_folder_markers(_artifact_uris(repaired, "outputs"))
+    except Exception:
+        if not needs_hard_exit:
+            raise
+        logging.exception("The executor failed")
+        filesystems.exit_now(1)
+    if needs_hard_exit:
+        filesystems.exit_now(0)
+
+
+def _artifact_uris(executor_input: dict[str, Any], side: str) -> list[str]:
+    return [artifact.get("uri", "")
+            for artifact_list in executor_input.get(side, {}).get("artifacts", {}).values()
+            for artifact in artifact_list.get("artifacts", [])]
+
+
+def _remove_folder_markers(uris: list[str]) -> None:
+    for uri in uris:
+        if object_store.is_object_store_uri(uri):
+            removed = object_store.remove_folder_markers(uri)
+            if removed:
+                logging.info("Removed %d folder marker object(s) under %s", len(removed), uri)
 
 
 def main() -> None:

@@ -7,14 +7,21 @@ compiler and Argo; per task the driver (inputs, outputs, PVC mounts) and the lau
 own mount namespace. This module picks the local stand-ins for what a cluster provides,
 checks this machine can start the tasks, and reports the run as it goes:
 
-- the pipeline root: a local folder, by default `local_root` beside the compiled package's
-  default place (`kubeflow.output_file`'s folder, build/kubeflow/); the emulation has no
-  object store yet, so a gs://, s3:// or minio:// root is refused;
+- the pipeline root: by default a local folder, `local_root` beside the compiled package's
+  default place (`kubeflow.output_file`'s folder, build/kubeflow/); or a bucket
+  (`--pipeline-root gs://…` / `s3://…`, reached with this machine's credentials, as the
+  pods would with theirs), where the launcher's copies of every artifact into and out of
+  each pod are emulated too, folder markers and all (`artifact_copies.py`);
 - each PersistentVolumeClaim the package mounts: a local folder (`--volume CLAIM=DIR`,
   default build/kubeflow/volumes/<claim>), bind-mounted at the claim's mountPath for the
   tasks that mount it only;
-- ML Metadata: a SQLite file beside the root (`<root>.mlmd.sqlite`), kept between runs,
-  so that a task whose caching the package enables is reused as a cluster would reuse it.
+- each Kubernetes Secret the package uses (`kubeflow.secrets`): a local folder holding one
+  file per key, as Kubernetes mounts a Secret (`--secret NAME=DIR`, default
+  build/kubeflow/secrets/<name>), which must exist before the run: its keys' files fill
+  the tasks' `secretAsEnv` variables, and it is bind-mounted at a `secretAsVolume`'s path;
+- ML Metadata: a SQLite file beside a local root (`<root>.mlmd.sqlite`; for a bucket root
+  build/kubeflow/<bucket>-<path>.mlmd.sqlite), kept between runs, so that a task whose
+  caching the package enables is reused as a cluster would reuse it.
 
 The image is not used: each task's command runs with this environment's Python.
 Nothing heavy is imported until `execute` runs (`mlops` imports the CLI at every start).
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
@@ -37,6 +45,7 @@ from pipeline.errors import UsageError, UserError
 BACKENDS = ("2.0.5", "2.5.0")
 ROOT_FOLDER = "local_root"
 VOLUMES_FOLDER = "volumes"
+SECRETS_FOLDER = "secrets"
 METADATA_SUFFIX = ".mlmd.sqlite"
 _REMOTE = ("gs://", "s3://", "minio://")
 
@@ -55,10 +64,12 @@ class Plan:
 
     package: Path
     backend: str
-    pipeline_root: Path
+    pipeline_root: str  # an absolute local folder or a bucket URI
     metadata_path: Path
     volumes: dict[str, Path]  # claim -> local folder
     mount_paths: dict[str, tuple[str, ...]]  # claim -> where the pods mount it
+    secrets: dict[str, Path]  # Secret -> local folder, one file per key
+    secret_uses: dict[str, "SecretUse"]  # Secret -> how the pods use it
     parameters: dict[str, Any]
     tasks: tuple[str, ...]
     remote_inputs: tuple[str, ...]  # bucket URIs the package hands its tasks
@@ -66,19 +77,22 @@ class Plan:
 
 def make_plan(config: PipelineConfig, package: Path, spec: Mapping[str, Any],
               parameters: Mapping[str, Any], backend: Optional[str] = None,
-              pipeline_root: Optional[str] = None, volumes: Iterable[str] = ()) -> Plan:
+              pipeline_root: Optional[str] = None, volumes: Iterable[str] = (),
+              secrets: Iterable[str] = ()) -> Plan:
     """The local run of `package` (its PipelineSpec `spec`, parameters already typed).
 
     Raises:
         LocalOptionError: an unknown backend, a bucket or malformed root, a --volume that
-            is not CLAIM=DIR or names a claim the package does not mount.
+            is not CLAIM=DIR or names a claim the package does not mount, a --secret that
+            is not NAME=DIR or names a Secret the package does not use, or a Secret the
+            package uses without a folder (given, or the default one) standing in for it.
     """
     backend = backend or BACKENDS[-1]
     if backend not in BACKENDS:
         raise LocalOptionError(f"--backend {backend}: the local run emulates KFP "
                                f"{' and '.join(BACKENDS)}")
     base = Path(config.kubeflow.output_file).parent
-    root = _local_folder("--pipeline-root", pipeline_root) if pipeline_root else base / ROOT_FOLDER
+    root = _pipeline_root(pipeline_root) if pipeline_root else str(base / ROOT_FOLDER)
     mount_paths = package_claims(package)
     chosen: dict[str, Path] = {}
     for assignment in volumes:
@@ -91,12 +105,15 @@ def make_plan(config: PipelineConfig, package: Path, spec: Mapping[str, Any],
             raise LocalOptionError(f"--volume {claim}: {package} mounts no such claim (it "
                                    f"mounts: {mounted})")
         chosen[claim] = _local_folder(f"--volume {claim}", folder)
+    secret_uses = package_secrets(package)
+    secret_folders = _secret_folders(package, secret_uses, base, secrets)
     return Plan(
         package=package, backend=backend, pipeline_root=root,
-        metadata_path=root.with_name(root.name + METADATA_SUFFIX),
+        metadata_path=_metadata_path(root, base),
         volumes={claim: chosen.get(claim, base / VOLUMES_FOLDER / claim)
                  for claim in sorted(mount_paths)},
-        mount_paths=mount_paths, parameters=dict(parameters),
+        mount_paths=mount_paths, secrets=secret_folders,
+        secret_uses=secret_uses, parameters=dict(parameters),
         tasks=tuple((spec.get("root", {}).get("dag", {}).get("tasks") or {})),
         remote_inputs=_remote_constants(spec))
 
@@ -106,18 +123,85 @@ def package_claims(package: Path) -> dict[str, tuple[str, ...]]:
     `mlops kfp compile` writes from `kubeflow.volumes`; a claim named by a task's input is
     known only when the task runs)."""
     claims: dict[str, list[str]] = {}
+    for config in _kubernetes_configs(package):
+        for mount in config.get("pvcMount") or []:
+            name = mount.get("constant") or ((mount.get("pvcNameParameter") or {})
+                                             .get("runtimeValue") or {}).get("constant")
+            if isinstance(name, str) and name:
+                paths = claims.setdefault(name, [])
+                if mount.get("mountPath") and mount["mountPath"] not in paths:
+                    paths.append(mount["mountPath"])
+    return {claim: tuple(paths) for claim, paths in claims.items()}
+
+
+@dataclass(frozen=True)
+class SecretUse:
+    """How a package's tasks use one Kubernetes Secret: the environment variables its keys
+    fill (`secretAsEnv`) and where it is mounted (`secretAsVolume`)."""
+
+    env: tuple[str, ...]
+    mount_paths: tuple[str, ...]
+
+
+def package_secrets(package: Path) -> dict[str, SecretUse]:
+    """Secret -> its use, from the package's Kubernetes platform spec (the `secretAsEnv` and
+    `secretAsVolume` entries `mlops kfp compile` writes from `kubeflow.secrets`)."""
+    uses: dict[str, tuple[list[str], list[str]]] = {}  # name -> (variables, mount paths)
+    for config in _kubernetes_configs(package):
+        for kind, index in (("secretAsEnv", 0), ("secretAsVolume", 1)):
+            for item in config.get(kind) or []:
+                name = item.get("secretName")
+                if not isinstance(name, str) or not name:
+                    continue
+                found = uses.setdefault(name, ([], []))[index]
+                values = ([pair.get("envVar") for pair in item.get("keyToEnv") or []]
+                          if kind == "secretAsEnv" else [item.get("mountPath")])
+                for value in values:
+                    if value and value not in found:
+                        found.append(value)
+    return {name: SecretUse(tuple(env), tuple(paths))
+            for name, (env, paths) in sorted(uses.items())}
+
+
+def _kubernetes_configs(package: Path) -> Iterator[dict[str, Any]]:
+    """Each executor's KubernetesExecutorConfig (JSON form) in the package's platform spec."""
     for document in yaml.safe_load_all(package.read_text()):
         executors = ((((document or {}).get("platforms") or {}).get("kubernetes") or {})
                      .get("deploymentSpec") or {}).get("executors") or {}
         for config in executors.values():
-            for mount in (config or {}).get("pvcMount") or []:
-                name = mount.get("constant") or ((mount.get("pvcNameParameter") or {})
-                                                 .get("runtimeValue") or {}).get("constant")
-                if isinstance(name, str) and name:
-                    paths = claims.setdefault(name, [])
-                    if mount.get("mountPath") and mount["mountPath"] not in paths:
-                        paths.append(mount["mountPath"])
-    return {claim: tuple(paths) for claim, paths in claims.items()}
+            yield config or {}
+
+
+def _secret_folders(package: Path, uses: Mapping[str, SecretUse], base: Path,
+                    assignments: Iterable[str]) -> dict[str, Path]:
+    """Each Secret the package uses -> its local folder: `--secret NAME=DIR`, else
+    <base>/secrets/<name>; either must be a folder already (its files are the keys)."""
+    chosen: dict[str, Path] = {}
+    for assignment in assignments:
+        name, sep, folder = assignment.partition("=")
+        name = name.strip()
+        if not sep or not name or not folder:
+            raise LocalOptionError(f"--secret '{assignment}' is not NAME=DIR")
+        if name not in uses:
+            used = ", ".join(sorted(uses)) or "none"
+            raise LocalOptionError(f"--secret {name}: {package} uses no such Secret (it "
+                                   f"uses: {used})")
+        chosen[name] = _local_folder(f"--secret {name}", folder)
+    folders = {name: chosen.get(name, base / SECRETS_FOLDER / name) for name in uses}
+    for name, folder in folders.items():
+        if not folder.is_dir():
+            given = (f"--secret {name}={chosen[name]}: not a folder" if name in chosen else
+                     f"{package} uses Secret {name} ({_use_text(uses[name])}) and no folder "
+                     f"stands in for it: pass --secret {name}=DIR, or create {folder}")
+            raise LocalOptionError(f"{given}; the folder holds one file per key of the Secret, "
+                                   "as Kubernetes mounts it")
+    return folders
+
+
+def _use_text(use: SecretUse) -> str:
+    parts = ([f"env {', '.join(use.env)}"] if use.env else []) + (
+        [f"at {', '.join(use.mount_paths)}"] if use.mount_paths else [])
+    return "; ".join(parts) or "unused"
 
 
 def check_package(plan: Plan) -> None:
@@ -150,13 +234,17 @@ def check_machine(plan: Plan) -> None:
         raise LocalRunError(f"the local run cannot start tasks on this machine: {problem}")
     if os.geteuid() == 0:
         return
-    for claim, paths in plan.mount_paths.items():
+    mounted = [("volume", claim, paths, "claim's")
+               for claim, paths in plan.mount_paths.items()]
+    mounted += [("secret", name, use.mount_paths, "Secret's")
+                for name, use in plan.secret_uses.items()]
+    for kind, name, paths, whose in mounted:
         for path in paths:
             if not os.path.isdir(path) and not os.access(_existing_ancestor(path), os.W_OK):
                 raise LocalRunError(
-                    f"volume {claim} is mounted at {path}, which does not exist here and "
+                    f"{kind} {name} is mounted at {path}, which does not exist here and "
                     f"which a task run by a non-root user cannot create: create it once "
-                    f"(sudo mkdir -p {path}); it stays empty, each task sees the claim's "
+                    f"(sudo mkdir -p {path}); it stays empty, each task sees the {whose} "
                     "folder there")
 
 
@@ -181,13 +269,15 @@ def execute(plan: Plan, echo: Echo, echo_error: Echo, verbose: bool = False) -> 
         if verbose and task.log:
             echo(f"    log: {task.log}")
 
-    for folder in (plan.pipeline_root, *plan.volumes.values()):
+    local_folders = [] if plan.pipeline_root.startswith(_REMOTE) else [Path(plan.pipeline_root)]
+    for folder in (*local_folders, plan.metadata_path.parent, *plan.volumes.values()):
         folder.mkdir(parents=True, exist_ok=True)
     with _refusals(plan):
         run = emulator.run_package(
             plan.package, str(plan.pipeline_root), backend=plan.backend,
             parameters=plan.parameters,
             volumes={claim: str(folder) for claim, folder in plan.volumes.items()},
+            secrets={name: str(folder) for name, folder in plan.secrets.items()},
             metadata_path=plan.metadata_path, on_result=report)
     counts = ", ".join(f"{sum(t.state == state for t in run.tasks)} {state.lower()}"
                        for state in ("SUCCEEDED", "CACHED", "FAILED", "SKIPPED")
@@ -228,17 +318,37 @@ def describe(plan: Plan) -> list[str]:
     for claim, folder in plan.volumes.items():
         where = ", ".join(plan.mount_paths[claim]) or "?"
         lines.append(f"  volume {claim} at {where}: {folder}")
-    if plan.remote_inputs:
-        lines.append("  note: the package hands its tasks bucket paths, which they reach only "
-                     "if this machine can (no object store is emulated): "
-                     + ", ".join(plan.remote_inputs))
+    for name, folder in plan.secrets.items():
+        lines.append(f"  secret {name} ({_use_text(plan.secret_uses[name])}): {folder}")
+    buckets = [*([plan.pipeline_root] if plan.pipeline_root.startswith(_REMOTE) else []),
+               *plan.remote_inputs]
+    if buckets:
+        lines.append("  note: buckets are reached with this machine's credentials and "
+                     "endpoints (its environment), standing in for the pods': "
+                     + ", ".join(dict.fromkeys(buckets)))
     return lines
+
+
+def _pipeline_root(value: str) -> str:
+    if value.startswith(("gs://", "s3://")):
+        return value.rstrip("/")
+    if "://" in value:
+        raise LocalOptionError(f"--pipeline-root {value}: a local folder, gs:// or s3:// is "
+                               "needed (KFP's minio:// is not a TensorFlow filesystem: give "
+                               "MinIO's bucket as s3:// with AWS_ENDPOINT_URL set)")
+    return str(_local_folder("--pipeline-root", value))
+
+
+def _metadata_path(root: str, base: Path) -> Path:
+    if root.startswith(_REMOTE):
+        name = re.sub(r"[^A-Za-z0-9.-]+", "-", root.split("://", 1)[1]).strip("-")
+        return base / (name + METADATA_SUFFIX)
+    return Path(root).with_name(Path(root).name + METADATA_SUFFIX)
 
 
 def _local_folder(option: str, value: str) -> Path:
     if "://" in value:
-        raise LocalOptionError(f"{option} {value}: a local folder is needed; the local run "
-                               "emulates no object store yet")
+        raise LocalOptionError(f"{option} {value}: a local folder is needed")
     return Path(value).expanduser().resolve()
 
 

@@ -13,9 +13,10 @@ misspelt name is caught here rather than as a failed run.
 """
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Optional
 
 import yaml
 
@@ -72,19 +73,21 @@ def read_spec(path: Path) -> dict[str, Any]:
 
 def check_platform_spec(path: Path) -> None:
     """Checks the package's second YAML document, the Kubernetes platform spec (volumes,
-    as `kfp-kubernetes` writes them), the way the API server reads it at upload.
+    Secrets, as `kfp-kubernetes` writes them), the way the API server reads it at upload
+    and the driver reads each task's part.
 
     KFP 2.0.5 keeps that document only if it parses strictly as a `PlatformSpec` with a
     `kubernetes` platform, and otherwise drops it without an error
     (`backend/src/apiserver/template/v2_template.go` 130-200, 179): the runs would start
     and their pods would lack the volumes. Here the same parse fails loudly instead, and
-    each executor's config must parse strictly as the `KubernetesExecutorConfig` the
-    driver reads.
+    each executor's config must use only the `KubernetesExecutorConfig` fields backend
+    2.0.5's driver knows (`check_kubernetes_fields`) and parse strictly as one.
 
     Raises:
         PackageError: the document is not a mapping, does not parse strictly as a
             PlatformSpec (an unknown or misspelt field), has no `kubernetes` platform, or
-            an executor's config does not parse as a KubernetesExecutorConfig.
+            an executor's config uses a field backend 2.0.5 does not know or does not parse
+            as a KubernetesExecutorConfig.
         OSError: the file cannot be read.
     """
     from google.protobuf import json_format
@@ -110,6 +113,9 @@ def check_platform_spec(path: Path) -> None:
                                "would drop it")
         executors = platform.platforms["kubernetes"].deployment_spec.executors
         for name, config in sorted(executors.items()):
+            problem = check_kubernetes_fields(json_format.MessageToDict(config))
+            if problem:
+                raise PackageError(f"{where} executor {name}: {problem}")
             try:
                 json_format.ParseDict(json_format.MessageToDict(config),
                                       kubernetes_executor_config_pb2.KubernetesExecutorConfig())
@@ -120,6 +126,97 @@ def check_platform_spec(path: Path) -> None:
 
 def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
+
+
+# The KubernetesExecutorConfig KFP backend 2.0.5 knows: its go.mod pins kubernetes_platform
+# at bd9f74e (kubernetes_platform/proto/kubernetes_executor_config.proto), and its driver
+# reads each task's `--kubernetes_config` with jsonpb.UnmarshalString (cmd/driver/main.go
+# 131-137), which refuses any other field: "failed to unmarshal Kubernetes config", and
+# every task with it fails. Message -> field (JSON name) -> the message it holds, or None
+# for a scalar or a map of strings. What each field does on 2.0.5 (driver.go
+# `extendPodSpecPatch`): `pvcMount` mounts a claim; `nodeSelector.labels` becomes the
+# pod's nodeSelector; `secretAsVolume` mounts a Secret's keys as files (a volume named
+# after the Secret); `secretAsEnv` sets environment variables from a Secret's keys
+# (`secretKeyRef`). 2.5.0 applies the same four the same way, and knows more (below).
+KFP_2_0_5_FIELDS: dict[str, dict[str, Optional[str]]] = {
+    "KubernetesExecutorConfig": {"secretAsVolume": "SecretAsVolume",
+                                 "secretAsEnv": "SecretAsEnv", "pvcMount": "PvcMount",
+                                 "nodeSelector": "NodeSelector"},
+    "SecretAsVolume": {"secretName": None, "mountPath": None},
+    "SecretAsEnv": {"secretName": None, "keyToEnv": "SecretAsEnv.SecretKeyToEnvMap"},
+    "SecretAsEnv.SecretKeyToEnvMap": {"secretKey": None, "envVar": None},
+    "PvcMount": {"taskOutputParameter": "TaskOutputParameterSpec", "constant": None,
+                 "componentInputParameter": None, "mountPath": None},
+    "TaskOutputParameterSpec": {"producerTask": None, "outputParameterKey": None},
+    "NodeSelector": {"labels": None},
+}
+# Fields of those messages that later backends know, with the first KFP release whose
+# driver has them: the kubernetes_platform commit its go.mod pins (2.1.0 19a24e3, 2.2.0
+# 8b2a099, 2.3.0 to 2.4.1 d911c8b), or from 2.5.0 on the proto in its own tree.
+LATER_FIELDS: dict[str, str] = {
+    **dict.fromkeys([f"KubernetesExecutorConfig.{f}" for f in (
+        "configMapAsVolume", "configMapAsEnv", "fieldPathAsEnv", "imagePullPolicy",
+        "imagePullSecret", "podMetadata", "tolerations", "activeDeadlineSeconds")], "2.1.0"),
+    **dict.fromkeys([f"KubernetesExecutorConfig.{f}" for f in (
+        "genericEphemeralVolume", "nodeAffinity", "podAffinity")], "2.2.0"),
+    "SecretAsVolume.optional": "2.2.0",
+    "KubernetesExecutorConfig.emptyDirMounts": "2.3.0",
+    "KubernetesExecutorConfig.enabledSharedMemory": "2.3.0",
+    "SecretAsVolume.secretNameParameter": "2.5.0",
+    "SecretAsEnv.secretNameParameter": "2.5.0",
+    "PvcMount.pvcNameParameter": "2.5.0",
+    "NodeSelector.nodeSelectorJson": "2.5.0",
+    "SecretAsEnv.optional": "2.15.0",
+    "KubernetesExecutorConfig.securityContext": "2.16.0",
+    "PvcMount.subPath": "2.16.0",
+}
+_NEWEST_READ = "2.17.0"  # the newest backend whose proto LATER_FIELDS was read from
+
+
+def check_kubernetes_fields(config: Any) -> Optional[str]:
+    """Why backend 2.0.5's driver would refuse an executor's KubernetesExecutorConfig (its
+    JSON form), naming the first field it does not know and the backends that know it;
+    None when every field is one of `KFP_2_0_5_FIELDS` (both a field's JSON name and its
+    proto name are accepted, as jsonpb does)."""
+    return _unknown_field("KubernetesExecutorConfig", config, "")
+
+
+def _unknown_field(message: str, value: Any, where: str) -> Optional[str]:
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            problem = _unknown_field(message, item, f"{where}[{index}]")
+            if problem:
+                return problem
+        return None
+    if not isinstance(value, Mapping):
+        return None  # a wrong type: the strict parse that follows names it
+    fields = KFP_2_0_5_FIELDS[message]
+    for key, item in value.items():
+        name = _json_name(str(key))
+        path = f"{where}.{key}" if where else str(key)
+        if name not in fields:
+            since = LATER_FIELDS.get(f"{message}.{name}")
+            if since is None:
+                close = difflib.get_close_matches(name, list(fields), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                return (f"{path} is not a field of {message} in any KFP backend up to "
+                        f"{_NEWEST_READ}{hint}")
+            return (f"{path} ({message}.{name}) needs KFP backend {since} or later: "
+                    "backend 2.0.5's driver parses each task's Kubernetes config strictly "
+                    "and would fail every task of this executor (failed to unmarshal "
+                    f"Kubernetes config, error: unknown field \"{key}\" in "
+                    f"kfp_kubernetes.{message})")
+        if fields[name] is not None:
+            problem = _unknown_field(fields[name], item, path)
+            if problem:
+                return problem
+    return None
+
+
+def _json_name(name: str) -> str:
+    """A proto field's JSON name (`secret_name` -> `secretName`), which jsonpb also takes."""
+    first, *rest = name.split("_")
+    return first + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def bare_spec(stored: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -291,3 +291,73 @@ def test_volume_mounts_need_absolute_distinct_paths(config_file: Path):
     twice = one_problem(config_file, "kubeflow.volumes=[{claim: a, mount_path: /mnt/a}, "
                                      "{claim: b, mount_path: /mnt/a/}]")
     assert twice == "kubeflow: volumes mount more than one claim at /mnt/a"
+
+
+def test_env_and_secrets_for_the_kubeflow_pods(config_file: Path):
+    config = load_config(config_file, [
+        "kubeflow.env={AWS_ENDPOINT_URL: 'http://minio-service.kubeflow:9000'}",
+        "kubeflow.secrets=[{secret: mlpipeline-minio-artifact, env: {AWS_ACCESS_KEY_ID: "
+        "accesskey}}, {secret: gcs.key, mount_path: /secrets/gcs, components: [Trainer]}]"])
+    assert config.kubeflow.env == {"AWS_ENDPOINT_URL": "http://minio-service.kubeflow:9000"}
+    minio, gcs = config.kubeflow.secrets
+    assert (minio.env, minio.mount_path, minio.components) == (
+        {"AWS_ACCESS_KEY_ID": "accesskey"}, None, None)
+    assert (gcs.secret, gcs.env, gcs.mount_path, gcs.components) == (
+        "gcs.key", {}, "/secrets/gcs", ["Trainer"])
+
+
+def test_env_variable_names_are_checked(config_file: Path):
+    assert one_problem(config_file, "kubeflow.env={1_BAD: x}") == (
+        "kubeflow.env: '1_BAD' is not a valid environment variable name: use letters, "
+        "digits and '_', not starting with a digit")
+    assert one_problem(config_file, "kubeflow.env={PORT: 9000}").startswith(
+        "kubeflow.env.PORT: Input should be a valid string")
+
+
+SECRET = "{secret: s, env: {A: k}}"
+
+
+@pytest.mark.parametrize("secrets, problem", [
+    ("[{secret: My_Secret, env: {A: k}}]",
+     "kubeflow.secrets[0].secret: not a Kubernetes Secret name: lowercase letters, digits, "
+     "'-' and '.', a letter or digit at each end, at most 253 characters (got 'My_Secret')"),
+    (f"[{SECRET}, {{secret: t}}]",
+     "kubeflow.secrets[1]: give env (environment variable: secret key) and/or mount_path "
+     "(a folder for its keys as files) for Secret 't'"),
+    (f"[{SECRET}, {{secret: t, mount_path: secrets/t}}]",
+     "kubeflow.secrets[1].mount_path: must be an absolute path in the pod (starting with /, "
+     "not / itself) (got 'secrets/t')"),
+    ("[{secret: s, env: {AWS-KEY: k}}]",
+     "kubeflow.secrets[0].env: 'AWS-KEY' is not a valid environment variable name: use "
+     "letters, digits and '_', not starting with a digit"),
+    ("[{secret: s, env: {A: 'a/b'}}]",
+     "kubeflow.secrets[0].env.A: 'a/b' is not a key a Secret can have: letters, digits, "
+     "'-', '_' and '.'"),
+    (f"[{SECRET}, {{secret: t, mount_path: /mnt/serving/}}]",  # the repo's serving volume
+     "kubeflow.secrets[1].mount_path: kubeflow.volumes[0] is mounted at /mnt/serving "
+     "already"),
+    ("[{secret: s, mount_path: /s}, {secret: t, mount_path: /s}]",
+     "kubeflow.secrets[1].mount_path: kubeflow.secrets[0] is mounted at /s already"),
+    ("[{secret: serving-models, mount_path: /s, components: [Pusher]}]",
+     "kubeflow.secrets[0].secret: kubeflow.volumes[0] (claim serving-models) is mounted in "
+     "the same pods, and KFP names each pod volume after its Secret or claim: two volumes "
+     "named 'serving-models', which Kubernetes refuses"),
+    (f"[{SECRET}, {{secret: t, env: {{A: k}}, components: [Trainer]}}]",
+     "kubeflow.secrets[1].env: A is set by kubeflow.secrets[0] too, in the same containers"),
+    ("[{secret: s, env: {A: k}, mountpath: /s}]",
+     "kubeflow.secrets[0].mountpath: unknown key (did you mean 'mount_path'?)"),
+])
+def test_secret_mistakes_are_named_by_their_key(config_file: Path, secrets: str, problem: str):
+    assert one_problem(config_file, f"kubeflow.secrets={secrets}") == problem
+
+
+def test_a_secret_may_share_a_name_or_variable_with_others_in_other_pods(config_file: Path):
+    config = load_config(config_file, [
+        "kubeflow.env={B: x}",
+        "kubeflow.secrets=[{secret: s, env: {A: k}, components: [Trainer]}, {secret: t, env: "
+        "{A: k}, components: [Pusher]}, {secret: serving-models, mount_path: /s, components: "
+        "[Trainer]}]"])
+    assert [s.secret for s in config.kubeflow.secrets] == ["s", "t", "serving-models"]
+    assert one_problem(config_file, "kubeflow.env={A: x}",
+                       "kubeflow.secrets=[{secret: s, env: {A: k}, components: [Trainer]}]") == (
+        "kubeflow.secrets[0].env: A is set by kubeflow.env too, in the same containers")

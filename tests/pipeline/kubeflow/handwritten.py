@@ -27,6 +27,7 @@ class Step:
     outputs: tuple[str, ...] = ()  # system.Dataset artifacts
     output_parameters: dict[str, str] = field(default_factory=dict)  # name -> type
     cache: bool = False
+    env: dict[str, str] = field(default_factory=dict)  # the container's own env
 
 
 def write_package(folder: Path, steps: list[Step], *, schema: str = "2.1.0",
@@ -64,7 +65,9 @@ def write_package(folder: Path, steps: list[Step], *, schema: str = "2.1.0",
                                for n, t in step.output_parameters.items()}}}
         spec["deploymentSpec"]["executors"][f"exec-{step.name}"] = {"container": {
             "image": "python:3.10", "command": ["python", "-c", PRELUDE + step.script],
-            "args": ["{{$}}", *step.args]}}
+            "args": ["{{$}}", *step.args],
+            **({"env": [{"name": n, "value": v} for n, v in step.env.items()]}
+               if step.env else {})}}
     documents = [spec]
     if kubernetes:
         documents.append({"platforms": {"kubernetes": {"deploymentSpec": {
@@ -92,3 +95,31 @@ CONSUMER = Step(
             "uri = ei['inputs']['artifacts']['data']['artifacts'][0]['uri']\n"
             "print(open(os.path.join(uri, 'x.txt')).read())\n"
             "open(os.environ['RECEIVED'], 'w').write(sys.argv[1])\n"))
+
+
+def secret_reader(mount_path: Path) -> tuple[list[Step], dict[str, Any]]:
+    """A task `read` and its Kubernetes config: Secret `minio`'s key `accesskey` as KEY_ID
+    (`secretAsEnv`), Secret `gcs-key` mounted at `mount_path` (`secretAsVolume`), ENDPOINT
+    in the container's own env. It writes what its pod sees to its output parameter `seen`
+    and its log (JSON): [ENDPOINT, KEY_ID, the text of key.json at `mount_path`]."""
+    step = Step("read", env={"ENDPOINT": "http://minio-service.kubeflow:9000"},
+                output_parameters={"seen": "STRING"},
+                args=("{{$.outputs.parameters['seen'].output_file}}",),
+                script=("seen = [os.environ.get('ENDPOINT'), os.environ.get('KEY_ID')]\n"
+                        f"key = os.path.join({str(mount_path)!r}, 'key.json')\n"
+                        "seen.append(open(key).read() if os.path.exists(key) else None)\n"
+                        "open(sys.argv[2], 'w').write(json.dumps(seen))\n"
+                        "print(json.dumps(seen))\n"))
+    kubernetes = {"exec-read": {
+        "secretAsEnv": [{"secretName": "minio",
+                         "keyToEnv": [{"secretKey": "accesskey", "envVar": "KEY_ID"}]}],
+        "secretAsVolume": [{"secretName": "gcs-key", "mountPath": str(mount_path)}]}}
+    return [step], kubernetes
+
+
+def secret_folder(folder: Path, **keys: str) -> Path:
+    """A Secret's local stand-in: `folder` with one file per key, as Kubernetes mounts it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, value in keys.items():
+        (folder / key).write_text(value)
+    return folder

@@ -131,6 +131,9 @@ def test_upload_refuses_a_pipeline_job_before_sending_it(config_file: Path, api:
 @pytest.mark.parametrize("platform, named", [
     ("platforms:\n  kubernetes:\n    deploymentSpec:\n      executors:\n        exec-say:\n"
      "          pvcMounts: []\n", "pvcMounts"),  # a misspelt field of the executor config
+    ("platforms:\n  kubernetes:\n    deploymentSpec:\n      executors:\n        exec-say:\n"
+     "          secretAsVolume: [{secretName: s, mountPath: /s, optional: true}]\n",
+     "secretAsVolume[0].optional (SecretAsVolume.optional) needs KFP backend 2.2.0 or later"),
     ("platforms:\n  kubernetes:\n    deploymentSpecs: {}\n", "deploymentSpecs"),
     ("platforms:\n  k8s:\n    deploymentSpec: {}\n", "no 'kubernetes' platform"),
     ("- not a mapping\n", "is not a mapping")])
@@ -138,7 +141,8 @@ def test_upload_refuses_a_platform_spec_kfp_would_drop_silently(
         config_file: Path, api: FakeKfpApi, compiled: Path, platform: str, named: str):
     """KFP 2.0.5 keeps the platform document only if it parses strictly
     (template/v2_template.go 130-200) and otherwise drops it without an error (179), so the
-    pods would run without their volumes; the upload says so and sends nothing."""
+    pods would run without their volumes; a field its driver does not know fails every
+    task (cmd/driver/main.go, jsonpb). The upload says so and sends nothing."""
     package = config_file.parent / "build" / "kubeflow" / "pipeline.yaml"
     package.write_text(compiled.read_text() + "---\n" + platform)
     result = kfp_verb(config_file, api, "upload")

@@ -6,7 +6,11 @@ Argo validates task names against `^[a-zA-Z0-9][-a-zA-Z0-9]*$`, and refuses a di
 in a DAG that uses `depends` (all of KFP's); the API server parses a
 bare PipelineSpec of schema 2.1.0 (`backend/src/apiserver/template/v2_template.go`);
 `kfp-kubernetes` writes PVC mounts into the platform spec (`pvcMount`: `constant`,
-`mountPath`), which the driver turns into pod volumes. Checked here on the written file.
+`mountPath`), which the driver turns into pod volumes, and Secrets (`secretAsEnv`,
+`secretAsVolume`); backend 2.0.5's driver knows only the fields of kubernetes_platform
+bd9f74e and fails a task whose config has any other (`cmd/driver/main.go`, jsonpb). The
+container spec's `env` goes into the pod (`driver.go` `makePodSpecPatch`). Checked here on
+the written file.
 """
 from __future__ import annotations
 
@@ -19,7 +23,9 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from pipeline.definition.config import load_config
 from pipeline.kubeflow import compiler
+from pipeline.kubeflow import package as package_lib
 from tests.conftest import copy_taxi_span, write_config
+from tests.pipeline.kubeflow.handwritten import Step, write_package
 
 TASKS = {"CsvExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
          "DataValidationGate", "Transform", "Trainer", "ServingBaseline", "Evaluator", "Pusher"}
@@ -155,6 +161,91 @@ def test_a_volume_naming_an_unknown_component_is_refused(tmp_path: Path):
     with pytest.raises(compiler.CompileError, match=r"kubeflow.volumes\[0\].components: "
                                                     r"unknown component\(s\) \['Pushr'\]"):
         compiler.compile_package(config, str(tmp_path / "p.yaml"))
+
+
+def test_env_goes_into_every_container_and_secrets_into_the_platform_spec(tmp_path: Path):
+    config = kubeflow_config(
+        tmp_path, "kubeflow.env={AWS_ENDPOINT_URL: 'http://minio-service.kubeflow:9000', "
+                  "GOOGLE_APPLICATION_CREDENTIALS: /secrets/gcs/key.json}",
+        "kubeflow.secrets=[{secret: mlpipeline-minio-artifact, env: {AWS_ACCESS_KEY_ID: "
+        "accesskey, AWS_SECRET_ACCESS_KEY: secretkey}}, {secret: gcs-key, mount_path: "
+        "/secrets/gcs, components: [Trainer]}]")
+    compiled = compiler.compile_package(config, str(tmp_path / "p.yaml"))
+    spec, platform = yaml.safe_load_all(compiled.path.read_text())
+    for task in TASKS:
+        assert executor_of(spec, task)["container"]["env"] == [
+            {"name": "AWS_ENDPOINT_URL", "value": "http://minio-service.kubeflow:9000"},
+            {"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": "/secrets/gcs/key.json"}]
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+    def kubernetes_of(task: str) -> dict:
+        return executors[spec["components"][spec["root"]["dag"]["tasks"][task][
+            "componentRef"]["name"]]["executorLabel"]]
+
+    minio = {"secretName": "mlpipeline-minio-artifact", "keyToEnv": [
+        {"secretKey": "accesskey", "envVar": "AWS_ACCESS_KEY_ID"},
+        {"secretKey": "secretkey", "envVar": "AWS_SECRET_ACCESS_KEY"}]}
+    assert kubernetes_of("Trainer") == {
+        "secretAsEnv": [minio],
+        "secretAsVolume": [{"secretName": "gcs-key", "mountPath": "/secrets/gcs"}]}
+    assert kubernetes_of("Pusher") == {
+        "pvcMount": [{"constant": "serving-models", "mountPath": "/mnt/serving"}],
+        "secretAsEnv": [minio]}
+    assert compiled.secrets == {"mlpipeline-minio-artifact": compiled.tasks,
+                                "gcs-key": ("Trainer",)}
+    assert all(package_lib.check_kubernetes_fields(config) is None
+               for config in executors.values())
+
+
+def test_a_secret_naming_an_unknown_component_is_refused(tmp_path: Path):
+    config = kubeflow_config(tmp_path, "kubeflow.secrets=[{secret: s, env: {A: k}}, "
+                                       "{secret: t, mount_path: /t, components: [Trainr]}]")
+    with pytest.raises(compiler.CompileError, match=r"kubeflow.secrets\[1\].components: "
+                                                    r"unknown component\(s\) \['Trainr'\]"):
+        compiler.compile_package(config, str(tmp_path / "p.yaml"))
+
+
+@pytest.mark.parametrize("config, problem", [
+    ({"secretAsVolume": [{"secretName": "s", "mountPath": "/s", "optional": True}]},
+     "secretAsVolume[0].optional (SecretAsVolume.optional) needs KFP backend 2.2.0 or later: "
+     "backend 2.0.5's driver parses each task's Kubernetes config strictly and would fail "
+     "every task of this executor (failed to unmarshal Kubernetes config, error: unknown "
+     'field "optional" in kfp_kubernetes.SecretAsVolume)'),
+    ({"pvcMount": [{"constant": "c", "mountPath": "/c"},
+                   {"pvcNameParameter": {"runtimeValue": {"constant": "c"}}, "mountPath": "/d"}]},
+     "pvcMount[1].pvcNameParameter (PvcMount.pvcNameParameter) needs KFP backend 2.5.0 or "
+     "later"),
+    ({"secretAsEnv": [{"secretName": "s", "keyToEnv": [{"secretKey": "k", "envVar": "V"}],
+                       "optional": True}]},
+     "secretAsEnv[0].optional (SecretAsEnv.optional) needs KFP backend 2.15.0 or later"),
+    ({"tolerations": [{"key": "gpu"}]},
+     "tolerations (KubernetesExecutorConfig.tolerations) needs KFP backend 2.1.0 or later"),
+    ({"secretAsEnvs": []}, "secretAsEnvs is not a field of KubernetesExecutorConfig in any "
+                           "KFP backend up to 2.17.0 (did you mean 'secretAsEnv'?)"),
+])
+def test_a_platform_spec_field_backend_2_0_5_does_not_know_is_refused(
+        tmp_path: Path, config: dict, problem: str):
+    """What `compile`, `upload`, `run` and `run --local` check (package.check_platform_spec):
+    a task whose config 2.0.5's driver cannot parse would fail on 2.0.5."""
+    package = write_package(tmp_path, [Step("a")], kubernetes={"exec-a": config})
+    with pytest.raises(package_lib.PackageError) as caught:
+        package_lib.check_platform_spec(package)
+    assert str(caught.value).startswith(
+        f"{package}: YAML document 2, the platform spec, executor exec-a: {problem}")
+
+
+def test_every_field_of_backend_2_0_5_passes_in_either_spelling(tmp_path: Path):
+    """jsonpb takes a field's JSON name and its proto name alike."""
+    config = {"pvcMount": [{"taskOutputParameter": {"producerTask": "p",
+                                                    "outputParameterKey": "claim"},
+                            "mountPath": "/p"},
+                           {"componentInputParameter": "claim", "mount_path": "/q"}],
+              "secret_as_env": [{"secret_name": "s", "key_to_env": [{"secret_key": "k",
+                                                                     "env_var": "V"}]}],
+              "secretAsVolume": [{"secretName": "s", "mountPath": "/s"}],
+              "nodeSelector": {"labels": {"pool": "cpu"}}}
+    package_lib.check_platform_spec(write_package(tmp_path, [Step("a")],
+                                                  kubernetes={"exec-a": config}))
 
 
 def test_task_names_argo_refuses_are_refused_before_compiling():

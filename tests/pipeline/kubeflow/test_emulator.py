@@ -17,10 +17,12 @@ import yaml
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from pipeline.kubeflow import emulator
+from pipeline.kubeflow import compiler, emulator, object_store
 from pipeline.kubeflow.emulator import NotEmulated, PipelineRejected, run_package
 from tests.conftest import REPO
-from tests.pipeline.kubeflow.handwritten import (CONSUMER, PRODUCER, Step, write_package)
+from tests.object_stores import new_bucket
+from tests.pipeline.kubeflow.handwritten import (CONSUMER, PRODUCER, Step, secret_folder,
+                                                 secret_reader, write_package)
 
 def run(tmp_path: Path, package: Path, **options: Any) -> emulator.EmulatedRun:
     options.setdefault("metadata_path", tmp_path / "metadata.sqlite")
@@ -176,6 +178,66 @@ def test_claim_without_a_local_folder_fails_the_task_naming_it(tmp_path):
     assert "'data-claim'" in result.task("a").error
 
 
+# --- secrets -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", emulator.BACKENDS)
+def test_secrets_reach_the_task_as_variables_and_as_files(tmp_path, backend):
+    """driver.go `extendPodSpecPatch` (2.0.5 and 2.5.0 alike, for a Secret named by
+    `secretName`): each `secretAsEnv` key becomes an environment variable (`secretKeyRef`)
+    after the container's own `env`; each `secretAsVolume` mounts the Secret's keys as
+    files at `mountPath`, in that task's pod only. A Secret's local stand-in is a folder
+    with one file per key."""
+    mount_path = tmp_path / "secrets" / "gcs"
+    steps, kubernetes = secret_reader(mount_path)
+    package = write_package(tmp_path, steps, kubernetes=kubernetes)
+    secrets = {"minio": str(secret_folder(tmp_path / "minio", accesskey="AKIA-1")),
+               "gcs-key": str(secret_folder(tmp_path / "gcs", **{"key.json": '{"k": 1}'}))}
+
+    result = run(tmp_path, package, backend=backend, secrets=secrets)
+
+    assert result.state == "SUCCEEDED", result.task("read").error
+    assert json.loads(result.task("read").output_parameters["seen"]) == [
+        "http://minio-service.kubeflow:9000", "AKIA-1", '{"k": 1}']
+    assert not (mount_path / "key.json").exists()
+
+
+@pytest.mark.parametrize("secrets, error", [
+    ({"gcs-key": "gcs"}, 'CreateContainerConfigError: secret "minio" not found (no local '
+                         "folder stands in for it: pass secrets={'minio': <folder with a "
+                         "file per key>})"),
+    ({"gcs-key": "gcs", "minio": "empty"}, "CreateContainerConfigError: couldn't find key "
+                                           "accesskey in Secret kubeflow/minio (no file "
+                                           "'accesskey' in {tmp_path}/empty)"),
+    ({"minio": "minio"}, 'MountVolume.SetUp failed for volume "gcs-key" : secret "gcs-key" '
+                         "not found (no local folder stands in for it"),
+])
+def test_a_missing_secret_or_key_fails_the_task_as_the_kubelet_would(tmp_path, secrets, error):
+    """The kubelet resolves `secretKeyRef`s when it creates the container and mounts Secret
+    volumes before: a missing Secret or key keeps the user's command from ever starting
+    (CreateContainerConfigError, or a MountVolume.SetUp failure), in the kubelet's words."""
+    secret_folder(tmp_path / "minio", accesskey="AKIA-1")
+    secret_folder(tmp_path / "gcs", **{"key.json": "{}"})
+    secret_folder(tmp_path / "empty")
+    steps, kubernetes = secret_reader(tmp_path / "mnt")
+    result = run(tmp_path, write_package(tmp_path, steps, kubernetes=kubernetes),
+                 secrets={name: str(tmp_path / folder) for name, folder in secrets.items()})
+
+    read = result.task("read")
+    assert result.state == "FAILED"
+    assert read.error.startswith(error.replace("{tmp_path}", str(tmp_path))), read.error
+    assert read.log == ""  # the command never ran
+
+
+def test_secret_fields_the_emulation_does_not_model_are_refused(tmp_path):
+    """2.5.0's `optional` and `secretNameParameter` are not modelled: refused, not guessed."""
+    package = write_package(tmp_path, [Step("a")], kubernetes={"exec-a": {"secretAsVolume": [
+        {"secretName": "s", "mountPath": "/s", "optional": True}]}})
+    with pytest.raises(NotEmulated, match=r"^task 'a' uses secretAsVolume\.optional; the "
+                                          "emulation does not model it$"):
+        run(tmp_path, package)
+
+
 # --- failures ----------------------------------------------------------------------------
 
 
@@ -212,7 +274,8 @@ def tfx_packages(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("tfx")
     return {"plain": tfx_tiny.compile_package(folder),
             "resolver": tfx_tiny.compile_package(folder, with_resolver=True),
-            "underscore": tfx_tiny.compile_package(folder, producer_id="my_producer")}
+            "underscore": tfx_tiny.compile_package(folder, producer_id="my_producer"),
+            "ours": tfx_tiny.compile_package(folder, entrypoint=compiler.ENTRYPOINT)}
 
 
 @pytest.mark.parametrize("backend", emulator.BACKENDS)
@@ -273,6 +336,48 @@ def test_tfx_stock_entrypoint_fails_on_executor_logs_on_2_5_0(tmp_path, tfx_pack
     assert result.task("Producer").state == "FAILED"
     assert "Could not import system.Artifact" in result.task("Producer").error
     assert result.task("Consumer").state == "SKIPPED"
+
+
+@pytest.mark.slow  # three task processes
+def test_folder_markers_break_kfp_s_download_and_our_entrypoint_removes_them(
+        tmp_path, tfx_packages, local_gcs, monkeypatch):
+    """On a `gs://` root, TensorFlow's GCS filesystem (TFX's `fileio.makedirs`) leaves a
+    zero-byte `…/examples/` object; KFP's launcher (2.0.5 `launcher_v2.go`
+    `downloadArtifacts` -> `objectstore.DownloadBlob`: `filepath.Rel` turns it into `.`,
+    `downloadFile` creates it as a file) then fails the consumer before its command starts
+    (kubeflow/pipelines#13476). The same package run through our entrypoint leaves no
+    marker under any output, and the consumer reads the producer's file."""
+    for name, value in local_gcs.environment().items():
+        monkeypatch.setenv(name, value)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    stock_root = f"gs://{new_bucket(local_gcs, 'stock')}/root"
+    stock = run_package(tfx_packages["plain"], stock_root, backend="2.0.5", env=env,
+                        metadata_path=tmp_path / "stock.sqlite")
+    producer, consumer = stock.task("Producer"), stock.task("Consumer")
+    assert producer.state == "SUCCEEDED", producer.error
+    examples_uri = producer.outputs["examples"][0]["uri"]
+    bucket = object_store.open_bucket(examples_uri)
+    key = object_store.parse(examples_uri).key
+    assert {m.key for m in object_store.folder_markers(bucket, key)} >= {
+        f"{key}/", f"{key}/Split-train/"}
+    assert consumer.state == "FAILED"
+    local = "/gcs/" + examples_uri[len("gs://"):]  # launcher_v2.go localPathForURI
+    assert consumer.error.startswith(  # the marker `examples/` became a file at `local`
+        f"failed to download input artifact 'examples' from remote storage URI "
+        f"'{examples_uri}': downloadFile(): unable to complete copying "
+        f"'{key}/Split-train/' to local storage '{local}/Split-train': failed to create "
+        f"local directory '{local}': mkdir {local}: not a directory"), consumer.error
+
+    ours_root = f"gs://{new_bucket(local_gcs, 'ours')}/root"
+    ours = run_package(tfx_packages["ours"], ours_root, backend="2.0.5", env=env,
+                       metadata_path=tmp_path / "ours.sqlite")
+    assert ours.state == "SUCCEEDED", [t.error for t in ours.tasks]
+    examples_uri = ours.task("Producer").outputs["examples"][0]["uri"]
+    assert object_store.folder_markers(object_store.open_bucket(examples_uri),
+                                       object_store.parse(examples_uri).key) == []
+    assert ours.task("Consumer").copied_in == len("hi")
+    assert "hi" in Path(ours.task("Consumer").log).read_text()
 
 
 def test_constructs_kfp_does_not_share_with_tfx_here_are_not_guessed(tmp_path):

@@ -18,7 +18,8 @@ from typer.testing import CliRunner, Result
 from pipeline.cli.main import app as mlops_app
 from pipeline.kubeflow import emulator, local_run
 from tests.conftest import mlops, one_error_line, write_config
-from tests.pipeline.kubeflow.handwritten import PRODUCER, Step, write_package
+from tests.pipeline.kubeflow.handwritten import (PRODUCER, Step, secret_folder,
+                                                 secret_reader, write_package)
 
 TASK_LINE = re.compile(r"^  (\S+) +(SUCCEEDED|FAILED|CACHED|SKIPPED)(?: +(\d+\.\d)s)?$")
 LOG_TAIL = "print('the reason it broke')\nraise SystemExit(3)"
@@ -176,6 +177,37 @@ def test_the_pipeline_root_option_moves_root_and_metadata(config_file: Path, tmp
     assert not (config_file.parent / "build" / "kubeflow" / "local_root").exists()
 
 
+def test_each_secret_is_a_folder_of_its_keys_for_the_tasks_that_use_it(config_file: Path,
+                                                                      tmp_path: Path):
+    """A Secret the package uses: the --secret folder, or build/kubeflow/secrets/<name>;
+    one file per key. Its keys fill the `secretAsEnv` variables, and it is mounted at the
+    `secretAsVolume` path in the task's own mount namespace only. A key missing from the
+    folder fails the task as the kubelet would."""
+    mount_path = tmp_path / "secrets" / "gcs"
+    steps, kubernetes = secret_reader(mount_path)
+    install(config_file, steps, kubernetes=kubernetes)
+    default = secret_folder(config_file.parent / "build" / "kubeflow" / "secrets" / "minio",
+                            accesskey="AKIA-1")
+    gcs = secret_folder(tmp_path / "gcs", **{"key.json": "{}"})
+
+    result = run_local(config_file, "--secret", f"gcs-key={gcs}", "--verbose")
+
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert f"  secret gcs-key (at {mount_path}): {gcs}" in lines
+    assert f"  secret minio (env KEY_ID): {default}" in lines
+    log = next(line.split("log: ")[1] for line in lines if "log: " in line)
+    assert Path(log).read_text().strip() == (
+        '["http://minio-service.kubeflow:9000", "AKIA-1", "{}"]')
+    assert not (mount_path / "key.json").exists()
+
+    (default / "accesskey").unlink()
+    failed = run_local(config_file, "--secret", f"gcs-key={gcs}")
+    assert failed.exit_code == 1
+    assert ("task read: CreateContainerConfigError: couldn't find key accesskey in Secret "
+            f"kubeflow/minio (no file 'accesskey' in {default})") in one_error_line(failed)
+
+
 # --- what is refused before anything runs ------------------------------------------------
 
 
@@ -190,7 +222,7 @@ def test_server_options_are_refused_with_local(config_file: Path, option: list[s
 
 
 @pytest.mark.parametrize("option", [["--backend", "2.0.5"], ["--pipeline-root", "/tmp/r"],
-                                    ["--volume", "c=/tmp/c"]])
+                                    ["--volume", "c=/tmp/c"], ["--secret", "s=/tmp/s"]])
 def test_local_options_are_refused_without_local(config_file: Path, option: list[str]):
     result = CliRunner().invoke(mlops_app, ["kfp", "run", "-c", str(config_file), *option])
     assert result.exit_code == 2
@@ -199,8 +231,9 @@ def test_local_options_are_refused_without_local(config_file: Path, option: list
 
 @pytest.mark.parametrize("option, message", [
     (["--backend", "2.1.0"], "--backend 2.1.0: the local run emulates KFP 2.0.5 and 2.5.0"),
-    (["--pipeline-root", "gs://bucket/root"], "--pipeline-root gs://bucket/root: a local "
-     "folder is needed; the local run emulates no object store yet"),
+    (["--pipeline-root", "minio://bucket/root"], "--pipeline-root minio://bucket/root: a "
+     "local folder, gs:// or s3:// is needed (KFP's minio:// is not a TensorFlow filesystem: "
+     "give MinIO's bucket as s3:// with AWS_ENDPOINT_URL set)"),
     (["--volume", "shared"], "--volume 'shared' is not CLAIM=DIR"),
     (["--volume", "other=/tmp/x"], "--volume other: {package} mounts no such claim (it "
      "mounts: shared)"),
@@ -213,6 +246,44 @@ def test_wrong_local_options_exit_2_before_running(config_file: Path, option: li
     result = run_local(config_file, *option)
     assert result.exit_code == 2
     assert one_error_line(result) == "error: " + message.format(package=package)
+    assert result.stdout == ""
+
+
+FOLDER_OF_KEYS = "; the folder holds one file per key of the Secret, as Kubernetes mounts it"
+
+
+@pytest.mark.parametrize("option, message", [
+    ([], "{package} uses Secret gcs-key (at /secrets/gcs) and no folder stands in for it: "
+         "pass --secret gcs-key=DIR, or create {build}/secrets/gcs-key" + FOLDER_OF_KEYS),
+    (["--secret", "minio"], "--secret 'minio' is not NAME=DIR"),
+    (["--secret", "other=/tmp/x"], "--secret other: {package} uses no such Secret (it uses: "
+                                   "gcs-key, minio)"),
+    (["--secret", "gcs-key={build}/absent"],
+     "--secret gcs-key={build}/absent: not a folder" + FOLDER_OF_KEYS),
+])
+def test_a_secret_without_its_folder_exits_2_before_running(config_file: Path,
+                                                            option: list[str], message: str):
+    build = config_file.parent / "build" / "kubeflow"
+    steps, kubernetes = secret_reader(Path("/secrets/gcs"))
+    package = install(config_file, steps, kubernetes=kubernetes)
+    secret_folder(build / "secrets" / "minio", accesskey="AKIA-1")
+    result = run_local(config_file, *[o.format(build=build) for o in option])
+    assert result.exit_code == 2
+    assert one_error_line(result) == "error: " + message.format(package=package, build=build)
+    assert result.stdout == ""
+
+
+def test_a_platform_spec_field_backend_2_0_5_does_not_know_is_one_line(config_file: Path):
+    package = install(config_file, [Step("a")], kubernetes={"exec-a": {"secretAsVolume": [
+        {"secretName": "s", "mountPath": "/s", "optional": True}]}})
+    result = run_local(config_file, "--backend", "2.5.0")
+    assert result.exit_code == 1
+    assert one_error_line(result) == (
+        f"error: {package}: YAML document 2, the platform spec, executor exec-a: "
+        "secretAsVolume[0].optional (SecretAsVolume.optional) needs KFP backend 2.2.0 or "
+        "later: backend 2.0.5's driver parses each task's Kubernetes config strictly and "
+        "would fail every task of this executor (failed to unmarshal Kubernetes config, "
+        'error: unknown field "optional" in kfp_kubernetes.SecretAsVolume)')
     assert result.stdout == ""
 
 
@@ -271,5 +342,5 @@ def test_bucket_paths_handed_to_tasks_are_pointed_out(config_file: Path):
     install(config_file, [step])
     result = run_local(config_file)
     assert result.exit_code == 0, result.stderr
-    assert ("  note: the package hands its tasks bucket paths, which they reach only if this "
-            "machine can (no object store is emulated): gs://bucket/data") in result.stdout
+    assert ("  note: buckets are reached with this machine's credentials and endpoints (its "
+            "environment), standing in for the pods': gs://bucket/data") in result.stdout

@@ -1,0 +1,248 @@
+"""The compiled package run as open-source Kubeflow Pipelines runs it, on a bucket root.
+
+Shared by `test_kubeflow_on_gcs.py` and `test_kubeflow_on_s3.py` (one module per store, so
+that the two runs of each go on their own test worker); each defines the `store` fixture.
+
+No cluster exists here, so `pipeline/kubeflow/emulator.py` executes the package the way
+KFP's v2 backend does, written from its Go source (tags 2.0.5 and 2.5.0): the API server's
+and Argo's checks at run creation (`apiserver/template/v2_template.go`,
+`compiler/visitor.go`, Argo's DAG task-name rule); for each task, the driver
+(`driver/driver.go`: `resolveInputs` hands upstream artifacts over untyped, as
+`metadata/client.go` `GetOutputArtifactsByExecutionId` builds them with `Schema: ""`;
+`provisionOutputs` adds the `executor-logs` output on 2.5.0; `makeVolumeMountPatch`
+mounts PVCs) and the launcher (`component/launcher_v2.go`: `{{$}}` replaced by the
+ExecutorInput, output URIs `<root>/<pipeline>/<run>/<task>[/<uuid>]/<output>`, every input
+artifact downloaded from the bucket into the pod before the command with
+`objectstore.DownloadBlob`'s key semantics, outputs uploaded after it, the ExecutorOutput
+read back); a real ML Metadata store. Each task is its own process (its pod) in its own
+mount namespace, with the container's command run in this environment instead of the
+image. The buckets are real servers of the stores' APIs on loopback
+(`tests/object_stores.py`), reached by the clients the image runs: TensorFlow's own GCS
+filesystem and tensorflow-io's S3 filesystem, Beam's, google-cloud-storage and boto3.
+
+A bucket holds the data and the artifacts as a scheduled pipeline's would: the first run
+finds no served model and pushes version 1; a new span arrives, and the next run trains on
+it, compares the candidate with the served version and pushes version 2. Both runs go the
+way `mlops kfp run --local --pipeline-root <bucket>` takes them
+(`pipeline/kubeflow/local_run.py`: the plan, the checks, the run with a line per task).
+Stock TFX's output fails the third task on such a root (the folder-marker test in
+tests/pipeline/kubeflow/test_emulator.py); this package's entrypoint leaves none.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import pytest
+
+from components import versioned_pusher
+from pipeline.definition.config import load_config
+from pipeline.kubeflow import compiler, emulator, local_run, object_store
+from pipeline.kubeflow import package as package_lib
+from tests.conftest import FAST_TRAINING, LENIENT, ROWS, copy_taxi_span, write_config
+from tests.object_stores import LocalGcs, new_bucket
+
+CLAIM = "serving-models"
+
+
+@dataclass
+class Site:
+    """One deployment: a bucket with the data and the pipeline root, a local folder for
+    what stays on this machine, and where the Pusher serves from."""
+
+    folder: Path
+    bucket: str  # e.g. gs://kfp-1a2b3c
+    serving: str  # the serving directory as the pods see it
+    claim: Optional[Path]  # the claim's storage when serving is on a volume
+    backends: tuple[str, str]  # the first run's backend, then the second's
+    kubeflow: dict  # `kubeflow.env` and `kubeflow.secrets`: the pods' credentials
+    secrets: dict[str, Path]  # each Secret's stand-in folder, one file per key
+
+    @property
+    def root(self) -> str:
+        return f"{self.bucket}/root"
+
+    def upload_span(self, span: int) -> None:
+        local = copy_taxi_span(span, self.folder / "data", rows=ROWS)
+        bucket = object_store.open_bucket(self.bucket)
+        for path in local.iterdir():
+            bucket.write(f"data/span-{span}/{path.name}", path.read_bytes())
+
+    def served_versions(self) -> list[int]:
+        base = str(self.claim) if self.claim else self.serving
+        return versioned_pusher.existing_versions(f"{base}/chicago-taxi")
+
+
+def pod_credentials(store, folder: Path) -> tuple[dict, dict[str, Path]]:
+    """The store's credentials as a real install hands them to its pods: from a Kubernetes
+    Secret (`kubeflow.secrets`), a key file mounted for GCS, keys as variables for S3
+    (MinIO's `mlpipeline-minio-artifact` holds `accesskey` and `secretkey`). Where they
+    name the same variable, the container's own env wins over what the pod inherits here."""
+    secret = folder / "secret"
+    if isinstance(store, LocalGcs):
+        store.write_key_file(secret / "key.json")
+        return ({"env": {"GOOGLE_APPLICATION_CREDENTIALS": "/var/secrets/gcs/key.json"},
+                 "secrets": [{"secret": "gcs-key", "mount_path": "/var/secrets/gcs"}]},
+                {"gcs-key": secret})
+    secret.mkdir(parents=True)
+    (secret / "accesskey").write_text(store.ACCESS_KEY)
+    (secret / "secretkey").write_text(store.SECRET_KEY)
+    return ({"env": {"AWS_ENDPOINT_URL": store.endpoint},
+             "secrets": [{"secret": "mlpipeline-minio-artifact",
+                          "env": {"AWS_ACCESS_KEY_ID": "accesskey",
+                                  "AWS_SECRET_ACCESS_KEY": "secretkey"}}]},
+            {"mlpipeline-minio-artifact": secret})
+
+
+def make_site(folder: Path, store, scheme: str, serving_on_bucket: bool,
+              backends: tuple[str, str]) -> Site:
+    bucket = f"{scheme}{new_bucket(store, 'kfp')}"
+    claim = None if serving_on_bucket else folder / "volume"
+    kubeflow, secrets = pod_credentials(store, folder)
+    site = Site(folder=folder, bucket=bucket,
+                serving=f"{bucket}/serving" if serving_on_bucket else "/mnt/serving-models",
+                claim=claim, backends=backends, kubeflow=kubeflow, secrets=secrets)
+    site.upload_span(1)
+    return site
+
+
+def compile_for(site: Site) -> compiler.Package:
+    """The repo's config with the kubeflow profile, pointed at the site's bucket."""
+    volumes = [] if site.claim is None else [
+        {"claim": CLAIM, "mount_path": site.serving, "components": ["ServingBaseline", "Pusher"]}]
+    config_file = write_config(site.folder, {
+        **FAST_TRAINING, **LENIENT,
+        "profiles.kubeflow.pipeline.root": site.root,
+        "profiles.kubeflow.data.input_base": f"{site.bucket}/data",
+        "profiles.kubeflow.serving.base_directory": site.serving,
+        "kubeflow.volumes": volumes,
+        "kubeflow.env": site.kubeflow["env"], "kubeflow.secrets": site.kubeflow["secrets"]})
+    config = load_config(config_file, profile="kubeflow")
+    return compiler.compile_package(config, str(site.folder / "pipeline.yaml"))
+
+
+def execute(site: Site, package: compiler.Package, backend: str) -> emulator.EmulatedRun:
+    """One run as `mlops kfp run --local --backend B --pipeline-root <bucket>/root
+    [--volume CLAIM=DIR] --secret NAME=DIR`."""
+    config = load_config(site.folder / "pipeline_config.yaml", profile="kubeflow")
+    spec = package_lib.read_spec(package.path)
+    volumes = [] if site.claim is None else [f"{CLAIM}={site.claim}"]
+    secrets = [f"{name}={folder}" for name, folder in site.secrets.items()]
+    plan = local_run.make_plan(config, package.path, spec, {}, backend, site.root, volumes,
+                               secrets)
+    local_run.check_package(plan)
+    local_run.check_machine(plan)
+    lines: list[str] = []
+    run = local_run.execute(plan, lines.append, lines.append)
+    assert [line.split()[:2] for line in lines[:-1]] == [
+        [task.name, "SUCCEEDED"] for task in run.tasks]  # a line per task as it ended
+    assert lines[-1].startswith(f"Local run {run.run_id} SUCCEEDED in ")
+    return run
+
+
+def metadata(run: emulator.EmulatedRun, task: str, output: str) -> dict:
+    return run.task(task).outputs[output][0]["metadata"]
+
+
+def assert_no_folder_markers(run: emulator.EmulatedRun) -> None:
+    for task in run.tasks:
+        for name, artifacts in task.outputs.items():
+            uri = artifacts[0]["uri"]
+            markers = object_store.folder_markers(object_store.open_bucket(uri),
+                                                  object_store.parse(uri).key)
+            assert markers == [], f"{task.name}.{name}: {[m.key for m in markers]}"
+
+
+# --- the scenario: each test below runs in both modules, in this order -------------------
+
+
+def test_first_run_pushes_version_1(site: Site, package, runs: dict):
+    run = runs["first"] = execute(site, package, backend=site.backends[0])
+    assert [task.state for task in run.tasks] == ["SUCCEEDED"] * len(package.tasks)
+    assert metadata(run, "CsvExampleGen", "examples")["custom:span"] == 1
+    assert metadata(run, "ServingBaseline", "model")["served_version"] == 0
+    blessing = metadata(run, "Evaluator", "blessing")
+    assert blessing["blessed"] == 1 and "baseline_model_id" not in blessing
+    pushed = metadata(run, "Pusher", "pushed_model")
+    assert pushed["pushed_version"] == "1"
+    assert pushed["pushed_destination"] == f"{site.serving}/chicago-taxi/1"
+    assert site.served_versions() == [1]
+
+
+def test_every_input_was_copied_into_its_pod_and_no_output_left_a_folder_marker(
+        site: Site, runs: dict):
+    """KFP's launcher downloaded each task's inputs (bytes counted per task): the copy
+    of StatisticsGen's `examples` and the Evaluator's `model` succeeded, which a marker
+    object would have failed (kubeflow/pipelines#13476)."""
+    run = runs["first"]
+    for task in ("StatisticsGen", "Transform", "Trainer", "Evaluator", "Pusher"):
+        assert run.task(task).copied_in > 0, task
+    assert run.task("CsvExampleGen").copied_in == 0
+    assert_no_folder_markers(run)
+
+
+def test_a_new_span_is_trained_on_compared_with_the_served_version_and_pushed(
+        site: Site, package, runs: dict):
+    """No driver ran `{SPAN}` at compile time: the run reads the span present when it
+    starts. Backend 2.5.0 adds `executor-logs` to every task, which TFX never sees and the
+    launcher uploads."""
+    site.upload_span(2)
+    run = runs["second"] = execute(site, package, backend=site.backends[1])
+    assert metadata(run, "CsvExampleGen", "examples")["custom:span"] == 2
+    baseline = metadata(run, "ServingBaseline", "model")
+    assert baseline["served_version"] == 1
+    blessing = metadata(run, "Evaluator", "blessing")
+    assert blessing["blessed"] == 1
+    # the Evaluator compared with the served model: its id and the candidate's are the
+    # names KFP gave the artifacts (MLMD ids), as TFX's entrypoint records them
+    assert blessing["baseline_model_id"] == run.task("ServingBaseline").outputs["model"][0][
+        "name"]
+    assert metadata(run, "Pusher", "pushed_model")["pushed_version"] == "2"
+    assert site.served_versions() == [1, 2]
+    served = site.claim or site.serving
+    manifest = versioned_pusher.read_manifest(f"{served}/chicago-taxi/2")
+    assert manifest["model_uri"] == run.task("Trainer").outputs["model"][0]["uri"]
+    assert_no_folder_markers(run)
+    if site.backends[1] == "2.5.0":  # the launcher uploaded the task's log
+        logs = run.task("Trainer").outputs["executor-logs"][0]["uri"]
+        uploaded = object_store.open_bucket(logs).read(object_store.parse(logs).key)
+        assert uploaded == Path(run.task("Trainer").log).read_bytes()
+
+
+def test_each_task_ran_in_its_own_process_and_logged_no_error(site: Site, package,
+                                                              runs: dict):
+    """Each task is its own pod: its own interpreter, TFX import and log."""
+    for run in runs.values():
+        for task in run.tasks:
+            assert "Traceback" not in Path(task.log).read_text(), task.log
+    assert sum(len(run.tasks) for run in runs.values()) == 2 * len(package.tasks)
+
+
+def fixtures(store_fixture: str, scheme: str, serving_on_bucket: bool,
+             backends: tuple[str, str]) -> tuple[Callable, ...]:
+    """The module fixtures of one store's test module: its environment, site, package and
+    the runs the scenario's tests share."""
+
+    @pytest.fixture(scope="module", autouse=True)
+    def store_environment(request):
+        store = request.getfixturevalue(store_fixture)
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in store.environment().items():
+                patch.setenv(name, value)
+            yield store
+
+    @pytest.fixture(scope="module")
+    def site(tmp_path_factory, store_environment) -> Site:
+        return make_site(tmp_path_factory.mktemp(f"kubeflow_{scheme[:2]}"), store_environment,
+                         scheme, serving_on_bucket, backends)
+
+    @pytest.fixture(scope="module")
+    def package(site: Site) -> compiler.Package:
+        return compile_for(site)
+
+    @pytest.fixture(scope="module")
+    def runs() -> dict:
+        return {}
+
+    return store_environment, site, package, runs
