@@ -44,8 +44,9 @@ _HELP = {
                                  "arrive within this, else 408 and a close (0: no limit)",
     "rest_idle_timeout_seconds": "[embedded server] close a kept-alive REST connection idle "
                                  "this long (0: never)",
-    "rest_max_connections": "[embedded server] open REST connections; more get 503 and a "
-                            "close (0: no bound)",
+    "rest_max_connections": "[embedded server] open REST connections; at the bound a new "
+                            "one replaces the one waiting longest for a request head, or "
+                            "gets 503 when all are busy (0: no bound)",
     "rest_ssl_config_file": "[embedded server] SSLConfig text proto, as --ssl_config_file: "
                             "HTTPS on the REST port",
     "request_log_sample_rate": "[embedded server] share of requests logged as tf.Examples "

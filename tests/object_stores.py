@@ -15,11 +15,13 @@ stores' APIs on loopback and point the same client code the image runs at them:
   `Transfer-Encoding: identity`, which Go's net/http refuses with 501; fake-gcs-server
   answers a resumable upload with an `http://` Location, and returns no parts for
   google-cloud-storage's batch requests (Beam's GCS rename), which the proxy answers part
-  by part itself. It also plays Google's OAuth2 token endpoint for key files. `gcp-storage-emulator` was tried
-  first and crashed on the zero-byte folder objects TF writes (../shared/kfp-notes.md).
-- **S3 (MinIO's protocol)**: moto's S3 server (`moto.server`); TensorFlow reaches it
-  through tensorflow-io's S3 filesystem (`S3_ENDPOINT`, `S3_USE_HTTPS`), Beam and boto3
-  through `AWS_ENDPOINT_URL`.
+  by part itself. It also plays Google's OAuth2 token endpoint for key files.
+  `gcp-storage-emulator` was tried first and crashed on the zero-byte folder objects TF
+  writes.
+- **S3 (MinIO's protocol)**: moto's S3 server (`moto.server`), reached through the standard
+  `AWS_ENDPOINT_URL` only, as a user sets it: Beam and boto3 read it, and the entrypoint
+  derives tensorflow-io's `S3_ENDPOINT`/`S3_USE_HTTPS` from it
+  (`pipeline/runtime/filesystems.py`).
 
 Each store hands out `environment()`: the variables a process needs to reach it, the same
 for the emulated launcher (this process) and the tasks' processes.
@@ -396,8 +398,7 @@ class LocalS3:
         """What a process needs to use `s3://` here (credentials as a Secret would give)."""
         return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": self.REGION,
                 "AWS_ACCESS_KEY_ID": self.ACCESS_KEY,
-                "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY,
-                "S3_ENDPOINT": self.endpoint, "S3_USE_HTTPS": "0", "S3_VERIFY_SSL": "0"}
+                "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY}  # tensorflow-io's own are derived
 
     def close(self) -> None:
         _stop(self._process)

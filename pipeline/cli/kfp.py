@@ -221,6 +221,11 @@ def run(source: ConfigSource,
             help="A local folder standing in for a Kubernetes Secret the package uses "
                  "(kubeflow.secrets): one file per key, as Kubernetes mounts it; repeat "
                  "for more (default: build/kubeflow/secrets/<name>, which must exist)."),
+        warm: bool = typer.Option(
+            False, "--warm", rich_help_panel="Local run (no server)",
+            help="Fork each task from one process that has imported TFX, instead of "
+                 "starting a new interpreter per task (as root; quicker, but a pod's own "
+                 "start-up is not checked)."),
         host: Optional[str] = HostOption, token: Optional[str] = TokenOption,
         verbose: bool = VerboseOption) -> None:
     """Start a run now, in the config's experiment (created if missing); or, with --local,
@@ -228,7 +233,8 @@ def run(source: ConfigSource,
 
     Raises:
         UsageError: `--local` with `--host`, `--token`, `--wait` or `--poll-interval`,
-            or `--backend`, `--pipeline-root`, `--volume` or `--secret` without `--local`; no KFP
+            or `--backend`, `--pipeline-root`, `--volume`, `--secret` or `--warm` without
+            `--local`; no KFP
             endpoint, or one without a scheme; a bad `--param` (ParameterError) or local
             option (LocalOptionError) (exit 2).
         PackageError: as `upload`, for `--package` or `--local` (exit 1).
@@ -243,10 +249,11 @@ def run(source: ConfigSource,
     if local:
         _refuse_with_local(host=host, token=token, wait=wait, poll_interval=poll_interval)
         _run_locally(_config(source), package, params or (), backend, pipeline_root,
-                     volumes or (), secrets or (), verbose)
+                     volumes or (), secrets or (), verbose, warm)
         return
     given = [name for name, value in (("--backend", backend), ("--pipeline-root", pipeline_root),
-                                      ("--volume", volumes), ("--secret", secrets))
+                                      ("--volume", volumes), ("--secret", secrets),
+                                      ("--warm", warm))
              if value]
     if given:
         raise UsageError(f"{', '.join(given)} {'go' if len(given) > 1 else 'goes'} with "
@@ -473,7 +480,7 @@ def _refuse_with_local(**given: Any) -> None:
 
 def _run_locally(config: PipelineConfig, package: Optional[Path], params: Any,
                  backend: Optional[str], pipeline_root: Optional[str], volumes: Any,
-                 secrets: Any, verbose: bool) -> None:
+                 secrets: Any, verbose: bool, warm: bool = False) -> None:
     path = _package_path(config, package)
     spec = package_lib.read_spec(path)
     package_lib.check_platform_spec(path)
@@ -485,7 +492,8 @@ def _run_locally(config: PipelineConfig, package: Optional[Path], params: Any,
     for line in local_run.describe(plan):
         typer.echo(line)
     try:
-        local_run.execute(plan, typer.echo, lambda text: typer.echo(text, err=True), verbose)
+        local_run.execute(plan, typer.echo, lambda text: typer.echo(text, err=True), verbose,
+                          warm)
     except KeyboardInterrupt:
         typer.echo("Stopped the local run; the task that was running is left RUNNING in "
                    f"{plan.metadata_path}.", err=True)

@@ -67,7 +67,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2 as pb
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from pipeline.kubeflow import artifact_copies, object_store
+from pipeline.kubeflow import artifact_copies, object_store, warm_pods
 
 BACKENDS = ("2.0.5", "2.5.0")
 SCHEMA_VERSION = "2.1.0"  # apiserver/template/template.go SCHEMA_VERSION_2_1_0
@@ -603,6 +603,7 @@ class _Run:
     python: str
     env: Mapping[str, str]
     pods: Path  # each task's pod-local folders, on this machine
+    starter: Optional[warm_pods.WarmStarter] = None  # warm starts (see warm_pods.py)
     executions: dict[str, int] = field(default_factory=dict)  # task -> MLMD execution id
 
 
@@ -963,6 +964,16 @@ def _run_pod(argv: list[str], mounts: list[tuple[str, str]], env: Mapping[str, s
                               check=False).returncode
 
 
+def _start_task(argv: list[str], mounts: list[tuple[str, str]], env: Mapping[str, str],
+                log: Path, run: _Run) -> int:
+    """The task's process: forked warm from the run's preloaded parent when the run has one
+    and the command is `python -m <module>`, else a new interpreter."""
+    module = warm_pods.module_of(argv, run.python) if run.starter else None
+    if run.starter and module:
+        return run.starter.run(module, argv[3:], mounts, env, log)
+    return _run_pod(argv, mounts, env, log)
+
+
 def _executor_output(pod: _Pod) -> pb.ExecutorOutput:
     """`getExecutorOutputFile`: a missing file is an empty ExecutorOutput."""
     path = pod.outputs / os.path.basename(POD_OUTPUT_FILE)
@@ -1050,7 +1061,7 @@ def run_package(package: Union[str, Path], pipeline_root: Union[str, Path], *,
                 metadata_path: Union[str, Path],
                 on_task: Optional[TaskListener] = None,
                 publish_logs: Optional[bool] = None,
-                on_result: Optional[ResultListener] = None) -> EmulatedRun:
+                on_result: Optional[ResultListener] = None, warm: bool = False) -> EmulatedRun:
     """Runs `package` as KFP's v2 backend `backend` would, artifacts under `pipeline_root`
     (a gs:// or s3:// bucket URI, or a local folder) and metadata in the MLMD SQLite store
     at `metadata_path`; with a bucket root the pods' local folders live beside that store.
@@ -1068,6 +1079,9 @@ def run_package(package: Union[str, Path], pipeline_root: Union[str, Path], *,
     `on_task(task, event)` reports progress; `on_result(task_run)` receives each task's
     final TaskRun as soon as it is known (a SKIPPED one too), in run order; the emulation
     itself prints nothing. Raises PipelineRejected or NotEmulated before anything runs.
+    `warm` forks each `python -m` task from one process that imported the entrypoint
+    (`warm_pods.py`; as root only, else ignored): the same run without a new interpreter's
+    start-up per task.
 
     Returns:
         The run: a failed task is a FAILED run (with each task's error and log), not an
@@ -1107,8 +1121,14 @@ def run_package(package: Union[str, Path], pipeline_root: Union[str, Path], *,
                env=dict(os.environ if env is None else env),
                pods=(Path(metadata_path).parent / ".emulator" / run_id if bucket
                      else Path(run_root) / ".emulator"))
-    tasks = _run_tasks(_tasks(loaded), run, store, on_task or (lambda task, event: None),
-                       on_result or (lambda task_run: None))
+    if warm and warm_pods.available():
+        run.starter = warm_pods.WarmStarter(python, run.env)
+    try:
+        tasks = _run_tasks(_tasks(loaded), run, store, on_task or (lambda task, event: None),
+                           on_result or (lambda task_run: None))
+    finally:
+        if run.starter:
+            run.starter.close()
     failed = any(task.state == "FAILED" for task in tasks)
     if failed and backend == "2.5.0":  # client.go UpdateDAGExecutionsState
         store.set_state(dag, mlmd.Execution.FAILED)
@@ -1240,8 +1260,8 @@ def _launch(task: _Task, executor_input: pb.ExecutorInput, execution: mlmd.Execu
     try:
         result.copied_in = _download_inputs(executor_input, pod)
         _prepare_output_folders(executor_input, pod)
-        code = _run_pod(_user_argv(task, placeholders, run.python),
-                        [*pod.mounts(run.run_root), *mounts], env, pod.log)
+        code = _start_task(_user_argv(task, placeholders, run.python),
+                           [*pod.mounts(run.run_root), *mounts], env, pod.log, run)
         if code != 0:
             raise _TaskError(f"failed to execute component: exit status {code}")
         output = _executor_output(pod)

@@ -251,9 +251,11 @@ def check_machine(plan: Plan) -> None:
 Echo = Callable[[str], None]
 
 
-def execute(plan: Plan, echo: Echo, echo_error: Echo, verbose: bool = False) -> Any:
+def execute(plan: Plan, echo: Echo, echo_error: Echo, verbose: bool = False,
+            warm: bool = False) -> Any:
     """Runs the plan, one line per task as it ends; returns the EmulatedRun when it
-    SUCCEEDED.
+    SUCCEEDED. `warm`: each task forked from one process that has imported TFX
+    (`warm_pods.py`), instead of a new interpreter per task.
 
     Raises:
         LocalRunError: a task failed (the tail of its log goes to `echo_error` first), or
@@ -278,7 +280,7 @@ def execute(plan: Plan, echo: Echo, echo_error: Echo, verbose: bool = False) -> 
             parameters=plan.parameters,
             volumes={claim: str(folder) for claim, folder in plan.volumes.items()},
             secrets={name: str(folder) for name, folder in plan.secrets.items()},
-            metadata_path=plan.metadata_path, on_result=report)
+            metadata_path=plan.metadata_path, on_result=report, warm=warm)
     counts = ", ".join(f"{sum(t.state == state for t in run.tasks)} {state.lower()}"
                        for state in ("SUCCEEDED", "CACHED", "FAILED", "SKIPPED")
                        if any(t.state == state for t in run.tasks))

@@ -2,5 +2,6 @@
 
 `process.prepare` quiets the libraries' logs (`quiet.py`, unless verbose) and defers the
 Google Cloud client imports a run never uses (`lazy_imports.py`); `console.py` is the
-console that never wraps a sentence. Imports nothing of the other rooms.
+console that never wraps a sentence; `filesystems.py` makes `s3://` readable by TensorFlow
+(tensorflow-io) and ends such a process safely. Imports nothing of the other rooms.
 """

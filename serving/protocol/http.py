@@ -19,8 +19,13 @@ Protection for a port that faces a network (each 0 = off):
   whole request, so a client trickling a byte a second is cut off too;
 - idle timeout: a kept-alive connection with no request in progress or in flight is closed
   silently after ``idle_timeout``; a slow model call is never cut by it;
-- connection bound: beyond ``max_connections`` open connections a new one gets 503 and a
-  close; the admitted ones are not touched.
+- connection bound: at ``max_connections`` open connections, a new one takes the place of
+  the connection that has waited longest without a complete request head (an idle
+  kept-alive one, or one trickling its head, as a slow-loris client does), which is closed
+  (408 when part of a request had arrived); only when every open connection has a request
+  in progress does the newcomer get 503 and a close. So a flood of half-open connections
+  cannot lock normal clients out until the read timeout clears it; a request under way is
+  never cut for a newcomer.
 Each kind of refusal is logged at its first occurrence, then as a count at most every
 ``log_every`` seconds, never once per connection.
 
@@ -133,6 +138,9 @@ class _Shared:
         self.wanted_headers = frozenset(name.lower().encode("latin-1")
                                         for name in request_headers)
         self.open = 0  # admitted connections still open
+        # Admitted connections without a complete request head and with nothing in flight,
+        # oldest first: the ones a newcomer at the bound may take the place of.
+        self.waiting: dict["_Connection", None] = {}
         self.lingering = 0  # refused connections waiting for their 503 to be read
         self.timed_out = RefusalLog(
             "REST: a request did not arrive within the read timeout of "
@@ -142,6 +150,10 @@ class _Shared:
             f"REST: {limits.max_connections} connections are open "
             "(--rest_max_connections): a new one was answered 503 and closed",
             limits.log_every)
+        self.evicted = RefusalLog(
+            f"REST: {limits.max_connections} connections are open "
+            "(--rest_max_connections): the one waiting longest for a request head was "
+            "closed to admit a new one", limits.log_every)
 
 
 def _reason(status: int) -> str:
@@ -202,10 +214,13 @@ class _Connection(asyncio.Protocol):
         shared = self._shared
         bound = shared.limits.max_connections
         if bound and shared.open >= bound:
-            self._refuse(transport)
-            return
+            if not shared.waiting:
+                self._refuse(transport)
+                return
+            next(iter(shared.waiting))._evict()
         shared.open += 1
         self._admitted = True
+        self._wait()
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -225,6 +240,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._transport = None
         self._cancel_timer()
+        self._shared.waiting.pop(self, None)
         if self._admitted:
             self._admitted = False
             self._shared.open -= 1
@@ -259,6 +275,7 @@ class _Connection(asyncio.Protocol):
             self._headers[lowered.decode("latin-1")] = value.decode("latin-1").strip()
 
     def on_headers_complete(self) -> None:
+        self._shared.waiting.pop(self, None)  # a request is under way: never evicted
         if self._expect_continue and self._transport is not None:
             self._transport.write(_CONTINUE)
 
@@ -329,6 +346,7 @@ class _Connection(asyncio.Protocol):
             self._paused = False
             transport.resume_reading()
         if self._in_flight == 0 and not self._in_message and not self._done:
+            self._wait()
             self._arm_idle()
 
     # --- timeouts and refusals ---------------------------------------------------------------
@@ -383,6 +401,30 @@ class _Connection(asyncio.Protocol):
                 and not self._in_message:
             log.debug("REST: closing a connection idle for %g s",
                       self._shared.limits.idle_timeout)
+            transport.close()
+
+    def _wait(self) -> None:
+        """Now waiting for a request head (newest last among the evictable ones)."""
+        self._shared.waiting.pop(self, None)
+        self._shared.waiting[self] = None
+
+    def _evict(self) -> None:
+        """Closed for a newcomer at the bound: 408 if part of a request had arrived, else
+        silently, as an idle kept-alive connection is closed; its place is free at once."""
+        shared = self._shared
+        shared.waiting.pop(self, None)
+        shared.evicted.note()
+        if self._admitted:
+            self._admitted = False
+            shared.open -= 1
+        self._done = True
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if self._in_message:
+            self._fail(408, "The request head did not arrive before the server needed the "
+                            "connection for another client (--rest_max_connections)")
+        else:
             transport.close()
 
     def _refuse(self, transport: asyncio.Transport) -> None:
@@ -482,3 +524,4 @@ class HttpServer:
         if self._shared is not None:
             self._shared.timed_out.close()
             self._shared.refused.close()
+            self._shared.evicted.close()

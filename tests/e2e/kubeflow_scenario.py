@@ -123,8 +123,9 @@ def compile_for(site: Site) -> compiler.Package:
 
 
 def execute(site: Site, package: compiler.Package, backend: str) -> emulator.EmulatedRun:
-    """One run as `mlops kfp run --local --backend B --pipeline-root <bucket>/root
-    [--volume CLAIM=DIR] --secret NAME=DIR`."""
+    """One run as `mlops kfp run --local --warm --backend B --pipeline-root <bucket>/root
+    [--volume CLAIM=DIR] --secret NAME=DIR` (warm: each task forked from one process that
+    imported TFX, `warm_pods.py`; cold starts are run by test_emulator and test_local_run)."""
     config = load_config(site.folder / "pipeline_config.yaml", profile="kubeflow")
     spec = package_lib.read_spec(package.path)
     volumes = [] if site.claim is None else [f"{CLAIM}={site.claim}"]
@@ -134,7 +135,7 @@ def execute(site: Site, package: compiler.Package, backend: str) -> emulator.Emu
     local_run.check_package(plan)
     local_run.check_machine(plan)
     lines: list[str] = []
-    run = local_run.execute(plan, lines.append, lines.append)
+    run = local_run.execute(plan, lines.append, lines.append, warm=True)
     assert [line.split()[:2] for line in lines[:-1]] == [
         [task.name, "SUCCEEDED"] for task in run.tasks]  # a line per task as it ended
     assert lines[-1].startswith(f"Local run {run.run_id} SUCCEEDED in ")
