@@ -232,6 +232,15 @@ def worker_group(nodeid: str) -> str:
                 module)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`--numprocesses=auto`: one worker more than the cores. About a fifth of a worker's
+    time is waiting on what the tests start (task processes, servers of the stores' APIs,
+    served requests), which a third worker fills on two cores (6 min 19 s against 7 min
+    12 s for four and over 7 min for two, 2026-12-06, docs/performance.md)."""
+    return (os.cpu_count() or 1) + 1
+
+
 @pytest.hookimpl(optionalhook=True)  # without pytest-xdist (-p no:xdist) it is not called
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """Each worker takes whole groups (`worker_group`), in the collection's order.

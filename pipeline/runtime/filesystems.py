@@ -24,9 +24,10 @@ def s3_settings_from_aws(environ: MutableMapping[str, str]) -> None:
     endpoint = environ.get("AWS_ENDPOINT_URL", "")
     if not endpoint or "S3_ENDPOINT" in environ:
         return
-    parsed = urlparse(endpoint)
-    environ["S3_ENDPOINT"] = parsed.netloc or endpoint
-    environ.setdefault("S3_USE_HTTPS", "0" if parsed.scheme == "http" else "1")
+    # The URL whole: tensorflow-io 0.37.1 takes the scheme from it (given only host:port,
+    # it speaks TLS whatever S3_USE_HTTPS says, which older readers still honour).
+    environ["S3_ENDPOINT"] = endpoint
+    environ.setdefault("S3_USE_HTTPS", "0" if urlparse(endpoint).scheme == "http" else "1")
 
 
 def enable_for(uris: Iterable[str]) -> bool:

@@ -9,12 +9,12 @@ from pipeline.runtime import filesystems
 def test_tensorflow_io_settings_come_from_aws_endpoint_url():
     environ = {"AWS_ENDPOINT_URL": "http://minio-service.kubeflow:9000"}
     filesystems.s3_settings_from_aws(environ)
-    assert environ["S3_ENDPOINT"] == "minio-service.kubeflow:9000"
+    assert environ["S3_ENDPOINT"] == "http://minio-service.kubeflow:9000"  # scheme and all
     assert environ["S3_USE_HTTPS"] == "0"
 
     secure = {"AWS_ENDPOINT_URL": "https://s3.example.com"}
     filesystems.s3_settings_from_aws(secure)
-    assert (secure["S3_ENDPOINT"], secure["S3_USE_HTTPS"]) == ("s3.example.com", "1")
+    assert (secure["S3_ENDPOINT"], secure["S3_USE_HTTPS"]) == ("https://s3.example.com", "1")
 
 
 def test_settings_a_user_gave_are_kept_and_nothing_is_set_without_an_endpoint():
