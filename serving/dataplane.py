@@ -21,7 +21,7 @@ import math
 import time
 import weakref
 from concurrent.futures import Executor, Future
-from typing import Callable, Mapping, NamedTuple, Optional
+from typing import Awaitable, Callable, Mapping, NamedTuple, Optional
 
 import numpy as np
 from google.protobuf import wrappers_pb2
@@ -30,9 +30,10 @@ from tensorflow_serving.apis.get_model_metadata_pb2 import SignatureDefMap
 
 from serving import servable as servable_lib
 from serving.batching import Batcher
-from serving.errors import invalid_argument
+from serving.errors import ServingError, invalid_argument
 from serving.repository import ModelRepository
 from serving.request_log import RequestLogs
+from serving.rollout.window import Monitor
 from serving.traffic import Router
 
 # A request's inputs as arrays, typed by the signature that will run them.
@@ -202,17 +203,20 @@ class DataPlane:
     Model calls run on `executor`'s threads (through `batcher` when batching is on), or
     on the event loop for a request that is alone (`inline`, which the HTTP layer counts
     REST requests in). Every error is a `ServingError` with TF Serving's code and text.
-    Requests naming neither a version nor a label follow `router`'s canary split, if any.
+    Requests naming neither a version nor a label follow `router`'s canary split, if any,
+    and, during an automatic rollout, are measured for it (`monitor`; see `_answer`).
     """
 
     def __init__(self, repository: ModelRepository, executor: Executor,
                  batcher: Optional[Batcher] = None, router: Optional[Router] = None,
-                 request_logs: Optional[RequestLogs] = None) -> None:
+                 request_logs: Optional[RequestLogs] = None,
+                 monitor: Optional[Monitor] = None) -> None:
         self.repository = repository
         self._executor = executor
         self._batcher = batcher
         self.router = router if router is not None else Router()
         self.request_logs = request_logs  # a sample of what is asked, for `mlops skew`
+        self.monitor = monitor  # the rollout's windows (None: no automatic rollout)
         self.inline = InlineCalls()
 
     # --- lookups ---------------------------------------------------------------------------
@@ -268,6 +272,44 @@ class DataPlane:
 
     # --- model calls ------------------------------------------------------------------------
 
+    async def _answer(self, spec: ModelSpec,
+                      attempt: Callable[[ModelSpec], Awaitable[Result]]) -> Result:
+        """Runs one API call; in a rollout, measures it and keeps the candidate's failures
+        from the client.
+
+        A bare-URL request that the rollout's candidate fails (any `ServingError`: a graph
+        that refuses an input fails with INVALID_ARGUMENT) is answered by the champion, and
+        counted against the candidate; if the champion fails it too, the client gets the
+        champion's error and the request counts against neither (it was the client's).
+        Requests naming a version or a label bypass the split and are not measured.
+        """
+        if self.monitor is None or spec.version is not None or spec.label:
+            return await attempt(spec)
+        answering_version.set(None)
+        started = time.perf_counter()
+        try:
+            result = await attempt(spec)
+        except ServingError:
+            version = answering_version.get()
+            watch = self.monitor.watch(spec.name, version) if version is not None else None
+            if watch is None:
+                raise
+            if version == watch.champion:
+                self.monitor.failed(watch, version, by_client=True)
+                raise
+            try:
+                result = await attempt(dataclasses.replace(spec, version=watch.champion))
+            except ServingError:
+                self.monitor.failed(watch, version, by_client=True)
+                raise
+            self.monitor.failed(watch, version, by_client=False)
+            return result
+        watch = self.monitor.watch(spec.name, result.servable.version)
+        if watch is not None:
+            self.monitor.answered(watch, result.servable.version,
+                                  time.perf_counter() - started, result.outputs)
+        return result
+
     async def _call(self, servable, signature, inputs: Mapping[str, np.ndarray],
                     key: Optional[str] = None, counted: bool = False) -> dict:
         """The model's outputs: batched, inline (``counted``: the request is in
@@ -313,6 +355,11 @@ class DataPlane:
                 ...; INTERNAL for the rest); with batching on, also INVALID_ARGUMENT for
                 more rows than `max_batch_size`, UNAVAILABLE when the batch queue is full.
         """
+        return await self._answer(spec, lambda chosen: self._predict(
+            chosen, decode_inputs, output_filter, counted))
+
+    async def _predict(self, spec: ModelSpec, decode_inputs: InputDecoder,
+                       output_filter: tuple[str, ...], counted: bool) -> Result:
         servable, signature = self.signature(spec)
         inputs = decode_inputs(signature)
         check_inputs(signature, inputs)
@@ -349,6 +396,10 @@ class DataPlane:
                 ...; INTERNAL for the rest); with batching on, also INVALID_ARGUMENT for
                 more rows than `max_batch_size`, UNAVAILABLE when the batch queue is full.
         """
+        return await self._answer(spec, lambda chosen: self._classify(chosen, examples,
+                                                                      counted))
+
+    async def _classify(self, spec: ModelSpec, examples: list[bytes], counted: bool) -> Result:
         servable, signature = self._examples_signature(spec, servable_lib.CLASSIFY_METHOD,
                                                        "classification")
         if not ({"classes", "scores"} & set(signature.outputs)):
@@ -372,6 +423,10 @@ class DataPlane:
         Raises:
             ServingError: as `classify`, for `tensorflow/serving/regress` and `outputs`.
         """
+        return await self._answer(spec, lambda chosen: self._regress(chosen, examples,
+                                                                     counted))
+
+    async def _regress(self, spec: ModelSpec, examples: list[bytes], counted: bool) -> Result:
         servable, signature = self._examples_signature(spec, servable_lib.REGRESS_METHOD,
                                                        "regression")
         if "outputs" not in signature.outputs:

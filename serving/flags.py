@@ -52,6 +52,23 @@ _HELP = {
     "request_log_sample_rate": "[embedded server] share of requests logged as tf.Examples "
                                "for `mlops skew` (0: none)",
     "request_log_dir": "[embedded server] where the request log goes (a folder per model)",
+    "rollout": "[embedded server] roll every new push out as a canary that live checks "
+               "promote or abort (needs --model_config_file)",
+    "rollout_mode": "[embedded server] canary: the candidate answers its share of requests",
+    "rollout_steps": "[embedded server] the candidate's shares, per cent, one per passed "
+                     "interval; passing the last promotes",
+    "rollout_interval_seconds": "[embedded server] length of each measured interval",
+    "rollout_threshold": "[embedded server] failed intervals that abort the rollout",
+    "rollout_min_requests": "[embedded server] requests per version an interval needs to "
+                            "decide anything (fewer: hold)",
+    "rollout_max_error_rate": "[embedded server] share of its requests the candidate may fail "
+                              "that the champion answers",
+    "rollout_max_p99_ms": "[embedded server] the candidate's p99 latency limit (0: none)",
+    "rollout_max_p99_ratio": "[embedded server] candidate p99 at most champion p99 x this "
+                             "+ --rollout_p99_slack_ms",
+    "rollout_p99_slack_ms": "[embedded server] see --rollout_max_p99_ratio",
+    "rollout_max_divergence": "[embedded server] Jensen-Shannon divergence (0-1) between the "
+                              "two versions' outputs",
 }
 
 

@@ -532,6 +532,23 @@ def _end_canary(settings: ServingSettings, winner: int, loser: Optional[int],
     return dropped, True
 
 
+def serve_alone(settings: ServingSettings, version: int) -> list[str]:
+    """Serves `version` alone, labelled stable, with no split: where an automatic rollout
+    starts from, so that a new push waits for the rollout instead of taking every request.
+
+    Returns:
+        The labels removed (they named versions no longer served).
+
+    Raises:
+        OperationError: the model is not in the models.config.
+        ServingError: INVALID_ARGUMENT when the models.config or traffic_split.json
+            cannot be read or parsed.
+        OSError: either file cannot be written.
+    """
+    dropped, _ = _end_canary(settings, version, None, None)
+    return dropped
+
+
 def promote(settings: ServingSettings,
             wait_until_unloaded: Optional[VersionGone] = None) -> Change:
     """The canary becomes stable and the split ends: its version alone is served.

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Optional
 
 from serving import config_files
 from serving.config_files import ModelServerConfig
 from serving.errors import invalid_argument
+from serving.rollout.policy import RolloutPolicy, optional_policy
+
+_ROLLOUT = RolloutPolicy()  # the flags' defaults are the policy's
 
 
 @dataclasses.dataclass
@@ -42,6 +46,19 @@ class ServerOptions:
     # Ours: a sample of the requests as tf.Examples, for `mlops skew` (0: off).
     request_log_sample_rate: float = 0.0
     request_log_dir: str = ""
+    # Ours: every push rolled out as a canary that live checks promote or abort
+    # (serving.rollout; needs --model_config_file, the models.config it edits).
+    rollout: bool = False
+    rollout_mode: str = _ROLLOUT.mode
+    rollout_steps: str = ",".join(f"{step:g}" for step in _ROLLOUT.steps)
+    rollout_interval_seconds: float = _ROLLOUT.interval_seconds
+    rollout_threshold: int = _ROLLOUT.threshold
+    rollout_min_requests: int = _ROLLOUT.min_requests
+    rollout_max_error_rate: float = _ROLLOUT.max_error_rate
+    rollout_max_p99_ms: float = _ROLLOUT.max_p99_ms
+    rollout_max_p99_ratio: float = _ROLLOUT.max_p99_ratio
+    rollout_p99_slack_ms: float = _ROLLOUT.p99_slack_ms
+    rollout_max_divergence: float = _ROLLOUT.max_divergence
 
     def __post_init__(self) -> None:
         for name in ("rest_read_timeout_seconds", "rest_idle_timeout_seconds",
@@ -52,6 +69,19 @@ class ServerOptions:
             raise invalid_argument("--request_log_sample_rate must be between 0 and 1")
         if self.request_log_sample_rate and not self.request_log_dir:
             raise invalid_argument("--request_log_sample_rate needs --request_log_dir")
+        if self.rollout_policy() is not None and \
+                os.path.basename(self.model_config_file) != "models.config":
+            raise invalid_argument("--rollout needs --model_config_file naming a serving "
+                                   "directory's models.config (the file the rollout edits, "
+                                   "as `mlops canary` does)")
+
+    def rollout_policy(self) -> Optional[RolloutPolicy]:
+        """The rollout's policy from the `--rollout*` flags; None when `--rollout` is off.
+
+        Raises:
+            ServingError: INVALID_ARGUMENT naming the flag whose value is impossible.
+        """
+        return optional_policy(dataclasses.asdict(self))
 
     def model_server_config(self) -> ModelServerConfig:
         """What to serve: the `--model_config_file`, else one model from `--model_name`

@@ -35,11 +35,14 @@ from serving.protocol.http import Limits
 from serving.protocol.rest import RestApi, make_http_server
 from serving.repository import ModelRepository
 from serving.request_log import RequestLogs
+from serving.rollout.controller import RolloutController
+from serving.rollout.window import Monitor
 
 log = logging.getLogger("serving.server")
 
 _GLANCE_S = 0.1  # how often the base paths' listings are checked between polls
 _COLLECT_DELAY_S = 1.0  # from an unload to the collection of what it freed
+_ROLLOUT_TICK_S = 0.25  # how often the rollout loop looks for a push or an ended interval
 
 
 def _freeze_heap() -> None:
@@ -112,8 +115,11 @@ class ModelServer:
         self.request_logs = (RequestLogs(options.request_log_dir,
                                          options.request_log_sample_rate)
                              if options.request_log_sample_rate else None)
+        self.rollout_policy = options.rollout_policy()
+        self.monitor = Monitor() if self.rollout_policy else None
+        self.rollout: Optional[RolloutController] = None  # made once the first load is done
         self.dataplane = DataPlane(self.repository, self.executor, batcher, self.router,
-                                   self.request_logs)
+                                   self.request_logs, self.monitor)
         self.rest_api = RestApi(self.dataplane, self.metrics,
                                 options.rest_api_timeout_in_ms / 1000
                                 if options.rest_api_timeout_in_ms > 0 else None)
@@ -159,6 +165,9 @@ class ModelServer:
         self.repository.apply_config(self.config)
         await loop.run_in_executor(None, self.repository.poll)
         _freeze_heap()
+        if self.rollout_policy is not None:
+            self.rollout = RolloutController(self.rollout_policy, self.options.model_config_file,
+                                             self.monitor, self.repository, self._apply_files)
         self._poller = threading.Thread(target=self._poll_forever, name="poller", daemon=True)
         self._poller.start()
 
@@ -196,6 +205,8 @@ class ModelServer:
             await self._grpc.stop(grace=1)
         if self._poller is not None:
             self._poller.join(timeout=30)
+        if self.rollout is not None:
+            self.rollout.stop()
         self.executor.shutdown(wait=True, cancel_futures=True)
         if self.request_logs is not None:  # everything sampled is on disk after a clean stop
             self.request_logs.close()
@@ -222,7 +233,8 @@ class ModelServer:
         Between polls, the base paths' listings are glanced at every ``_GLANCE_S`` (one
         directory listing each) and a poll runs as soon as one changed: a pushed version starts
         loading at once rather than up to a poll interval later. With polling off
-        (``--file_system_poll_wait_seconds=0``) there is no glancing either.
+        (``--file_system_poll_wait_seconds=0``) there is no glancing either. With
+        ``--rollout``, the rollout loop ticks here too (``serving.rollout.controller``).
         """
         fs_wait = self.options.file_system_poll_wait_seconds
         config_wait = self.options.model_config_file_poll_wait_seconds
@@ -232,9 +244,10 @@ class ModelServer:
         next_glance = time.monotonic() + _GLANCE_S if polling else never
         next_config = (time.monotonic() + config_wait
                        if config_wait > 0 and self.options.model_config_file else never)
+        next_rollout = time.monotonic() if self.rollout is not None else never
         while not self._stop.is_set():
             collect_at = self._collect_at if self._collect_at is not None else never
-            wake = min(next_fs, next_glance, next_config, collect_at)
+            wake = min(next_fs, next_glance, next_config, collect_at, next_rollout)
             if wake == never:
                 return
             if self._stop.wait(max(0.0, wake - time.monotonic())):
@@ -256,6 +269,23 @@ class ModelServer:
                 except Exception:  # keep polling: one bad pass must not stop the server
                     log.exception("polling the model directories failed")
                 next_fs = time.monotonic() + fs_wait if polling else never
+            if now >= next_rollout:
+                self._tick_rollout()
+                next_rollout = time.monotonic() + _ROLLOUT_TICK_S
+
+    def _tick_rollout(self) -> None:
+        try:
+            self.rollout.tick()
+        except ServingError as err:  # a models.config that does not parse: next tick
+            log.error("Rollout: %s", err.message)
+        except Exception:  # keep serving and polling whatever the loop hit
+            log.exception("the rollout loop failed")
+
+    def _apply_files(self) -> None:
+        """The rollout's edits, applied now: models.config and split re-read, then a poll
+        (which loads or unloads what the edit asks for, on this thread)."""
+        self._reread_config()
+        self.repository.poll()
 
     def _reread_config(self) -> None:
         try:

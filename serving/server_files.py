@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from serving.settings import ServingSettings
+from serving.settings import ServingSection, ServingSettings
 from serving import config_files
 from serving.config_files import ModelServerConfig
 
@@ -38,6 +38,15 @@ class ServerFiles:
 def models_config_path(settings: ServingSettings) -> Path:
     """`<base_directory>/models.config`: the file every operation edits."""
     return Path(settings.serving.base_directory) / MODELS_CONFIG
+
+
+def settings_for(models_config_file: str | Path, model_name: str) -> ServingSettings:
+    """The settings through which `serving.operations` edits one model of a running
+    server's models.config (its folder is the serving directory); the server's own
+    rollout controller edits the files this way, as `mlops canary` does."""
+    return ServingSettings(ServingSection(model_name=model_name,
+                                          base_directory=str(Path(models_config_file).parent)),
+                           pipeline_name="")
 
 
 def default_models_config(settings: ServingSettings, base_path: Optional[str] = None
@@ -129,6 +138,7 @@ def server_command(settings: ServingSettings, files: ServerFiles, python: str,
         if s.request_log.sample_rate:
             argv += [f"--request_log_sample_rate={s.request_log.sample_rate:g}",
                      f"--request_log_dir={s.request_log_dir}"]
+        argv += s.rollout.policy().flags()
     return argv + list(extra)
 
 
@@ -147,5 +157,6 @@ def rest_verify(settings: ServingSettings):
 
 
 __all__ = ["ServerFiles", "write_server_files", "server_command", "real_server_binary",
+           "settings_for",
            "models_config_path", "read_models_config", "default_models_config", "rest_url",
            "rest_verify"]

@@ -15,6 +15,9 @@ from typing import Callable, ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from serving.errors import ServingError
+from serving.rollout.policy import RolloutPolicy
+
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*$"  # Kubernetes and Kubeflow v2 names
 _DNS_NAME = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$"  # Secret and IngressClass names, host names
 _URI_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
@@ -199,6 +202,43 @@ class CanarySection(StrictSection):
     weight: float = Field(10, ge=0, le=100)
 
 
+_ROLLOUT = RolloutPolicy()
+
+
+class RolloutSection(StrictSection):
+    """`serving.rollout`: every push rolled out as a canary that live checks promote or
+    abort (embedded server). The keys are the server's `--rollout_<key>` flags and
+    `serving.rollout.policy.RolloutPolicy`'s fields, which documents each."""
+
+    enabled: bool = _ROLLOUT.enabled
+    mode: str = _ROLLOUT.mode
+    steps: tuple[float, ...] = _ROLLOUT.steps
+    interval_seconds: float = _ROLLOUT.interval_seconds
+    threshold: int = _ROLLOUT.threshold
+    min_requests: int = _ROLLOUT.min_requests
+    max_error_rate: float = _ROLLOUT.max_error_rate
+    max_p99_ms: float = _ROLLOUT.max_p99_ms
+    max_p99_ratio: float = _ROLLOUT.max_p99_ratio
+    p99_slack_ms: float = _ROLLOUT.p99_slack_ms
+    max_divergence: float = _ROLLOUT.max_divergence
+
+    @model_validator(mode="after")
+    def _possible(self) -> "RolloutSection":
+        self.policy()
+        return self
+
+    def policy(self) -> RolloutPolicy:
+        """The policy these keys describe.
+
+        Raises:
+            ValueError: a value the policy refuses, named by its key.
+        """
+        try:
+            return RolloutPolicy(**self.model_dump())
+        except ServingError as err:
+            raise ValueError(err.message) from None
+
+
 class RequestLogSection(StrictSection):
     """The embedded server's sample of requests, as tf.Examples, for `mlops skew`."""
 
@@ -210,7 +250,7 @@ class RequestLogSection(StrictSection):
 
 class ServingSection(StrictSection):
     """`serving:`: where versions are pushed and served from, the ports and limits of the
-    servers, and the batching, canary, request log, TLS and Kubernetes settings."""
+    servers, and the batching, canary, request log, rollout, TLS and Kubernetes settings."""
 
     model_name: str = Field(pattern=NAME_PATTERN)
     base_directory: str = "serving_models"
@@ -228,6 +268,7 @@ class ServingSection(StrictSection):
     batching: BatchingSection = Field(default_factory=BatchingSection)
     canary: CanarySection = Field(default_factory=CanarySection)
     request_log: RequestLogSection = Field(default_factory=lambda: RequestLogSection())
+    rollout: RolloutSection = Field(default_factory=RolloutSection)
     tls: TlsSection = Field(default_factory=TlsSection)
     image: str = "tensorflow/serving:2.16.1"
     kubernetes: KubernetesSection = Field(default_factory=KubernetesSection)

@@ -8,6 +8,7 @@ command line (the help shows them under the same headings):
     serving back to training skew, span-from-requests                 (cli/feedback.py)
     serving                  serve, versions, rollback, restore, label, canary, promote,
                              abort, predict, deploy-files              (cli/serving.py)
+    rollouts                 rollout status | pause | resume           (cli/rollout.py)
     Kubeflow                 kfp compile | image | upload | run | schedule | unschedule | list
                                                                        (cli/kfp.py)
 
@@ -22,11 +23,13 @@ import typer
 from pipeline.cli import feedback, records, run, serving
 from pipeline.cli.errors import CommandGroup
 from pipeline.cli.kfp import kfp_app
+from pipeline.cli.rollout import rollout_app
 
 app = typer.Typer(cls=CommandGroup, add_completion=False, no_args_is_help=True,
                   help="Operate the TFX pipeline and its model server.")
 for group in (run.app, records.app, feedback.app, serving.app):
     app.add_typer(group)
+app.add_typer(rollout_app, name="rollout", rich_help_panel="Serving")
 app.add_typer(kfp_app, name="kfp", rich_help_panel="Kubeflow Pipelines")
 
 

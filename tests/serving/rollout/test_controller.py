@@ -1,0 +1,229 @@
+"""The rollout loop over real files and a real repository of stand-in versions, on a
+clock the test moves: pin, start, step, hold, promote, abort, resume after a restart,
+pause, and the manual overrides. The windows are filled through the monitor as the data
+plane fills them; the server-level loop is in test_rollout_server.py."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving import config_files, operations, server_files
+from serving.repository import ModelRepository
+from serving.rollout import records
+from serving.rollout.controller import RolloutController
+from serving.rollout.policy import RolloutPolicy
+from serving.rollout.records import RolloutFiles
+from serving.rollout.window import Monitor
+from tests.conftest import mlops, write_config
+from tests.serving.stand_ins import StandInServable
+
+POLICY = RolloutPolicy(enabled=True, steps=(10, 50), interval_seconds=1, threshold=2,
+                       min_requests=5)
+
+
+def load(name: str, version: int, path: str) -> StandInServable:
+    if (Path(path) / "broken").exists():
+        raise ValueError("not a SavedModel")
+    return StandInServable(name, version, path)
+
+
+class Site:
+    """A serving directory with a models.config, a repository applying it, and the loop."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.base = folder / "m"
+        self.push(1)
+        self.models_config = folder / "models.config"
+        self.settings = server_files.settings_for(self.models_config, "m")
+        config_files.write_model_server_config(
+            server_files.default_models_config(self.settings, str(self.base)),
+            self.models_config)
+        self.repository = ModelRepository(load)
+        self.apply_files()
+        self.now = 0.0
+        self.files = RolloutFiles(folder, "m")
+        self.restart()
+
+    def restart(self) -> None:
+        """A new controller (and monitor) over the same files, as after a server restart."""
+        self.monitor = Monitor()
+        self.loop = RolloutController(POLICY, str(self.models_config), self.monitor,
+                                      self.repository, self.apply_files, clock=lambda: self.now)
+
+    def apply_files(self) -> None:
+        self.repository.apply_config(config_files.read_model_server_config(self.models_config))
+        self.repository.poll()
+
+    def push(self, version: int, broken: bool = False) -> None:
+        (self.base / str(version)).mkdir(parents=True)
+        if broken:
+            (self.base / str(version) / "broken").touch()
+
+    def interval(self, champion: int = 20, candidate: int = 20, failed: int = 0,
+                 shift: float = 0.0) -> None:
+        """Requests answered by each version over one interval, then the loop's tick."""
+        state = self.files.read_state()
+        for version, count in ((state.champion, champion), (state.candidate, candidate)):
+            watch = self.monitor.watch("m", version)
+            for i in range(count):
+                if version == state.candidate and i < failed:
+                    self.monitor.failed(watch, version, by_client=False)
+                    continue
+                value = (i % 10) / 10 + (shift if version == state.candidate else 0)
+                self.monitor.answered(watch, version, 0.002,
+                                      {"scores": np.array([[1 - value, value]])})
+        self.now += POLICY.interval_seconds
+        self.loop.tick()
+
+    def loaded(self) -> set[int]:
+        return set(self.repository.view("m").servables)
+
+    def policy_versions(self) -> list[int]:
+        config = config_files.read_model_server_config(self.models_config)
+        return list(config.model_config_list.config[0].model_version_policy.specific.versions)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    return Site(tmp_path)
+
+
+def test_a_push_is_stepped_up_held_on_no_data_promoted_and_the_next_one_aborted(site):
+    site.loop.tick()
+    assert site.policy_versions() == [1]  # pinned: a push waits for the loop
+    site.push(2)
+    site.loop.tick()
+    assert operations.canary_state(site.settings) == operations.CanaryState(1, 2, 10.0)
+    assert site.loaded() == {1, 2}
+    assert site.files.read_state().state == records.PROGRESSING
+
+    site.interval()
+    assert operations.canary_state(site.settings).canary_weight == 50.0
+    site.interval(champion=4)  # too few requests: nothing decided
+    state = site.files.read_state()
+    assert (state.state, state.step, state.weight) == (records.HOLDING, 1, 50.0)
+    site.interval()
+    assert operations.canary_state(site.settings) == operations.CanaryState(2, None, None)
+    assert site.loaded() == {2} and site.policy_versions() == [2]
+    state = site.files.read_state()
+    assert (state.state, state.champion, state.candidate) == (records.PROMOTED, 2, None)
+
+    site.push(3)
+    site.loop.tick()
+    assert operations.canary_state(site.settings) == operations.CanaryState(2, 3, 10.0)
+    site.interval(failed=10)  # half failed: 1 of 2
+    assert site.files.read_state().failed_intervals == 1
+    site.restart()
+    site.loop.tick()  # resumes measuring at the same step
+    assert site.files.read_state().weight == 10.0
+    site.interval(failed=10)
+    assert operations.canary_state(site.settings) == operations.CanaryState(2, None, None)
+    assert site.loaded() == {2}
+    state = site.files.read_state()
+    assert (state.state, state.decided) == (records.ABORTED, [2, 3])
+    assert "error_rate" in state.reason
+    site.loop.tick()  # an aborted version is not tried again
+    assert site.files.read_state().candidate is None
+
+    events = [(d["event"], d.get("next")) for d in site.files.decisions()]
+    assert events == [("start", None), ("interval", "step"), ("interval", "hold"),
+                      ("interval", "promote"), ("promoted", None),
+                      ("start", None), ("interval", "stay"), ("interval", "abort"),
+                      ("aborted", None)]
+    abort = list(site.files.decisions(candidate=3))[-2]
+    error_rate = next(c for c in abort["checks"] if c["name"] == "error_rate")
+    assert (error_rate["value"], error_rate["threshold"], error_rate["verdict"]) == (
+        0.5, POLICY.max_error_rate, "fail")
+
+
+def test_divergent_outputs_abort_after_the_threshold(site):
+    site.loop.tick()
+    site.push(2)
+    site.loop.tick()
+    site.interval(shift=5.0)
+    site.interval(shift=5.0)
+    state = site.files.read_state()
+    assert state.state == records.ABORTED and "divergence" in state.reason
+
+
+def test_a_paused_rollout_decides_nothing_until_resumed(site):
+    site.loop.tick()
+    site.push(2)
+    site.loop.tick()
+    assert site.files.pause()
+    site.interval(failed=20)
+    site.interval(failed=20)
+    state = site.files.read_state()
+    assert (state.state, state.intervals, state.candidate) == (records.HOLDING, 0, 2)
+    assert site.files.resume()
+    site.interval()
+    assert site.files.read_state().weight == 50.0
+
+
+def test_mlops_promote_during_a_rollout_ends_it_as_promoted_by_hand(site):
+    site.loop.tick()
+    site.push(2)
+    site.loop.tick()
+    operations.promote(site.settings)
+    site.loop.tick()
+    state = site.files.read_state()
+    assert (state.state, state.champion) == (records.PROMOTED, 2)
+    assert list(site.files.decisions())[-1]["by"] == "hand"
+
+
+def test_a_version_that_does_not_load_is_aborted_and_the_champion_keeps_serving(site):
+    site.loop.tick()
+    site.push(2, broken=True)
+    site.loop.tick()
+    state = site.files.read_state()
+    assert (state.state, state.decided, state.champion) == (records.ABORTED, [2], 1)
+    assert site.loaded() == {1} and site.policy_versions() == [1]
+    assert list(site.files.decisions())[-1]["by"] == "load"
+
+
+def test_mlops_rollout_status_pause_and_resume(site):
+    """The commands read and mark the files a running loop uses; no server needed."""
+    config = write_config(site.folder, {"serving.model_name": "m",
+                                        "serving.base_directory": str(site.folder),
+                                        "serving.rollout.enabled": True})
+    site.loop.tick()
+    site.push(2)
+    site.loop.tick()
+    site.interval(failed=10)
+
+    result = mlops("rollout", "status", "--json", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert {key: status[key] for key in ("state", "champion", "candidate", "weight",
+                                         "failed_intervals", "paused")} == {
+        "state": "progressing", "champion": 1, "candidate": 2, "weight": 10.0,
+        "failed_intervals": 1, "paused": False}
+    (interval,) = [d for d in status["decisions"] if d["event"] == "interval"]
+    assert {c["name"]: c["verdict"] for c in interval["checks"]}["error_rate"] == "fail"
+
+    result = mlops("rollout", "pause", "--config", str(config))
+    assert result.returncode == 0 and "m: rollout paused" in result.stdout, result.stderr
+    assert site.files.paused
+    result = mlops("rollout", "status", "--config", str(config))
+    text = " ".join(result.stdout.split())
+    assert "m: progressing (paused" in text
+    assert "champion 1, candidate 2 at 10 % (step 1), 1 failed of 3" in text
+    assert "#1 at 10 %, requests 20/20: fail -> stay" in text
+    assert "error_rate 0.5 (max 0.01) FAIL" in text  # the value, threshold, verdict
+    result = mlops("rollout", "resume", "--config", str(config))
+    assert result.returncode == 0 and "m: rollout resumed" in result.stdout
+    assert not site.files.paused
+
+
+def test_a_state_file_that_is_not_one_is_one_error_line(site):
+    config = write_config(site.folder, {"serving.model_name": "m",
+                                        "serving.base_directory": str(site.folder)})
+    site.files.folder.mkdir(parents=True)
+    site.files.state_file.write_text("[1, 2]")
+    result = mlops("rollout", "status", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: {site.files.state_file}: not a rollout state")

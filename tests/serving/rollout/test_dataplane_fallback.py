@@ -1,0 +1,118 @@
+"""A rollout seen from the data plane (stand-in versions, a real repository and split, no
+server): the candidate's failures never reach the client, and every bare-URL request is
+measured for the version that answered."""
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving.config_files import single_model_config
+from serving.dataplane import DataPlane, ModelSpec, answering_version
+from serving.errors import Code, ServingError, invalid_argument
+from serving.repository import ModelRepository
+from serving.rollout.window import Monitor
+from serving.traffic import Router, Split
+from tests.serving.stand_ins import StandInServable
+
+CHAMPION, CANDIDATE = 1, 2
+
+
+def refusing_below(candidate_limit: float, champion_limit: float):
+    """`y = 2x + version`, each version refusing inputs below its limit as a graph's
+    check would."""
+
+    def load(name: str, version: int, path: str) -> StandInServable:
+        bound = candidate_limit if version == CANDIDATE else champion_limit
+
+        def outputs(inputs):
+            x = np.asarray(inputs["x"], np.float32)
+            if (x < bound).any():
+                raise invalid_argument(f"version {version} refuses x < {bound:g}")
+            return {"y": x * 2 + version}
+
+        return StandInServable(name, version, path, outputs=outputs)
+
+    return load
+
+
+@pytest.fixture
+def rollout(tmp_path: Path):
+    """A data plane in a rollout of version 2 against 1; `weight` sets the candidate's share."""
+    for version in (CHAMPION, CANDIDATE):
+        (tmp_path / "m" / str(version)).mkdir(parents=True)
+    repository = ModelRepository(refusing_below(0.0, -100.0))
+    config = single_model_config("m", str(tmp_path / "m"))
+    model = config.model_config_list.config[0]
+    model.model_version_policy.all.SetInParent()
+    model.version_labels["stable"] = CHAMPION
+    model.version_labels["canary"] = CANDIDATE
+    repository.apply_config(config)
+    repository.poll()
+    monitor = Monitor()
+    monitor.begin("m", CHAMPION, CANDIDATE)
+    router = Router()
+    plane = DataPlane(repository, ThreadPoolExecutor(2), router=router, monitor=monitor)
+
+    def with_weight(weight: float) -> DataPlane:
+        router.update({"m": Split(weight)})
+        return plane
+
+    return with_weight, monitor
+
+
+def ask(plane: DataPlane, x: float, **spec) -> tuple[float, int]:
+    """(y, the version the adapters would report) for one request."""
+
+    async def call():
+        result = await plane.predict(ModelSpec("m", **spec),
+                                     lambda signature: {"x": np.asarray([x], np.float32)})
+        return float(result.outputs["y"][0]), answering_version.get()
+
+    return asyncio.run(call())
+
+
+def test_the_champion_answers_what_the_candidate_fails_and_the_candidate_is_blamed(rollout):
+    with_weight, monitor = rollout
+    plane = with_weight(100)
+    assert ask(plane, 1.0) == (4.0, CANDIDATE)
+    assert ask(plane, -1.0) == (-1.0, CHAMPION)  # refused by 2, answered by 1
+    champion, candidate = monitor.take("m")
+    assert (candidate.requests, candidate.failed, candidate.client_errors) == (2, 1, 0)
+    assert len(candidate.latencies_s) == 1 and candidate.output_rows().tolist() == [[4.0]]
+    assert champion.requests == 0  # a fallback is not a measured champion request
+
+
+def test_what_both_versions_refuse_gets_the_champion_s_error_and_blames_neither(rollout):
+    with_weight, monitor = rollout
+    with pytest.raises(ServingError) as caught:
+        ask(with_weight(100), -1000.0)
+    assert caught.value.code == Code.INVALID_ARGUMENT
+    assert "version 1 refuses" in caught.value.message
+    _, candidate = monitor.take("m")
+    assert (candidate.requests, candidate.failed, candidate.client_errors) == (1, 0, 1)
+
+
+def test_the_champion_s_own_failures_are_the_client_s(rollout):
+    with_weight, monitor = rollout
+    plane = with_weight(0)
+    assert ask(plane, 2.0) == (5.0, CHAMPION)
+    with pytest.raises(ServingError):
+        ask(plane, -1000.0)
+    champion, candidate = monitor.take("m")
+    assert (champion.requests, champion.failed, champion.client_errors) == (2, 0, 1)
+    assert candidate.requests == 0
+
+
+def test_a_request_naming_a_version_or_label_is_answered_as_asked_and_not_measured(rollout):
+    with_weight, monitor = rollout
+    plane = with_weight(100)
+    with pytest.raises(ServingError) as caught:
+        ask(plane, -1.0, version=CANDIDATE)
+    assert "version 2 refuses" in caught.value.message
+    assert ask(plane, 1.0, label="canary") == (4.0, CANDIDATE)
+    champion, candidate = monitor.take("m")
+    assert champion.requests == candidate.requests == 0
