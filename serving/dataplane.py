@@ -30,7 +30,8 @@ from tensorflow_serving.apis.get_model_metadata_pb2 import SignatureDefMap
 
 from serving import servable as servable_lib
 from serving.batching import Batcher
-from serving.errors import ServingError, invalid_argument
+from serving.errors import ServingError, failed_precondition, invalid_argument, not_found
+from serving.labels import LabelFolder, parse_label_lines
 from serving.repository import ModelRepository
 from serving.request_log import RequestLogs
 from serving.rollout.window import Monitor
@@ -210,13 +211,15 @@ class DataPlane:
     def __init__(self, repository: ModelRepository, executor: Executor,
                  batcher: Optional[Batcher] = None, router: Optional[Router] = None,
                  request_logs: Optional[RequestLogs] = None,
-                 monitor: Optional[Monitor] = None) -> None:
+                 monitor: Optional[Monitor] = None,
+                 labels: Optional[LabelFolder] = None) -> None:
         self.repository = repository
         self._executor = executor
         self._batcher = batcher
         self.router = router if router is not None else Router()
         self.request_logs = request_logs  # a sample of what is asked, for `mlops skew`
         self.monitor = monitor  # the rollout's windows (None: no automatic rollout)
+        self.labels = labels  # where posted labels are kept (None: no request log)
         self.inline = InlineCalls()
 
     # --- lookups ---------------------------------------------------------------------------
@@ -307,7 +310,8 @@ class DataPlane:
         watch = self.monitor.watch(spec.name, result.servable.version)
         if watch is not None:
             self.monitor.answered(watch, result.servable.version,
-                                  time.perf_counter() - started, result.outputs)
+                                  time.perf_counter() - started, result.outputs,
+                                  spec.request_key)
         return result
 
     async def _call(self, servable, signature, inputs: Mapping[str, np.ndarray],
@@ -449,6 +453,40 @@ class DataPlane:
         outputs = await self._call(servable, signature,
                                    {name: example_batch(examples)}, key, counted)
         return Result(servable, signature, outputs)
+
+    # --- labels known later -----------------------------------------------------------------
+
+    async def record_labels(self, model_name: str, body: bytes) -> dict:
+        """`POST /v1/models/<name>/labels`: keeps the labels beside the request log and
+        joins them to the rollout's keyed answers (`serving.labels`).
+
+        Args:
+            model_name: the model the labelled requests were sent to.
+            body: JSON lines of `{"key": <request key>, "label": <label>}`.
+
+        Returns:
+            `{"labels": received, "joined": labels matched to an answer of the running
+            rollout, "kept": the CSV file written, or null without a request log}`.
+
+        Raises:
+            ServingError: NOT_FOUND for a model this server does not serve; INVALID_ARGUMENT
+                for a body that is not such lines (naming the line); FAILED_PRECONDITION
+                when the server has neither a request log nor a rollout to take them.
+        """
+        if self.repository.view(model_name) is None:
+            raise not_found(f"Servable not found for request: Latest({model_name})")
+        if self.labels is None and self.monitor is None:
+            raise failed_precondition("labels are kept beside the request log "
+                                      "(--request_log_dir) and joined during a rollout "
+                                      "(--rollout); this server has neither")
+        pairs = parse_label_lines(body)
+        kept = None
+        if self.labels is not None:
+            kept = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.labels.keep, model_name, pairs)
+        joined = (sum(self.monitor.label(model_name, key, label) for key, label in pairs)
+                  if self.monitor is not None else 0)
+        return {"labels": len(pairs), "joined": joined, "kept": kept}
 
     # --- model information ---------------------------------------------------------------------
 

@@ -69,6 +69,12 @@ _HELP = {
     "rollout_p99_slack_ms": "[embedded server] see --rollout_max_p99_ratio",
     "rollout_max_divergence": "[embedded server] Jensen-Shannon divergence (0-1) between the "
                               "two versions' outputs",
+    "rollout_min_labelled": "[embedded server] labelled answers per version before online "
+                            "accuracy is judged (0: off)",
+    "rollout_max_accuracy_drop": "[embedded server] how much less accurate than the champion "
+                                 "the candidate may be",
+    "rollout_confidence": "[embedded server] how sure the one-sided test must be that the "
+                          "drop is larger, to fail",
 }
 
 

@@ -59,6 +59,9 @@ class ServerOptions:
     rollout_max_p99_ratio: float = _ROLLOUT.max_p99_ratio
     rollout_p99_slack_ms: float = _ROLLOUT.p99_slack_ms
     rollout_max_divergence: float = _ROLLOUT.max_divergence
+    rollout_min_labelled: int = _ROLLOUT.min_labelled
+    rollout_max_accuracy_drop: float = _ROLLOUT.max_accuracy_drop
+    rollout_confidence: float = _ROLLOUT.confidence
 
     def __post_init__(self) -> None:
         for name in ("rest_read_timeout_seconds", "rest_idle_timeout_seconds",

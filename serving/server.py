@@ -28,6 +28,7 @@ from serving.batching import Batcher
 from serving.config_files import BatchingParameters, ModelServerConfig
 from serving.dataplane import DataPlane
 from serving.errors import ServingError
+from serving.labels import LabelFolder
 from serving.metrics import Metrics
 from serving.options import ServerOptions
 from serving.protocol import grpc_service
@@ -118,8 +119,9 @@ class ModelServer:
         self.rollout_policy = options.rollout_policy()
         self.monitor = Monitor() if self.rollout_policy else None
         self.rollout: Optional[RolloutController] = None  # made once the first load is done
+        self.labels = LabelFolder(options.request_log_dir) if options.request_log_dir else None
         self.dataplane = DataPlane(self.repository, self.executor, batcher, self.router,
-                                   self.request_logs, self.monitor)
+                                   self.request_logs, self.monitor, self.labels)
         self.rest_api = RestApi(self.dataplane, self.metrics,
                                 options.rest_api_timeout_in_ms / 1000
                                 if options.rest_api_timeout_in_ms > 0 else None)
@@ -167,7 +169,8 @@ class ModelServer:
         _freeze_heap()
         if self.rollout_policy is not None:
             self.rollout = RolloutController(self.rollout_policy, self.options.model_config_file,
-                                             self.monitor, self.repository, self._apply_files)
+                                             self.monitor, self.repository, self._apply_files,
+                                             labels=self.labels)
         self._poller = threading.Thread(target=self._poll_forever, name="poller", daemon=True)
         self._poller.start()
 

@@ -221,6 +221,9 @@ class RolloutSection(StrictSection):
     max_p99_ratio: float = _ROLLOUT.max_p99_ratio
     p99_slack_ms: float = _ROLLOUT.p99_slack_ms
     max_divergence: float = _ROLLOUT.max_divergence
+    min_labelled: int = _ROLLOUT.min_labelled
+    max_accuracy_drop: float = _ROLLOUT.max_accuracy_drop
+    confidence: float = _ROLLOUT.confidence
 
     @model_validator(mode="after")
     def _possible(self) -> "RolloutSection":

@@ -61,8 +61,10 @@ def skew(source: ConfigSource,
 @app.command("span-from-requests", rich_help_panel=PANEL)
 @with_config
 def span_from_requests(source: ConfigSource,
-                       labels: Path = typer.Option(..., "--labels", metavar="CSV",
-                                                   help="A CSV of request keys and labels."),
+                       labels: Path = typer.Option(
+                           ..., "--labels", metavar="CSV|DIR",
+                           help="A CSV of request keys and labels, or a folder of them (the "
+                                "server keeps posted labels in <request log>/<model>/labels)."),
                        key_column: str = typer.Option("request_key", "--key-column",
                                                       help="Its column of request keys."),
                        label_column: Optional[str] = typer.Option(

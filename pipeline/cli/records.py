@@ -24,7 +24,7 @@ def history(source: ConfigSource,
             html: bool = typer.Option(False, "--html",
                                       help="Also write the cross-run HTML page and print "
                                            "its path.")) -> None:
-    """The pipeline's runs, newest first: span, outcome, metrics, verdict, push."""
+    """The pipeline's runs, newest first: span, outcome, metrics, verdict, push, rollout."""
     from pipeline.records import history as history_lib
 
     config = source.load(check_files=False)
@@ -49,7 +49,11 @@ def history(source: ConfigSource,
 def lineage(source: ConfigSource,
             version: int = typer.Argument(..., help="A version in the serving directory."),
             as_json: bool = JsonOption) -> None:
-    """Where a served version came from: run, data, statistics, schema, model, evaluation."""
+    """Where a served version came from, and how its rollout went.
+
+    Its run, data, statistics, schema, model and evaluation; then its automatic rollout:
+    promoted or aborted, when, by what, on which checks.
+    """
     from pipeline.records import lineage as lineage_lib
 
     found = lineage_lib.lineage(source.load(check_files=False), version)

@@ -45,8 +45,9 @@ def serve(source: ConfigSource,
     (`os.execvp`).
 
     Raises:
-        UsageError: `serving.tls.rest_ssl_config_file` is set but the real server or the
-            docker image would serve REST (plain HTTP only) (exit 2).
+        UsageError: `serving.tls.rest_ssl_config_file` or `serving.rollout.enabled` is set
+            but the real server or the docker image would serve (plain HTTP only, no
+            split) (exit 2).
         UserError: `--docker` without `docker` on PATH (exit 1).
         ConfigError: the config is wrong (exit 2).
         ServingError: the serving directory's models.config is not valid (exit 1).
@@ -63,6 +64,11 @@ def serve(source: ConfigSource,
                          + " serves REST over plain HTTP only: use `mlops serve --embedded`, "
                          "or unset it (gRPC over TLS, serving.tls.ssl_config_file, works "
                          "with both)")
+    if (docker or binary) and settings.serving.rollout.enabled:
+        raise UsageError("serving.rollout.enabled is set, but "
+                         + ("the tensorflow/serving image" if docker else binary)
+                         + " has no traffic split to roll out with: use `mlops serve "
+                         "--embedded`, or unset it")
     files = server_files.write_server_files(settings)
     if docker:
         if not shutil.which("docker"):
@@ -84,7 +90,10 @@ def serve(source: ConfigSource,
                   f"{settings.serving.model_name}   gRPC {settings.serving.host}:"
                   f"{settings.serving.grpc_port}{' (TLS)' if tls.ssl_config_file else ''}\n"
                   f"  versions, rollbacks and labels: {files.models_config} "
-                  "(`mlops versions`, `mlops rollback`, `mlops label`)", highlight=False)
+                  "(`mlops versions`, `mlops rollback`, `mlops label`)"
+                  + ("\n  every push rolled out as a canary: `mlops rollout status`"
+                     if settings.serving.rollout.enabled and not binary and not docker
+                     else ""), highlight=False)
     sys.stdout.flush()
     os.execvp(argv[0], argv)
 

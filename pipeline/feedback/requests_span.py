@@ -3,7 +3,8 @@
 The loop from serving back to training: the embedded server logs a sample of the requests
 it answers as tf.Examples, each with the request's key (`X-Request-Key`, gRPC metadata
 `x-request-key`) when the client sent one (`serving/request_log.py`). Once the outcome is
-known (was a tip given?), a CSV of `key,label` joins it to those requests, and the rows
+known (was a tip given?), a CSV of `key,label` (or the server's labels folder, where
+clients post them: `serving/labels.py`) joins it to those requests, and the rows
 become a CSV span laid out as the config's `data.span_pattern` says, the next number after
 the newest span, which the next run (or the next scheduled run) trains on.
 """
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import glob
 import os
 from typing import Iterable, Optional
 
 from pipeline.definition import data_files
 from pipeline.definition.config import PipelineConfig
 from pipeline.errors import UserError
+from serving.labels import LABEL_COLUMN
 from serving.request_log import REQUEST_KEY_FEATURE
 
 SPAN_FILE_NAME = "requests"
@@ -39,21 +42,41 @@ class NewSpan:
 
 
 def read_labels(path: str, key_column: str, label_column: str) -> dict[str, str]:
-    """`{request key: label}` from a CSV with (at least) those two columns.
+    """`{request key: label}` from a CSV with (at least) those two columns, or from every
+    CSV of a folder (the server's labels folder, `serving.labels`: what clients posted
+    and dropped there; its files name the label column `label`, used when a file lacks
+    `label_column`). A later file's label for the same key wins.
 
     Rows with an empty key or an empty label are left out: not labelled yet.
 
     Raises:
-        SpanError: the file cannot be opened or read, or lacks either column (the
-            message lists the columns it has).
+        SpanError: a file cannot be opened or read, or lacks either column (the message
+            lists the columns it has); a folder without CSV files.
     """
+    if os.path.isdir(path):
+        files = sorted(glob.glob(os.path.join(path, "*.csv")), key=os.path.getmtime)
+        if not files:
+            raise SpanError(f"{path}: no labels (.csv files) in this folder")
+        labels: dict[str, str] = {}
+        for file in files:
+            labels.update(_read_label_file(file, key_column, label_column,
+                                           fallback=LABEL_COLUMN))
+        return labels
+    return _read_label_file(path, key_column, label_column)
+
+
+def _read_label_file(path: str, key_column: str, label_column: str,
+                     fallback: Optional[str] = None) -> dict[str, str]:
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
-            missing = [c for c in (key_column, label_column) if c not in (reader.fieldnames or [])]
+            columns = reader.fieldnames or []
+            if label_column not in columns and fallback in columns:
+                label_column = fallback
+            missing = [c for c in (key_column, label_column) if c not in columns]
             if missing:
                 raise SpanError(f"{path}: no column {', '.join(map(repr, missing))} (its "
-                                f"columns: {', '.join(reader.fieldnames or [])})")
+                                f"columns: {', '.join(columns)})")
             return {row[key_column]: row[label_column] for row in reader
                     if row[key_column] and row[label_column] != ""}
     except OSError as err:

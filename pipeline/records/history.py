@@ -5,7 +5,9 @@ Three sources, each where the others cannot see:
 - the run records (`records.store`): the metrics, the verdict and the push, as the run's
   summary said them (metric values live in TFMA's output, which only TFMA reads);
 - the push manifests in the serving directory: every pushed version's model and run, also
-  for runs whose metadata is elsewhere (Kubeflow keeps it in the cluster) or gone.
+  for runs whose metadata is elsewhere (Kubeflow keeps it in the cluster) or gone;
+- the rollout decisions in the serving directory (`records.rollouts`): how each pushed
+  version's automatic rollout went, whoever pushed it.
 
 Nothing here imports TensorFlow: a hundred runs answer in well under two seconds.
 """
@@ -17,7 +19,7 @@ import os
 from typing import Any, Optional
 
 from pipeline.definition.config import PipelineConfig
-from pipeline.records import store, summary
+from pipeline.records import rollouts, store, summary
 from pipeline.records.summary import RunReport
 from serving import versions
 
@@ -40,6 +42,7 @@ class HistoryEntry:
     pushed_version: Optional[int] = None
     not_pushed_reason: Optional[str] = None
     model_uri: Optional[str] = None
+    rollout: str = ""  # the pushed version's rollout in a few words ("": none recorded)
 
     def line(self) -> str:
         """The entry as one line of text, whole (greppable)."""
@@ -60,6 +63,8 @@ class HistoryEntry:
             parts.append(f"not blessed: {self.verdict}")
         if self.pushed_version is not None:
             parts.append(f"pushed version {self.pushed_version}")
+            if self.rollout:
+                parts.append(f"rollout {self.rollout}")
         elif self.not_pushed_reason and not self.failed and self.blessed is not False:
             parts.append(f"not pushed: {self.not_pushed_reason}")
         if self.source == "manifest":
@@ -169,5 +174,9 @@ def history(config: PipelineConfig, limit: Optional[int] = None) -> list[History
     known_runs = {entry.run_id for entry in entries}
     known_models = {r.model_uri for r in records.values() if r.run_id in known_runs}
     entries += _manifest_entries(config, known_runs, known_models)
+    rolled_out = rollouts.rollouts(config)
+    for entry in entries:
+        if entry.pushed_version in rolled_out:
+            entry.rollout = rolled_out[entry.pushed_version].short
     entries.sort(key=lambda entry: entry.time, reverse=True)
     return entries[:limit] if limit else entries

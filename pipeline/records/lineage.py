@@ -5,7 +5,9 @@ pushed version, Kubeflow's included) to the run that pushed it: the data span an
 statistics, the schema and anomalies, the trained model, the evaluation, the verdict, and
 the served version it was compared with. The run comes from its record or, failing that,
 the local metadata store; where neither knows the run (its store is elsewhere or gone),
-the manifest is all there is, and the answer says so.
+the manifest is all there is, and the answer says so. After the push, the version's
+automatic rollout (`records.rollouts`, from the server's decisions in the serving
+directory, so it is told whoever ran the pipeline): promoted or aborted, when, by what.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any, Optional
 
 from pipeline.definition.config import PipelineConfig
 from pipeline.errors import UserError
-from pipeline.records import history, store, summary
+from pipeline.records import history, rollouts, store, summary
 from pipeline.records.summary import RunReport
 from serving import versions
 
@@ -36,13 +38,24 @@ class Lineage:
     run_id: str
     run: Optional[RunReport]  # None: only the manifest is known
     note: str = ""
+    rollout: Optional[rollouts.RolloutSummary] = None  # None: no rollout recorded
 
     def to_json(self) -> dict[str, Any]:
         """The lineage for `mlops lineage --json`, with the run's whole record."""
         document = {key: getattr(self, key) for key in
                     ("version", "path", "pushed_at", "model_uri", "run_id", "note")}
         document["run"] = store.to_dict(self.run) if self.run else None
+        document["rollout"] = self.rollout.to_json() if self.rollout else None
         return document
+
+    def rollout_lines(self) -> list[str]:
+        """The rollout's outcome and the server's reason (none without a rollout)."""
+        found = self.rollout
+        if found is None:
+            return []
+        against = f" against version {found.champion}" if found.champion is not None else ""
+        return [f"  rollout{against}: {found.headline()}"] + (
+            [f"    {found.reason}"] if found.reason else [])
 
     def lines(self) -> list[str]:
         """The lineage as text, one fact per line."""
@@ -51,7 +64,7 @@ class Lineage:
                f"  run {self.run_id or '(not recorded)'}"]
         run = self.run
         if run is None:
-            return out + [f"  {self.note}"]
+            return out + self.rollout_lines() + [f"  {self.note}"]
         spans = history._spans(run)  # pylint: disable=protected-access
         out.append(f"  data: span {spans or '?'}, examples {run.examples_uri or '?'}")
         out.append(f"  statistics {run.statistics_uri or '?'}")
@@ -64,6 +77,7 @@ class Lineage:
         out.append(f"  {verdict}; " + (f"compared with served version {run.baseline_version}"
                                         if run.baseline_compared and run.baseline_version
                                         else "no served version to compare with"))
+        out += self.rollout_lines()
         if self.note:
             out.append(f"  {self.note}")
         return out
@@ -116,4 +130,5 @@ def lineage(config: PipelineConfig, version: int) -> Lineage:
     if not manifest:
         note = "the version has no push manifest: it was not pushed by this pipeline"
     return Lineage(version, path, str(manifest.get("pushed_at") or ""), model_uri,
-                   run_id or (run.run_id if run and run.run_id else ""), run, note)
+                   run_id or (run.run_id if run and run.run_id else ""), run, note,
+                   rollouts.rollout(config, version))

@@ -2,7 +2,8 @@
 
 Paths are matched with TF Serving's own patterns (case-insensitive):
 ``GET /v1/models/{name}[/versions/{v} | /labels/{l}][/metadata]`` and
-``POST /v1/models/{name}[/versions/{v} | /labels/{l}]:(predict|classify|regress)``.
+``POST /v1/models/{name}[/versions/{v} | /labels/{l}]:(predict|classify|regress)``, and
+ours: ``POST /v1/models/{name}/labels`` (labels known later, `serving.labels`).
 Anything else under ``/v1/`` is a 400 "Malformed request", anything outside it a 404.
 Every error leaves as ``{"error": "..."}`` with the status of its canonical code.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import re
 import time
@@ -34,6 +36,7 @@ log = logging.getLogger("serving.protocol.rest")
 _PREDICTION_PATH = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
     re.IGNORECASE)
+_LABELS_PATH = re.compile(r"/v1/models/([^/:]+)/labels", re.IGNORECASE)
 _STATUS_PATH = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
     re.IGNORECASE)
@@ -123,6 +126,10 @@ class RestApi:
                 name, version, label, action = match.groups()
                 spec = self._spec(name, version, label)
                 return spec.name, action.capitalize(), spec, action.lower()
+            match = _LABELS_PATH.fullmatch(path)
+            if match:
+                spec = self._spec(match.group(1), None, None)
+                return spec.name, "Labels", spec, "labels"
         elif method == "GET":
             match = _STATUS_PATH.fullmatch(path)
             if match:
@@ -144,6 +151,8 @@ class RestApi:
                                              **_JSON_OPTIONS).encode()
         if action == "GetModelMetadata":
             return self._metadata(spec)
+        if action == "labels":
+            return json.dumps(await self.dataplane.record_labels(spec.name, body)).encode()
         call = {"predict": self._predict, "classify": self._classify,
                 "regress": self._regress}[action]
         if self.timeout_s:

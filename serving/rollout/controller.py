@@ -21,6 +21,7 @@ import time
 from typing import Callable, Optional
 
 from serving import config_files, operations, server_files, traffic
+from serving.labels import LabelFolder
 from serving.repository import ModelRepository, State, version_directories
 from serving.rollout import checks, records
 from serving.rollout.policy import RolloutPolicy
@@ -139,7 +140,8 @@ class ModelRollout:
         if self.files.paused:
             self._save(records.HOLDING, "paused (`mlops rollout resume` goes on)")
             return
-        interval = checks.judge(*windows, self.controller.policy)
+        interval = checks.judge(*windows, self.controller.policy,
+                                self.controller.monitor.quality(self.name))
         self.state.intervals += 1
         next_move = self._next_move(interval)
         self.files.append_decision({
@@ -159,13 +161,22 @@ class ModelRollout:
         if interval.verdict == checks.FAIL:
             self.state.failed_intervals += 1
             return "abort" if self.state.failed_intervals >= policy.threshold else "stay"
-        return "promote" if self.state.step + 1 >= len(policy.steps) else "step"
+        if self.state.step + 1 < len(policy.steps):
+            return "step"
+        quality = next(check for check in interval.checks if check.name == "accuracy_drop")
+        if policy.min_labelled and quality.verdict == checks.SKIP:
+            return "wait_for_labels"  # never promote on quality not yet measured
+        return "promote"
 
     def _act(self, move: str, interval: checks.Interval) -> None:
         candidate = self.state.candidate
         if move == "hold":
             self._save(records.HOLDING, "too few requests in the last interval (min_requests "
                                         f"{self.controller.policy.min_requests} per version)")
+        elif move == "wait_for_labels":
+            self._save(records.HOLDING, "passed at the last step; promotes once each version "
+                                        f"has {self.controller.policy.min_labelled} labelled "
+                                        "answers")
         elif move == "stay":
             self._save(records.PROGRESSING, f"failed {', '.join(interval.failed_checks())} "
                                             f"({self.state.failed_intervals} of "
@@ -243,17 +254,20 @@ class RolloutController:
         monitor: the windows the data plane fills.
         repository: the server's; read for what is loaded.
         apply_files: re-reads the models.config and the split and polls (the server's).
+        labels: the labels folders to read dropped CSV files from (None: no request log).
         clock: monotonic seconds (tests pass their own).
     """
 
     def __init__(self, policy: RolloutPolicy, models_config_file: str, monitor: Monitor,
                  repository: ModelRepository, apply_files: Callable[[], None],
+                 labels: Optional[LabelFolder] = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.policy = policy
         self.models_config_file = models_config_file
         self.monitor = monitor
         self.repository = repository
         self.apply_files = apply_files
+        self.labels = labels
         self.clock = clock
         self._models: dict[str, ModelRollout] = {}
 
@@ -266,9 +280,19 @@ class RolloutController:
                 rollout = self._models[model.name] = ModelRollout(self, model.name)
                 rollout.resume()
             try:
+                self._read_dropped_labels(model.name)
                 rollout.tick()
             except Exception:  # keep serving: the next tick tries again
                 log.exception("the rollout of %s failed this tick", model.name)
+
+    def _read_dropped_labels(self, model_name: str) -> None:
+        """Joins the labels of CSV files dropped into the model's labels folder."""
+        if self.labels is None:
+            return
+        for path, pairs in self.labels.new_files(model_name):
+            joined = sum(self.monitor.label(model_name, key, label) for key, label in pairs)
+            log.info("%s: %d labels read from %s (%d joined to the rollout)", model_name,
+                     len(pairs), path, joined)
 
     def stop(self) -> None:
         """Stops measuring (the files keep where each rollout stands)."""

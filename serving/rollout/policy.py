@@ -33,6 +33,12 @@ class RolloutPolicy:
         + slack (the slack keeps a 2 ms model's scheduling jitter from failing the check).
     max_divergence: Jensen-Shannon divergence (base 2, from 0 to 1) between the two
         versions' output distributions over the window.
+    min_labelled: labelled answers each version needs before online quality is judged
+        (0: the check is off). While it is on and short of labels, the last step holds
+        rather than promote.
+    max_accuracy_drop: how much less accurate than the champion the candidate may be,
+        on the labelled answers since the rollout began...
+    confidence: ...failing only when a one-sided test is this sure the drop is larger.
     """
 
     enabled: bool = False
@@ -46,6 +52,9 @@ class RolloutPolicy:
     max_p99_ratio: float = 1.5
     p99_slack_ms: float = 10.0
     max_divergence: float = 0.1
+    min_labelled: int = 0
+    max_accuracy_drop: float = 0.02
+    confidence: float = 0.95
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -78,6 +87,12 @@ class RolloutPolicy:
             problems.append("max_p99_ratio must be at least 1")
         if not 0 <= self.max_divergence <= 1:
             problems.append("max_divergence must be between 0 and 1")
+        if self.min_labelled < 0:
+            problems.append("min_labelled must not be negative")
+        if not 0 <= self.max_accuracy_drop <= 1:
+            problems.append("max_accuracy_drop must be between 0 and 1")
+        if not 0.5 <= self.confidence < 1:
+            problems.append("confidence must be at least 0.5 and below 1")
         return problems
 
     @classmethod

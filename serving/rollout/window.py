@@ -1,7 +1,8 @@
 """What the data plane tells a rollout: per version, the requests of the current window.
 
 The data plane asks `Monitor.watch` whether a bare-URL request of a model belongs to a
-rollout, and if so reports its outcome: answered (latency, outputs), failed by the
+rollout, and if so reports its outcome: answered (latency, outputs, and for a keyed
+one-row request its predicted class, which a label arriving later is joined to), failed by the
 candidate and answered by the champion (the candidate's failure; the client never sees
 it), or failed by both (the client's mistake, counted against neither). Requests naming a
 version or a label bypass the split and are not measured.
@@ -11,15 +12,19 @@ controller's thread takes the finished window whole (`take`) under a lock.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
 from typing import Mapping, Optional
 
 import numpy as np
 
+from serving.labels import predicted_label
+
 # The output whose distribution is compared, by the names TF Serving's APIs give it.
 DIVERGENCE_OUTPUTS = ("scores", "probabilities", "outputs", "predictions")
 MAX_SAMPLED_ROWS = 20_000  # output rows kept per version and window (the first ones)
+MAX_AWAITING_LABELS = 200_000  # keyed answers remembered per model until labelled (newest)
 
 
 @dataclasses.dataclass
@@ -62,6 +67,19 @@ def divergence_values(outputs: Mapping[str, np.ndarray]) -> Optional[np.ndarray]
     return None
 
 
+@dataclasses.dataclass
+class Tally:
+    """One version's labelled answers since its rollout began (labels come late, so
+    they are counted over the whole rollout, not per window)."""
+
+    labelled: int = 0
+    correct: int = 0
+
+    @property
+    def accuracy(self) -> Optional[float]:
+        return self.correct / self.labelled if self.labelled else None
+
+
 @dataclasses.dataclass(frozen=True)
 class Watch:
     """A measured request's rollout: which version is the champion, which the candidate."""
@@ -79,6 +97,9 @@ class Monitor:
         self._lock = threading.Lock()
         self._rollouts: dict[str, Watch] = {}
         self._windows: dict[tuple[str, int], VersionWindow] = {}
+        # request key -> (version, predicted label), oldest first, for labels arriving later
+        self._awaiting: dict[str, collections.OrderedDict] = {}
+        self._tallies: dict[tuple[str, int], Tally] = {}
 
     # --- the controller's side ------------------------------------------------------------
 
@@ -88,14 +109,19 @@ class Monitor:
             self._rollouts[model_name] = Watch(model_name, champion, candidate)
             self._windows[(model_name, champion)] = VersionWindow()
             self._windows[(model_name, candidate)] = VersionWindow()
+            self._awaiting[model_name] = collections.OrderedDict()
+            self._tallies[(model_name, champion)] = Tally()
+            self._tallies[(model_name, candidate)] = Tally()
 
     def end(self, model_name: str) -> None:
         """Stops measuring a model (promoted, aborted, or the server stops)."""
         with self._lock:
             watch = self._rollouts.pop(model_name, None)
             if watch is not None:
-                self._windows.pop((model_name, watch.champion), None)
-                self._windows.pop((model_name, watch.candidate), None)
+                for version in (watch.champion, watch.candidate):
+                    self._windows.pop((model_name, version), None)
+                    self._tallies.pop((model_name, version), None)
+            self._awaiting.pop(model_name, None)
 
     def take(self, model_name: str) -> Optional[tuple[VersionWindow, VersionWindow]]:
         """(champion's, candidate's) windows since the last take; new ones start now."""
@@ -109,6 +135,32 @@ class Monitor:
             self._windows[(model_name, watch.candidate)] = VersionWindow()
             return taken
 
+    def quality(self, model_name: str) -> Optional[tuple[Tally, Tally]]:
+        """(champion's, candidate's) labelled answers since the rollout began."""
+        with self._lock:
+            watch = self._rollouts.get(model_name)
+            if watch is None:
+                return None
+            return (dataclasses.replace(self._tallies[(model_name, watch.champion)]),
+                    dataclasses.replace(self._tallies[(model_name, watch.candidate)]))
+
+    def label(self, model_name: str, key: str, label: str) -> bool:
+        """Joins a label to the keyed answer it labels; True when one was waiting (each
+        answer is counted once; a label for an unknown key is not an error: it may label
+        a request outside the rollout, or one answered before the server restarted)."""
+        with self._lock:
+            awaiting = self._awaiting.get(model_name)
+            found = awaiting.pop(key, None) if awaiting is not None else None
+            if found is None:
+                return False
+            version, predicted = found
+            tally = self._tallies.get((model_name, version))
+            if tally is None:
+                return False
+            tally.labelled += 1
+            tally.correct += predicted == label
+            return True
+
     # --- the data plane's side ------------------------------------------------------------
 
     def watch(self, model_name: str, version: int) -> Optional[Watch]:
@@ -119,8 +171,10 @@ class Monitor:
         return watch
 
     def answered(self, watch: Watch, version: int, seconds: float,
-                 outputs: Mapping[str, np.ndarray]) -> None:
-        """`version` answered a measured request in `seconds` with `outputs`."""
+                 outputs: Mapping[str, np.ndarray], key: Optional[str] = None) -> None:
+        """`version` answered a measured request in `seconds` with `outputs`; a keyed
+        one-row answer waits for its label (`label`)."""
+        predicted = predicted_label(outputs) if key else None
         with self._lock:
             window = self._windows.get((watch.model_name, version))
             if window is None:
@@ -128,6 +182,11 @@ class Monitor:
             window.requests += 1
             window.latencies_s.append(seconds)
             window.add_outputs(outputs)
+            if predicted is not None:
+                awaiting = self._awaiting[watch.model_name]
+                awaiting[key] = (version, predicted)
+                if len(awaiting) > MAX_AWAITING_LABELS:
+                    awaiting.popitem(last=False)
 
     def failed(self, watch: Watch, version: int, by_client: bool) -> None:
         """`version` failed a measured request; `by_client`: the champion failed it too."""

@@ -2,8 +2,10 @@
 
 The page (`page.build`) is written beside the run's artifacts, under
 `<pipeline.root>/.mlops/reports/<run>.html`, from the run's record (`records.store`), the
-other runs' records (the model over time) and three of its artifacts: TFMA's metrics by
-slice, TFDV's statistics and the ExampleValidator's anomalies (`artifacts`).
+other runs' records (the model over time), three of its artifacts (TFMA's metrics by
+slice, TFDV's statistics and the ExampleValidator's anomalies: `artifacts`) and the pushed
+version's rollout decisions in the serving directory (`records.rollouts`), which a page
+written again later (`mlops report`) shows as far as the rollout got.
 """
 from __future__ import annotations
 
@@ -36,16 +38,18 @@ def used_columns(config: PipelineConfig) -> dict[str, str]:
 
 
 def render(config: PipelineConfig, report: RunReport) -> str:
-    """The run's page as HTML text, from its record, the other runs' records and its
-    evaluation, statistics and anomalies artifacts."""
-    from pipeline.records import store
+    """The run's page as HTML text, from its record, the other runs' records, its
+    evaluation, statistics and anomalies artifacts, and its pushed version's rollout."""
+    from pipeline.records import rollouts, store
     from pipeline.records.html import artifacts, page
 
+    pushed = (rollouts.rollout(config, int(report.pushed_version))
+              if report.pushed_version else None)
     return page.build(report, history=store.load_all(config).values(),
                       slice_metrics=artifacts.slice_metrics(report.evaluation_uri),
                       feature_statistics=artifacts.feature_statistics(report.statistics_uri),
                       found_anomalies=artifacts.anomalies(report.anomalies_uri),
-                      used_columns=used_columns(config))
+                      used_columns=used_columns(config), pushed_rollout=pushed)
 
 
 def write(config: PipelineConfig, report: RunReport, output: Optional[str] = None) -> str:

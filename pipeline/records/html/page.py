@@ -2,8 +2,9 @@
 network), readable on a laptop screen and printable.
 
 `build` takes everything already read (the run's RunReport, the other runs' records, the
-slice metrics, statistics and anomalies) and only formats it, so it is tested without a
-pipeline run. Every text from a run or its data goes through `_e` (html.escape).
+slice metrics, statistics and anomalies, the pushed version's rollout) and only formats it,
+so it is tested without a pipeline run. Every text from a run or its data goes through `_e`
+(html.escape).
 """
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ import math
 from html import escape
 from typing import Iterable, Optional, Sequence
 
+from pipeline.records import rollouts
 from pipeline.records.html import svg
 from pipeline.records.html.artifacts import Anomaly, FeatureSummary, SliceMetrics
+from pipeline.records.rollouts import RolloutSummary
 from pipeline.records.summary import MetricCheck, RunReport, _tfma_metric_name, _threshold_text
 
 MAX_RUNS_LISTED = 12
+MAX_INTERVALS_LISTED = 30
 
 
 def _e(value: object) -> str:
@@ -95,9 +99,10 @@ def header(report: RunReport) -> str:
             f"{_e(verdict)}</span></h1><p class=\"facts\">{' · '.join(facts)}</p></header>")
 
 
-def outcome(report: RunReport) -> str:
+def outcome(report: RunReport, pushed_rollout: Optional[RolloutSummary] = None) -> str:
     """What the run decided: its error, whether it was blessed (and which thresholds
-    failed), what was pushed or why nothing was, and the model it trained."""
+    failed), what was pushed or why nothing was, how the push's rollout went (or that none
+    was recorded), and the model it trained."""
     lines = []
     if report.error:
         lines.append(f'<div class="error"><strong>Run failed:</strong><pre>{_e(report.error)}'
@@ -112,6 +117,12 @@ def outcome(report: RunReport) -> str:
     if report.pushed_version:
         lines.append(f'<p class="pushed">Pushed version <strong>{_e(report.pushed_version)}'
                      f"</strong> to <code>{_e(report.pushed_path or '')}</code></p>")
+        lines.append(f'<p>Rollout: <a href="#rollout">{_e(pushed_rollout.headline())}</a></p>'
+                     if pushed_rollout else
+                     f'<p class="muted">No rollout recorded for version '
+                     f"{_e(report.pushed_version)}: with <code>serving.rollout.enabled</code>, "
+                     "the embedded server records one once it serves the push, and "
+                     "<code>mlops report</code> then shows it here.</p>")
     else:
         lines.append(f"<p>Nothing pushed: {_e(report.not_pushed_reason or 'no push recorded')}"
                      "</p>")
@@ -244,6 +255,96 @@ def over_time(history: Iterable[RunReport], report: RunReport) -> str:
     return _section("over-time", "The model over time",
                     f'<div class="figure">{chart}</div><p class="note">{_e(note)}</p>'
                     f"{table}{more}")
+
+
+# -- the rollout -------------------------------------------------------------------------
+
+_FAILED, _PROMOTED = svg.PALETTE[1], svg.PALETTE[2]  # red, green
+_VERDICT_CSS = {"pass": "ok", "fail": "bad", "hold": "muted", rollouts.PROMOTED: "ok",
+                rollouts.ABORTED: "bad"}
+
+
+def _rollout_chart(found: RolloutSummary) -> str:
+    """The candidate's weight as steps: from the start, through each judged interval (red
+    when it failed, hollow when held), to the end (100 % once promoted, 0 once aborted,
+    the weight now while it runs)."""
+    values: list[Optional[float]] = []
+    points: list[svg.Point] = []
+    if found.start_weight is not None:
+        values.append(found.start_weight)
+        points.append(svg.Point("start", f"started {_time(found.started_at)} "
+                                         f"against version {found.champion}"))
+    for interval in found.intervals:
+        failed = interval.failed_checks()
+        values.append(interval.weight)
+        points.append(svg.Point(
+            f"#{interval.number}",
+            f"interval {interval.number}, judged {_time(interval.time)}: "
+            f"{interval.verdict}{' on ' + ', '.join(failed) if failed else ''}, then "
+            f"{interval.next}", filled=interval.verdict != "hold",
+            colour=_FAILED if interval.verdict == "fail" else None))
+    end = {rollouts.PROMOTED: (100.0, _PROMOTED), rollouts.ABORTED: (0.0, _FAILED)}
+    final, colour = end.get(found.outcome, (found.weight, None))
+    label = "now" if found.outcome == rollouts.IN_PROGRESS else found.outcome
+    values.append(final)
+    points.append(svg.Point(label, found.headline(), current=True, colour=colour))
+    key = (("passed", svg.Point("", "")), ("held", svg.Point("", "", filled=False)),
+           ("failed", svg.Point("", "", colour=_FAILED)),
+           (label, svg.Point("", "", current=True, colour=colour)))
+    return svg.line_chart([svg.Series("weight (%)", values, value_text="{:g}")], points,
+                          steps=True, include=(0.0, 100.0), key=key,
+                          title=f"Version {found.version}'s share of the requests per "
+                                "interval")
+
+
+def _check_cell(check: rollouts.CheckResult) -> str:
+    """The value over its limit, a failing one red and named; what the value stands on (a
+    p-value, the labelled counts) on hover."""
+    limit = ("no limit" if check.threshold is None else f"max {check.threshold:.3g}")
+    if check.value is None:
+        value = '<span class="muted">not measured</span>'
+    elif check.failed:
+        value = f'<strong class="bad">{check.value:.3g} fail</strong>'
+    else:
+        value = _e(f"{check.value:.3g}")
+    if check.detail:
+        value = f'<span title="{_e(check.detail)}">{value}</span>'
+    return f'{value}<br><small class="muted">{_e(limit)}</small>'
+
+
+def rollout(found: Optional[RolloutSummary]) -> str:
+    """The pushed version's automatic rollout: its outcome, the weight per interval (chart)
+    and each interval's checks (table); nothing without one (`outcome` says so)."""
+    if found is None:
+        return ""
+    against = f" against version {found.champion}" if found.champion is not None else ""
+    css = _VERDICT_CSS.get(found.outcome, "")
+    body = (f"<p>Version <strong>{found.version}</strong>{_e(against)}: "
+            f'<span class="{css}">{_e(found.headline())}</span>.</p>'
+            + (f'<p class="note">{_e(found.reason)}</p>' if found.reason else ""))
+    if found.start_weight is None and not found.intervals:
+        return _section("rollout", "Rollout",
+                        body + '<p class="muted">No interval was judged.</p>')
+    body += (f'<div class="figure">{_rollout_chart(found)}</div><p class="note">The '
+             "candidate's share of the requests sent to the model's bare URL during each "
+             "judged interval; a failed interval counts toward the abort threshold, a held one "
+             "(too few requests) decides nothing.</p>")
+    names = list(dict.fromkeys(c.name for i in found.intervals for c in i.checks))
+    rows = []
+    for interval in found.intervals[-MAX_INTERVALS_LISTED:]:
+        by_name = {check.name: check for check in interval.checks}
+        rows.append((_e(interval.number), _e(_time(interval.time)), _e(f"{interval.weight:g} %"),
+                     _e(f"{interval.champion_requests:,} / {interval.candidate_requests:,}"),
+                     *[_check_cell(by_name[n]) if n in by_name else "–" for n in names],
+                     f'<span class="{_VERDICT_CSS.get(interval.verdict, "")}">'
+                     f"{_e(interval.verdict)}</span>", _e(interval.next)))
+    if rows:
+        body += _table(("interval", "judged", "weight", "requests (champion / candidate)",
+                        *names, "verdict", "then"), rows, "rollout")
+    if len(found.intervals) > MAX_INTERVALS_LISTED:
+        body += (f'<p class="note">The last {MAX_INTERVALS_LISTED} of '
+                 f"{len(found.intervals)} intervals listed.</p>")
+    return _section("rollout", "Rollout", body)
 
 
 # -- slices ------------------------------------------------------------------------------
@@ -393,6 +494,7 @@ h2 { font-size: 19px; margin: 26px 0 8px; padding-bottom: 3px;
 .facts { color: var(--muted); margin: 0 0 10px; }
 nav { font-size: 13px; margin: 6px 0 0; }
 nav a { color: var(--accent); margin-right: 12px; text-decoration: none; }
+section a { color: var(--accent); }
 .badge { font-size: 14px; vertical-align: middle; padding: 2px 10px; border-radius: 12px;
          border: 1px solid currentColor; margin-left: 8px; }
 .ok { color: var(--ok); } .bad, .failed { color: var(--bad); } .muted { color: var(--muted); }
@@ -409,6 +511,7 @@ table.features { width: 100%; }
 table.features td { padding-top: 7px; }
 .summary { font-size: 12.5px; color: #344054; } .nw { white-space: nowrap; }
 table.components td:nth-child(4) { width: 260px; }
+table.rollout td { font-variant-numeric: tabular-nums; white-space: nowrap; }
 .timebar { display: inline-block; height: 10px; background: var(--accent); border-radius: 2px;
            min-width: 2px; }
 code { font-size: 13px; background: #f2f4f7; padding: 1px 4px; border-radius: 3px;
@@ -467,11 +570,12 @@ def build_history(pipeline_name: str, entries: Sequence, records: Sequence[RunRe
                 else "–"),
              _e(f"v{entry.pushed_version}" if entry.pushed_version is not None
                 else entry.not_pushed_reason or "–"),
+             _e(entry.rollout or "–"),
              _e("push manifest only" if entry.source == "manifest" else "this machine"))
             for entry in entries]
     runs = _section("runs", "Every run", _table(
-        ("time (UTC)", "run", "span", "metrics or failure", "blessed", "pushed", "known from"),
-        rows, "runs"))
+        ("time (UTC)", "run", "span", "metrics or failure", "blessed", "pushed", "rollout",
+         "known from"), rows, "runs"))
     header_html = (f"<header><h1>{_e(pipeline_name)}: every run</h1>"
                    f'<p class="facts">{len(entries)} runs, '
                    f"{sum(e.pushed_version is not None for e in entries)} pushed</p></header>")
@@ -505,11 +609,14 @@ def build(report: RunReport, history: Iterable[RunReport] = (),
           feature_statistics: Optional[dict[str, list[FeatureSummary]]] = None,
           found_anomalies: Optional[list[Anomaly]] = None,
           used_columns: Optional[dict[str, str]] = None,
-          generated_at: Optional[str] = None) -> str:
-    """The whole page, as text."""
+          generated_at: Optional[str] = None,
+          pushed_rollout: Optional[RolloutSummary] = None) -> str:
+    """The whole page, as text (a Rollout section only when the pushed version has one)."""
     title = f"{report.pipeline_name} run {report.run_id or ''}".strip()
-    nav = "<nav>" + "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in _NAV) + "</nav>"
-    body = "".join((header(report).replace("</header>", nav + "</header>"), outcome(report),
+    links = [*_NAV[:1], *([("rollout", "Rollout")] if pushed_rollout else []), *_NAV[1:]]
+    nav = "<nav>" + "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in links) + "</nav>"
+    body = "".join((header(report).replace("</header>", nav + "</header>"),
+                    outcome(report, pushed_rollout), rollout(pushed_rollout),
                     metrics(report), over_time(history, report), slices(report, slice_metrics),
                     statistics(feature_statistics or {}, used_columns),
                     anomalies(found_anomalies, report), components(report)))

@@ -2,6 +2,8 @@
 
 Each function returns one `<svg>` element as text, every label escaped, with `<title>`
 tooltips on the marks (the browser shows them on hover; nothing else needs a script).
+`line_chart` draws both the metrics across runs and a rollout's weight per interval (as
+steps): one plot, so the report's charts look and read alike.
 """
 from __future__ import annotations
 
@@ -55,6 +57,7 @@ class Series:
     values: list[Optional[float]]  # one per x position, None where the run has no value
     reference: Optional[float] = None  # a threshold, drawn dashed
     reference_label: str = ""
+    value_text: str = "{:.4f}"  # how a value is written in its marker's tooltip
 
 
 @dataclasses.dataclass
@@ -64,15 +67,49 @@ class Point:
     label: str  # the x-axis text (a version, a date)
     detail: str  # the tooltip
     filled: bool = True  # pushed versions filled, other runs hollow
-    current: bool = False  # the run the report is about
+    current: bool = False  # the run the report is about (a larger marker)
+    colour: Optional[str] = None  # instead of the series' colour (a failed interval: red)
+
+
+# The key under a chart of runs: what filled, hollow and large markers mean.
+RUN_KEY = (("pushed", Point("", "")), ("not pushed", Point("", "", filled=False)),
+           ("this run", Point("", "", filled=False, current=True)))
+KEY_COLOUR = "#555"
+
+
+def _marker(cx: float, cy: float, radius: float, point: Point, colour: str,
+            tooltip: str = "") -> str:
+    """One circle, as a data point or as its sample in the key."""
+    colour = point.colour or colour
+    fill = colour if point.filled else "#fff"
+    title = f"<title>{escape(tooltip)}</title>" if tooltip else ""
+    return (f'<circle cx="{_num(cx)}" cy="{_num(cy)}" r="{radius}" fill="{fill}" '
+            f'stroke="{colour}" stroke-width="2">{title}</circle>')
+
+
+def _steps(path: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The path as steps: each value holds from the previous x position up to its own (a
+    weight judged during an interval held since the interval before ended)."""
+    out = path[:1]
+    for (x_before, _), (px, py) in zip(path, path[1:]):
+        out += [(x_before, py), (px, py)]
+    return out
 
 
 def line_chart(series: Sequence[Series], points: Sequence[Point], width: int = 720,
-               height: int = 260, title: str = "") -> str:
-    """Metrics across runs: one coloured line per series, thresholds dashed."""
+               height: int = 260, title: str = "", steps: bool = False,
+               include: Sequence[float] = (),
+               key: Sequence[tuple[str, Point]] = RUN_KEY) -> str:
+    """Values along x positions: one coloured line per series, thresholds dashed.
+
+    steps: draw each line as steps rather than straight segments (a rollout's weight).
+    include: values the y axis covers whatever the data (a share's 0 and 100 %).
+    key: what the marker styles mean, each with a sample marker, under the plot.
+    """
     left, right, top, bottom = 52, 150, 14, 46
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [v for s in series for v in s.values if v is not None and math.isfinite(v)]
+    values += include
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
     spread = max(high - low, 0.02)
     near = [s.reference for s in series  # a threshold far below the values would flatten them
@@ -117,17 +154,15 @@ def line_chart(series: Sequence[Series], points: Sequence[Point], width: int = 7
                 if v is not None and math.isfinite(v)]
         if len(path) > 1:
             parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="'
-                         + " ".join(f"{_num(px)},{_num(py)}" for px, py in path) + '"/>')
+                         + " ".join(f"{_num(px)},{_num(py)}"
+                                    for px, py in (_steps(path) if steps else path)) + '"/>')
         for index, value in enumerate(item.values):
             if value is None or not math.isfinite(value):
                 continue
             point = points[index]
-            fill = colour if point.filled else "#fff"
             radius = 5.5 if point.current else 3.5 if count <= 30 else 2.5 if count <= 60 else 2
-            parts.append(f'<circle cx="{_num(x(index))}" cy="{_num(y(value))}" r="{radius}" '
-                         f'fill="{fill}" stroke="{colour}" stroke-width="2">'
-                         f"<title>{escape(f'{item.name} {value:.4f}: {point.detail}')}</title>"
-                         "</circle>")
+            tooltip = f"{item.name} {item.value_text.format(value)}: {point.detail}"
+            parts.append(_marker(x(index), y(value), radius, point, colour, tooltip))
         legend_y = top + 10 + number * 36
         parts.append(f'<line x1="{left + plot_w + 12}" x2="{left + plot_w + 32}" '
                      f'y1="{legend_y}" y2="{legend_y}" stroke="{colour}" stroke-width="2"/>'
@@ -140,15 +175,13 @@ def line_chart(series: Sequence[Series], points: Sequence[Point], width: int = 7
                          f'<text x="{left + plot_w + 38}" y="{legend_y + 20}" class="tick">'
                          f"{escape(item.reference_label)}"
                          f"{'' if shown else ' (off scale)'}</text>")
-    key_y = top + plot_h + 36
-    parts.append(f'<circle cx="{left + 6}" cy="{key_y - 4}" r="3.5" fill="#555" stroke="#555"/>'
-                 f'<text x="{left + 14}" y="{key_y}" class="tick">pushed</text>'
-                 f'<circle cx="{left + 70}" cy="{key_y - 4}" r="3.5" fill="#fff" '
-                 'stroke="#555" stroke-width="2"/>'
-                 f'<text x="{left + 78}" y="{key_y}" class="tick">not pushed</text>'
-                 f'<circle cx="{left + 160}" cy="{key_y - 4}" r="5.5" fill="#fff" '
-                 'stroke="#555" stroke-width="2"/>'
-                 f'<text x="{left + 170}" y="{key_y}" class="tick">this run</text>')
+    key_y, key_x = top + plot_h + 36, left + 6.0
+    for text, sample in key:
+        radius = 5.5 if sample.current else 3.5
+        parts.append(_marker(key_x, key_y - 4, radius, sample, KEY_COLOUR)
+                     + f'<text x="{_num(key_x + radius + 4.5)}" y="{key_y}" class="tick">'
+                     f"{escape(text)}</text>")
+        key_x += radius + 4.5 + len(text) * 6.2 + 18  # 11 px text: about 6 px a character
     parts.append("</svg>")
     return "".join(parts)
 

@@ -5,6 +5,7 @@ tests/e2e/story/ (its last step)."""
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -95,3 +96,31 @@ def test_requests_that_cannot_make_a_span_are_one_clear_error(tmp_path: Path):
                                   f"labelled key in {unmatched} (1 without a key)")
     assert refused(unmatched, tmp_path / "no-log").startswith("no request log under ")
     assert sorted(data_files.spans(config.data.input_base, config.data.span_pattern)) == [1]
+
+
+def test_the_server_s_labels_folder_labels_the_span(tmp_path: Path):
+    """What clients posted (`LabelFolder.keep`, column `label`) and a file dropped beside
+    it with the config's label column: every file read, the later label of a key wins."""
+    from serving.labels import LabelFolder
+
+    copy_taxi_span(1, tmp_path / "data", rows=5)
+    config = load_config(write_config(tmp_path))
+    log = log_requests(tmp_path / "request_logs", config.serving.model_name)
+    folder = LabelFolder(str(tmp_path / "request_logs"))
+    folder.keep(config.serving.model_name, [("a", "1"), ("z", "0")])
+    dropped = folder.folder(config.serving.model_name) / "later.csv"
+    dropped.write_text("request_key,tips\nz,1\n")
+    later = dropped.stat().st_mtime + 10
+    os.utime(dropped, (later, later))  # written after the posted file, whatever the clock
+    made = requests_span.span_from_requests(config, str(log),
+                                            str(folder.folder(config.serving.model_name)),
+                                            "request_key")
+    with open(made.path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted((row["request_key"], row["tips"]) for row in rows) == [
+        ("a", "1"), ("a", "1"), ("z", "1")]
+
+    empty = tmp_path / "no-labels"
+    empty.mkdir()
+    with pytest.raises(requests_span.SpanError, match="no labels .* in this folder"):
+        requests_span.span_from_requests(config, str(log), str(empty), "request_key")

@@ -5,7 +5,9 @@ tests/e2e/story/test_history.py does, on real runs).
 
 History lists the runs the metadata store knows (a record alone does not make a run: with
 no store, only the push manifests are left), tells each run's verdict from its record or,
-without one, from the store, and adds the pushed versions no local run accounts for.
+without one, from the store, and adds the pushed versions no local run accounts for. Each
+pushed version shows how its rollout went, from the server's decisions in the serving
+directory (made up here: `rollout_records`).
 """
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ from pipeline.definition.config import PipelineConfig, Threshold, load_config
 from pipeline.records import history, store
 from pipeline.records.summary import ComponentStatus, MetricCheck, RunReport
 from serving import versions
+from serving.rollout.records import PROGRESSING, RolloutState
+from tests.conftest import mlops_in_process
+from tests.pipeline.records.rollout_records import aborted, at, start, write_decisions
 from tests.pipeline.records.tfx_metadata import State, TfxStore
 
 PIPELINE = "chicago-taxi"
@@ -135,7 +140,7 @@ def site(config_file: Path) -> dict:
     Path(config.serving_model_dir, "7").mkdir()
     Path(config.serving_model_dir, versions.VERSION_RECORD).write_text("7")
     return {"config": config, "reports": reports, "started": started,
-            "kfp_pushed": kfp_pushed}
+            "kfp_pushed": kfp_pushed, "config_file": config_file}
 
 
 def by_run(entries) -> dict[str, history.HistoryEntry]:
@@ -204,7 +209,7 @@ def test_the_json_form_holds_every_field(site):
                        "Pusher": "done"},
         "failed": None, "metrics": {"BinaryAccuracy": 0.85, "AUC": 0.9}, "blessed": False,
         "verdict": REFUSAL, "pushed_version": None, "not_pushed_reason": "model not blessed",
-        "model_uri": site["reports"]["run-2"].model_uri}
+        "model_uri": site["reports"]["run-2"].model_uri, "rollout": ""}
     documents = json.loads(json.dumps([entry.to_json() for entry in entries]))
     assert [d["pushed_version"] for d in documents] == [3, None, 2, None, None, 1]
     assert documents[0]["source"] == "manifest" and documents[0]["run_id"] == "kfp-run-7"
@@ -251,3 +256,28 @@ def test_a_run_that_changed_nothing_says_why_it_pushed_nothing(config_file: Path
     assert entry.line() == (f"{iso_ms(started)[:19].replace('T', ' ')}  run run-again  "
                             "span 1  4 cached  BinaryAccuracy 0.8500 AUC 0.9000  blessed  "
                             "not pushed: nothing changed since the last run (all cached)")
+
+
+def test_each_pushed_version_shows_how_its_rollout_went(site):
+    """Version 2 (run-4's) aborted on divergence; version 3 (the Kubeflow push, known
+    from its manifest only) still rolling out against version 1, at the 25 % its last step
+    set; version 1, the first push, went live as pushed: no rollout."""
+    config = site["config"]
+    write_decisions(config, *aborted(2, champion=1), start(3, 1, at(10)),
+                    state=RolloutState("chicago-taxi", PROGRESSING, champion=1, candidate=3,
+                                       step=1, weight=25.0, intervals=1, decided=[2]))
+    runs = by_run(history.history(config))
+    assert runs["run-4"].rollout == "aborted 2026-03-02 12:04 (divergence)"
+    assert runs["kfp-run-7"].rollout == "in progress 25 %"
+    assert runs["run-1"].rollout == "" and runs["run-2"].rollout == ""
+    assert runs["run-4"].line().endswith(
+        "pushed version 2  rollout aborted 2026-03-02 12:04 (divergence)")
+    assert "pushed version 3  rollout in progress 25 %  (from the push manifest only" in \
+        runs["kfp-run-7"].line()
+    assert runs["run-1"].line().endswith("pushed version 1")
+
+    listed = mlops_in_process("history", "--json", "--config", str(site["config_file"]))
+    assert listed.returncode == 0, listed.stderr
+    assert [(d["pushed_version"], d["rollout"]) for d in json.loads(listed.stdout)] == [
+        (3, "in progress 25 %"), (None, ""), (2, "aborted 2026-03-02 12:04 (divergence)"),
+        (None, ""), (None, ""), (1, "")]

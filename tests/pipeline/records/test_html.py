@@ -1,5 +1,6 @@
 """The HTML run report, built from RunReport objects made here (no pipeline run), its
-artifact readers on protos written here, and `mlops report` on records written here.
+artifact readers on protos written here, its Rollout section on made-up decisions
+(`rollout_records`), and `mlops report` on records written here.
 The page on a real run, and in a real browser: tests/e2e/story/test_report.py."""
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ from pathlib import Path
 import pytest
 
 from pipeline.definition.config import Threshold, load_config
+from pipeline.records import history as history_lib
 from pipeline.records import html as html_report
-from pipeline.records import store
+from pipeline.records import rollouts, store
 from pipeline.records.html import artifacts, page, svg
 from pipeline.records.summary import ComponentStatus, MetricCheck, RunReport
 from tests.conftest import mlops
+from tests.pipeline.records.rollout_records import (
+    aborted, at, end, promoted, write_decisions)
 
 SECTIONS = ("outcome", "metrics", "over-time", "slices", "statistics", "anomalies",
             "components")
@@ -219,6 +223,124 @@ def test_a_far_threshold_does_not_flatten_the_plot():
     chart = svg.line_chart([svg.Series("AUC", [0.97, 0.99], 0.6, "min 0.6")],
                            [svg.Point("v1", ""), svg.Point("v2", "", current=True)])
     assert "min 0.6 (off scale)" in chart and 'stroke-dasharray="5 4" stroke-width' not in chart
+
+
+# -- the rollout of the pushed version ----------------------------------------------------
+
+def rows(html: str, css: str) -> list[list[str]]:
+    """A table's body as the text of its cells (tags dropped, a <br> as a space)."""
+    table = re.search(rf'<table class="{css}">.*?<tbody>(.*?)</tbody>', html, re.S).group(1)
+    return [[re.sub(r"<[^>]+>", "", cell.replace("<br>", " ")) for cell in
+             re.findall(r"<td>(.*?)</td>", row, re.S)]
+            for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)]
+
+
+def chart_path(chart: str) -> list[tuple[float, float]]:
+    points = re.search(r'<polyline [^>]*points="([^"]+)"', chart).group(1)
+    return [tuple(map(float, pair.split(","))) for pair in points.split()]
+
+
+def test_the_rollout_section_charts_the_weight_and_lists_each_intervals_checks():
+    found = rollouts.summarise(2, promoted(2, champion=1))
+    html = page.build(run(), pushed_rollout=found)
+    result = parsed(html)
+    assert result.ids == ["outcome", "rollout", *SECTIONS[1:]]
+    assert '<a href="#rollout">Rollout</a>' in html.split("</nav>")[0]
+    assert ('<p>Rollout: <a href="#rollout">promoted 2026-03-02 12:05:01 UTC by checks after 5 '
+            "intervals, last weight 50 %</a></p>") in section(html, "outcome")
+    rollout = section(html, "rollout")
+    assert ('Version <strong>2</strong> against version 1: <span class="ok">promoted '
+            "2026-03-02 12:05:01 UTC by checks") in rollout
+    assert "passed every step: version 2 serves alone" in rollout
+
+    [chart] = re.findall(r'<svg class="chart".*?</svg>', rollout, re.S)
+    labels = re.findall(r'text-anchor="middle" class="tick">([^<]+)</text>', chart)
+    assert labels == ["start", "#1", "#2", "#3", "#4", "#5", "promoted"]
+    path = chart_path(chart)
+    assert all(a[0] == b[0] or a[1] == b[1] for a, b in zip(path, path[1:]))  # steps only
+    levels = sorted({y for _, y in path}, reverse=True)  # screen y: down is less
+    assert len(levels) == 4 and path[0][1] == levels[0] and path[-1][1] == levels[-1]
+    assert [y for _, y in path].count(levels[1]) == 6  # 25 %: from #1's end through #4
+    markers = re.findall(r'<circle [^>]*fill="([^"]+)"[^>]*>(?:<title>([^<]*)</title>)?', chart)
+    titles = [title for _, title in markers if title]
+    assert len(titles) == 7  # the start, five intervals, the end (the key has no tooltip)
+    assert titles[3] == ("weight (%) 25: interval 3, judged 2026-03-02 12:03:00 UTC: fail on "
+                         "divergence, then stay")
+    assert titles[2].startswith("weight (%) 25: interval 2")
+    assert titles[2].endswith(": hold, then hold")
+    fills = [fill for fill, title in markers if title]
+    assert fills[2] == "#fff" and fills[3] == svg.PALETTE[1] and fills[-1] == svg.PALETTE[2]
+    key = re.findall(r'class="tick">([^<]+)</text>', chart.split("</polyline>")[-1])
+    assert key[-4:] == ["passed", "held", "failed", "promoted"]
+    assert ">100<" in chart and ">0<" in chart  # the axis spans every share
+
+    table = rows(rollout, "rollout")
+    assert [row[0] for row in table] == ["1", "2", "3", "4", "5"]
+    assert table[2] == ["3", "2026-03-02 12:03:00 UTC", "25 %", "540 / 61", "0 max 0.01",
+                        "8 max 19.5", "0.231 fail max 0.1", "fail", "stay"]
+    assert table[1][5:7] == ["not measured no limit", "not measured max 0.1"]
+    assert ('<span title="p=0.0004"><strong class="bad">0.231 fail</strong></span>'
+            in rollout)  # the failing check, red, what it stands on when hovered
+    assert rollout.count('class="bad"') == 2  # that check and its interval's verdict
+    header = re.search(r'<table class="rollout"><thead>(.*?)</thead>', rollout).group(1)
+    assert re.findall(r"<th>([^<]+)</th>", header) == [
+        "interval", "judged", "weight", "requests (champion / candidate)", "error_rate",
+        "p99_vs_champion_ms", "divergence", "verdict", "then"]
+
+
+def test_an_aborted_rollout_drops_to_zero_and_a_load_failure_has_no_chart():
+    html = page.build(run(), pushed_rollout=rollouts.summarise(2, aborted(2, champion=1)))
+    parsed(html)
+    rollout = section(html, "rollout")
+    assert ('<span class="bad">aborted 2026-03-02 12:04:01 UTC by checks on divergence after '
+            "4 intervals, last weight 25 %</span>") in rollout
+    chart = re.search(r'<svg class="chart".*?</svg>', rollout, re.S).group(0)
+    path = chart_path(chart)
+    assert path[-1][1] == max(y for _, y in path)  # the end: 0 %, the lowest
+    assert ">aborted<" in chart and [r[-1] for r in rows(rollout, "rollout")] == [
+        "step", "stay", "stay", "abort"]
+
+    never = rollouts.summarise(3, [end(3, 2, at(9), "aborted", "load", "version 3 did not "
+                                                                       "load")])
+    html = page.build(run(pushed_version="3"), pushed_rollout=never)
+    parsed(html)
+    rollout = section(html, "rollout")
+    assert "by load before it got any traffic" in rollout and "version 3 did not load" in rollout
+    assert "No interval was judged." in rollout and "<svg" not in rollout
+
+
+def test_without_a_rollout_the_outcome_says_so_in_one_line():
+    html = page.build(run())
+    assert parsed(html).ids == list(SECTIONS) and "#rollout" not in html
+    assert ('<p class="muted">No rollout recorded for version 2: with '
+            "<code>serving.rollout.enabled</code>") in section(html, "outcome")
+    nothing = page.build(run(pushed_version=None, not_pushed_reason="model not blessed"))
+    assert "rollout" not in section(nothing, "outcome").lower()
+
+
+def test_the_written_report_reads_the_pushed_versions_decisions(config_file: Path,
+                                                                tmp_path: Path):
+    config = load_config(config_file)
+    write_decisions(config, *promoted(2, champion=1), *aborted(3, champion=2))
+    report = run(pushed_version="2", evaluation_uri=None)
+    text = Path(html_report.write(config, report, str(tmp_path / "page.html"))).read_text()
+    assert "Version <strong>2</strong> against version 1" in section(text, "rollout")
+    assert '<span class="ok">promoted' in section(text, "rollout")  # not version 3's abort
+    older = Path(html_report.write(config, run(pushed_version="5"),
+                                   str(tmp_path / "older.html"))).read_text()
+    assert 'id="rollout"' not in older and "No rollout recorded for version 5" in older
+
+
+def test_the_history_page_shows_each_pushed_versions_rollout():
+    entries = [history_lib.HistoryEntry("run-2", "2026-03-02T12:00:00+00:00", "metadata",
+                                        pushed_version=2,
+                                        rollout="promoted 2026-03-02 12:05 (checks)"),
+               history_lib.HistoryEntry("run-1", "2026-03-01T12:00:00+00:00", "metadata",
+                                        pushed_version=1)]
+    html = page.build_history("chicago-taxi", entries, [])
+    parsed(html)
+    assert [row[5:7] for row in rows(html, "runs")] == [
+        ["v2", "promoted 2026-03-02 12:05 (checks)"], ["v1", "–"]]
 
 
 # -- the artifacts, from protos written here ---------------------------------------------

@@ -5,7 +5,8 @@ A version's story starts at its push manifest in the serving directory and conti
 its run's record (or, failing that, the local metadata store): the data span, statistics,
 schema, model, evaluation, verdict and baseline. Where neither knows the run, the answer
 must say that only the manifest is known, and a version that is not there must name the
-ones that are.
+ones that are. After the push, the version's rollout as the server's decisions tell it
+(made up here: `rollout_records`), in the text and in the JSON, with or without the run.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from pipeline.errors import UserError
 from pipeline.records import lineage, store
 from pipeline.records.summary import ComponentStatus, MetricCheck, RunReport
 from serving import versions
+from tests.conftest import mlops_in_process
+from tests.pipeline.records.rollout_records import aborted, promoted, write_decisions
 from tests.pipeline.records.tfx_metadata import State, TfxStore
 
 PIPELINE = "chicago-taxi"
@@ -98,6 +101,7 @@ def test_the_json_form_carries_the_whole_record(config):
     assert document["path"] == os.path.join(config.serving_model_dir, "1")
     assert document["run"]["span"] == 4 and document["run"]["baseline_version"] is None
     assert store.from_dict(document["run"]) == run  # the record, whole
+    assert document["rollout"] is None  # no rollout recorded
     assert lineage.lineage(config, 1).lines()[-1] == \
         "  blessed; no served version to compare with"
 
@@ -178,3 +182,52 @@ def test_a_version_without_a_manifest_was_not_pushed_by_this_pipeline(config):
     assert found.lines()[-1] == f"  {found.note}"
     assert found.lines()[:3] == [f"version 4: {folder}", "  pushed at unknown from model ",
                                  "  run (not recorded)"]
+
+
+def test_a_promoted_version_tells_its_rollout_after_its_run(config):
+    run = pushed_run(config, "run-b", 2)
+    push(config, 2, run.model_uri, run.run_id)
+    write_decisions(config, *promoted(2, champion=1))
+    found = lineage.lineage(config, 2)
+    assert found.rollout.outcome == "promoted"
+    assert found.lines()[-3:] == [
+        "  blessed; compared with served version 1",
+        "  rollout against version 1: promoted 2026-03-02 12:05:01 UTC by checks after 5 "
+        "intervals, last weight 50 %",
+        "    passed every step: version 2 serves alone"]
+    document = json.loads(json.dumps(found.to_json()))
+    assert {key: document["rollout"][key] for key in ("outcome", "ended_at", "by",
+                                                      "failed_checks", "weight")} == {
+        "outcome": "promoted", "ended_at": "2026-03-02T12:05:01+00:00", "by": "checks",
+        "failed_checks": [], "weight": 50.0}
+    assert len(document["rollout"]["intervals"]) == 5
+
+
+def test_an_aborted_version_known_from_its_manifest_only_still_tells_its_rollout(config):
+    """A Kubeflow run's push: no record or metadata here, but the serving directory has
+    the rollout, and the failed checks it was aborted on."""
+    push(config, 3, "gs://bucket/Trainer/model/9", "kfp-run-3")
+    write_decisions(config, *aborted(3, champion=2))
+    found = lineage.lineage(config, 3)
+    assert found.run is None
+    assert found.lines()[3:] == [
+        "  rollout against version 2: aborted 2026-03-02 12:04:01 UTC by checks on "
+        "divergence after 4 intervals, last weight 25 %",
+        "    failed divergence in 2 intervals",
+        f"  {found.note}"]
+    assert found.to_json()["rollout"]["failed_checks"] == ["divergence"]
+
+
+def test_mlops_lineage_prints_the_rollout_as_text_and_json(config, config_file: Path):
+    run = pushed_run(config, "run-b", 2)
+    push(config, 2, run.model_uri, run.run_id)
+    write_decisions(config, *aborted(2, champion=1))
+    text = mlops_in_process("lineage", "2", "--config", str(config_file))
+    assert text.returncode == 0, text.stderr
+    assert "  rollout against version 1: aborted 2026-03-02 12:04:01 UTC by checks on " \
+           "divergence after 4 intervals, last weight 25 %\n" in text.stdout
+    as_json = mlops_in_process("lineage", "2", "--json", "--config", str(config_file))
+    rollout = json.loads(as_json.stdout)["rollout"]
+    assert (rollout["outcome"], rollout["by"], rollout["failed_checks"]) == (
+        "aborted", "checks", ["divergence"])
+    assert [i["verdict"] for i in rollout["intervals"]] == ["pass", "fail", "pass", "fail"]

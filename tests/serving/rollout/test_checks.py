@@ -7,7 +7,7 @@ import pytest
 from serving.rollout import checks
 from serving.rollout.checks import FAIL, HOLD, PASS, SKIP
 from serving.rollout.policy import RolloutPolicy
-from serving.rollout.window import VersionWindow
+from serving.rollout.window import Tally, VersionWindow
 
 POLICY = RolloutPolicy(min_requests=100)
 
@@ -92,3 +92,52 @@ def test_too_few_requests_on_either_side_holds_even_when_a_check_fails():
     assert interval.verdict == HOLD
     assert interval.failed_checks() == ["error_rate"]  # measured and shown, not acted on
     assert (interval.champion_requests, interval.candidate_requests) == (99, 200)
+
+
+def tally(labelled: int, accuracy: float) -> Tally:
+    return Tally(labelled, round(labelled * accuracy))
+
+
+QUALITY = RolloutPolicy(min_requests=100, min_labelled=300, max_accuracy_drop=0.01)
+
+
+def test_a_candidate_5_points_less_accurate_fails_the_online_check():
+    check = checks.accuracy_drop(tally(400, 0.90), tally(400, 0.85), QUALITY)
+    assert check.verdict == FAIL and check.value == pytest.approx(0.05)
+    assert "95% lower bound of the drop" in check.detail
+
+
+def test_an_equal_or_barely_worse_candidate_passes():
+    assert checks.accuracy_drop(tally(400, 0.90), tally(400, 0.90), QUALITY).verdict == PASS
+    # 2 points worse on 400 labels each: not sure enough that it is more than 1 point
+    assert checks.accuracy_drop(tally(400, 0.90), tally(400, 0.88), QUALITY).verdict == PASS
+
+
+def test_without_enough_labels_the_check_waits_and_off_it_is_skipped():
+    waiting = checks.accuracy_drop(tally(400, 0.9), tally(299, 0.5), QUALITY)
+    assert (waiting.verdict, waiting.value) == (SKIP, None)
+    assert "need 300 each" in waiting.detail
+    off = checks.accuracy_drop(tally(400, 0.9), tally(400, 0.5), POLICY)
+    assert off.verdict == SKIP
+    interval = checks.judge(window(), window(), QUALITY,
+                            (tally(400, 0.9), tally(400, 0.8)))
+    assert interval.failed_checks() == ["accuracy_drop"]
+
+
+def test_small_windows_of_one_model_differ_by_chance_and_do_not_fail():
+    """15 rows a side: the histograms of one distribution often differ by more than the
+    threshold; the chi-square test keeps those from failing (1 % of them at most, by
+    design), and still fails reversed scores."""
+    over_the_line = failed = 0
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        champion = window(requests=15, scores=two_class_scores(rng.beta(2, 5, 15)))
+        candidate = window(requests=15, scores=two_class_scores(rng.beta(2, 5, 15)))
+        check = by_name(checks.judge(champion, candidate, POLICY))["divergence"]
+        over_the_line += check.value > POLICY.max_divergence
+        failed += check.verdict == FAIL
+    assert over_the_line >= 10 and failed <= 3, (over_the_line, failed)
+    reversed_scores = checks.judge(window(requests=15, scores=CHAMPION_SCORES[:15]),
+                                   window(requests=15, scores=CHAMPION_SCORES[15:30, ::-1]),
+                                   POLICY)
+    assert by_name(reversed_scores)["divergence"].verdict == FAIL

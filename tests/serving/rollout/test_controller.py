@@ -4,6 +4,7 @@ pause, and the manual overrides. The windows are filled through the monitor as t
 plane fills them; the server-level loop is in test_rollout_server.py."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -33,8 +34,9 @@ def load(name: str, version: int, path: str) -> StandInServable:
 class Site:
     """A serving directory with a models.config, a repository applying it, and the loop."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, policy: RolloutPolicy = POLICY) -> None:
         self.folder = folder
+        self.policy = policy
         self.base = folder / "m"
         self.push(1)
         self.models_config = folder / "models.config"
@@ -51,7 +53,7 @@ class Site:
     def restart(self) -> None:
         """A new controller (and monitor) over the same files, as after a server restart."""
         self.monitor = Monitor()
-        self.loop = RolloutController(POLICY, str(self.models_config), self.monitor,
+        self.loop = RolloutController(self.policy, str(self.models_config), self.monitor,
                                       self.repository, self.apply_files, clock=lambda: self.now)
 
     def apply_files(self) -> None:
@@ -75,7 +77,8 @@ class Site:
                     continue
                 value = (i % 10) / 10 + (shift if version == state.candidate else 0)
                 self.monitor.answered(watch, version, 0.002,
-                                      {"scores": np.array([[1 - value, value]])})
+                                      {"scores": np.array([[1 - value, value]])},
+                                      key=f"{version}-{self.now}-{i}")
         self.now += POLICY.interval_seconds
         self.loop.tick()
 
@@ -227,3 +230,26 @@ def test_a_state_file_that_is_not_one_is_one_error_line(site):
     result = mlops("rollout", "status", "--config", str(config))
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: {site.files.state_file}: not a rollout state")
+
+
+def test_with_online_quality_on_the_last_step_waits_for_labels_then_judges_them(tmp_path):
+    site = Site(tmp_path, dataclasses.replace(POLICY, min_labelled=15, max_accuracy_drop=0.01))
+    site.loop.tick()
+    site.push(2)
+    site.loop.tick()
+    site.interval()  # 10 % -> 50 %
+    site.interval()  # passed the last step, but no label yet
+    state = site.files.read_state()
+    assert (state.state, state.weight) == (records.HOLDING, 50.0)
+    assert "labelled answers" in state.reason
+    # every answer's predicted class is 1 when its score is >= 0.5; the truth says 0 for
+    # all the candidate's, 1 for the champion's that predicted 1
+    for version, truth in ((1, lambda value: "1" if value >= 0.5 else "0"),
+                           (2, lambda value: "0")):
+        for answered_at in (0.0, 1.0):  # the two intervals' answers
+            for i in range(20):
+                site.monitor.label("m", f"{version}-{answered_at}-{i}", truth((i % 10) / 10))
+    site.interval()
+    site.interval()
+    state = site.files.read_state()
+    assert state.state == records.ABORTED and "accuracy_drop" in state.reason

@@ -4,6 +4,7 @@ measured for the version that answered."""
 from __future__ import annotations
 
 import asyncio
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from serving.config_files import single_model_config
 from serving.dataplane import DataPlane, ModelSpec, answering_version
 from serving.errors import Code, ServingError, invalid_argument
+from serving.labels import LabelFolder
 from serving.repository import ModelRepository
 from serving.rollout.window import Monitor
 from serving.traffic import Router, Split
@@ -22,8 +24,8 @@ CHAMPION, CANDIDATE = 1, 2
 
 
 def refusing_below(candidate_limit: float, champion_limit: float):
-    """`y = 2x + version`, each version refusing inputs below its limit as a graph's
-    check would."""
+    """`y = 2x + version` and class scores (1 when x > 0), each version refusing inputs
+    below its limit as a graph's check would."""
 
     def load(name: str, version: int, path: str) -> StandInServable:
         bound = candidate_limit if version == CANDIDATE else champion_limit
@@ -32,7 +34,8 @@ def refusing_below(candidate_limit: float, champion_limit: float):
             x = np.asarray(inputs["x"], np.float32)
             if (x < bound).any():
                 raise invalid_argument(f"version {version} refuses x < {bound:g}")
-            return {"y": x * 2 + version}
+            positive = (x > 0).astype(np.float32)  # class 1 for a positive x
+            return {"y": x * 2 + version, "scores": np.stack([1 - positive, positive], 1)}
 
         return StandInServable(name, version, path, outputs=outputs)
 
@@ -55,7 +58,8 @@ def rollout(tmp_path: Path):
     monitor = Monitor()
     monitor.begin("m", CHAMPION, CANDIDATE)
     router = Router()
-    plane = DataPlane(repository, ThreadPoolExecutor(2), router=router, monitor=monitor)
+    plane = DataPlane(repository, ThreadPoolExecutor(2), router=router, monitor=monitor,
+                      labels=LabelFolder(str(tmp_path / "request_logs")))
 
     def with_weight(weight: float) -> DataPlane:
         router.update({"m": Split(weight)})
@@ -65,7 +69,8 @@ def rollout(tmp_path: Path):
 
 
 def ask(plane: DataPlane, x: float, **spec) -> tuple[float, int]:
-    """(y, the version the adapters would report) for one request."""
+    """(y, the version the adapters would report) for one request (`spec`: version,
+    label or request_key)."""
 
     async def call():
         result = await plane.predict(ModelSpec("m", **spec),
@@ -82,7 +87,7 @@ def test_the_champion_answers_what_the_candidate_fails_and_the_candidate_is_blam
     assert ask(plane, -1.0) == (-1.0, CHAMPION)  # refused by 2, answered by 1
     champion, candidate = monitor.take("m")
     assert (candidate.requests, candidate.failed, candidate.client_errors) == (2, 1, 0)
-    assert len(candidate.latencies_s) == 1 and candidate.output_rows().tolist() == [[4.0]]
+    assert len(candidate.latencies_s) == 1 and candidate.output_rows().tolist() == [[0.0, 1.0]]
     assert champion.requests == 0  # a fallback is not a measured champion request
 
 
@@ -116,3 +121,23 @@ def test_a_request_naming_a_version_or_label_is_answered_as_asked_and_not_measur
     assert ask(plane, 1.0, label="canary") == (4.0, CANDIDATE)
     champion, candidate = monitor.take("m")
     assert champion.requests == candidate.requests == 0
+
+
+def test_labels_posted_later_are_kept_and_joined_to_the_version_that_answered(rollout,
+                                                                              tmp_path):
+    with_weight, monitor = rollout
+    plane = with_weight(100)
+    for key, x in (("k1", 1.0), ("k2", 2.0), ("k3", 3.0)):
+        ask(plane, x, request_key=key)
+    ask(with_weight(0), 4.0, request_key="k4")  # the champion's
+    body = b"\n".join(json.dumps({"key": key, "label": label}).encode() for key, label in (
+        ("k1", 1), ("k2", 0), ("k3", "1"), ("k4", 1), ("never-asked", 0), ("k1", 0)))
+    answer = asyncio.run(plane.record_labels("m", body))
+    assert answer["labels"] == 6 and answer["joined"] == 4  # k1 counted once
+    assert Path(answer["kept"]).parent == tmp_path / "request_logs" / "m" / "labels"
+    champion, candidate = monitor.quality("m")
+    assert (candidate.labelled, candidate.correct) == (3, 2)
+    assert (champion.labelled, champion.correct) == (1, 1)
+    with pytest.raises(ServingError) as caught:
+        asyncio.run(plane.record_labels("other", body))
+    assert caught.value.code == Code.NOT_FOUND
