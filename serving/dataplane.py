@@ -34,7 +34,7 @@ from serving.errors import ServingError, failed_precondition, invalid_argument, 
 from serving.labels import LabelFolder, parse_label_lines
 from serving.repository import ModelRepository
 from serving.request_log import RequestLogs
-from serving.rollout.window import Monitor
+from serving.rollout.window import Monitor, Watch
 from serving.traffic import Router
 
 # A request's inputs as arrays, typed by the signature that will run them.
@@ -47,6 +47,10 @@ _ERROR_CODES = status_pb2.StatusProto.DESCRIPTOR.fields_by_name["error_code"].en
 answering_version: contextvars.ContextVar[Optional[int]] = contextvars.ContextVar(
     "answering_version", default=None)
 
+
+# Set in a shadow call's own task: its request is the client's already logged one.
+_shadowing: contextvars.ContextVar[bool] = contextvars.ContextVar("shadowing", default=False)
+MAX_SHADOW_CALLS = 64  # shadow calls in flight at most; more are not mirrored (load shed)
 
 INLINE_BUDGET_S = 0.005  # the longest a model call should block the event loop (InlineCalls)
 INLINE_COOLDOWN_S = 1.0  # after a call over the budget, its signature runs on threads...
@@ -220,6 +224,7 @@ class DataPlane:
         self.request_logs = request_logs  # a sample of what is asked, for `mlops skew`
         self.monitor = monitor  # the rollout's windows (None: no automatic rollout)
         self.labels = labels  # where posted labels are kept (None: no request log)
+        self._shadow_calls: set[asyncio.Task] = set()  # shadow mode's calls in flight
         self.inline = InlineCalls()
 
     # --- lookups ---------------------------------------------------------------------------
@@ -277,16 +282,19 @@ class DataPlane:
 
     async def _answer(self, spec: ModelSpec,
                       attempt: Callable[[ModelSpec], Awaitable[Result]]) -> Result:
-        """Runs one API call; in a rollout, measures it and keeps the candidate's failures
-        from the client.
+        """Runs one API call; in a rollout, measures it and keeps the candidate from the
+        client.
 
         A bare-URL request that the rollout's candidate fails (any `ServingError`: a graph
         that refuses an input fails with INVALID_ARGUMENT) is answered by the champion, and
         counted against the candidate; if the champion fails it too, the client gets the
         champion's error and the request counts against neither (it was the client's).
-        Requests naming a version or a label bypass the split and are not measured.
+        In shadow mode the champion answers, and a share of its requests is also run on
+        the candidate in the background (`_shadow`), only measured. Requests naming a
+        version or a label bypass the split and are not measured.
         """
-        if self.monitor is None or spec.version is not None or spec.label:
+        if self.monitor is None or spec.version is not None or spec.label or \
+                _shadowing.get():
             return await attempt(spec)
         answering_version.set(None)
         started = time.perf_counter()
@@ -299,6 +307,7 @@ class DataPlane:
                 raise
             if version == watch.champion:
                 self.monitor.failed(watch, version, by_client=True)
+                self._shadow(spec, attempt, watch, champion_failed=True)
                 raise
             try:
                 result = await attempt(dataclasses.replace(spec, version=watch.champion))
@@ -312,19 +321,52 @@ class DataPlane:
             self.monitor.answered(watch, result.servable.version,
                                   time.perf_counter() - started, result.outputs,
                                   spec.request_key)
+            if result.servable.version == watch.champion:
+                self._shadow(spec, attempt, watch, champion_failed=False)
         return result
+
+    def _shadow(self, spec: ModelSpec, attempt: Callable[[ModelSpec], Awaitable[Result]],
+                watch: Watch, champion_failed: bool) -> None:
+        """Shadow mode: also runs a champion's request on the candidate, in the background
+        (the client's answer does not wait for it), when the mirror share picks it and
+        fewer than `MAX_SHADOW_CALLS` are in flight."""
+        if not watch.mirrors(spec.request_key) or len(self._shadow_calls) >= MAX_SHADOW_CALLS:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._run_shadow(dataclasses.replace(spec, version=watch.candidate), attempt,
+                             watch, champion_failed))
+        self._shadow_calls.add(task)
+        task.add_done_callback(self._shadow_calls.discard)
+
+    async def shadow_calls_done(self) -> None:
+        """Waits for the shadow calls in flight (a clean stop measures what it started)."""
+        while self._shadow_calls:
+            await asyncio.gather(*list(self._shadow_calls), return_exceptions=True)
+
+    async def _run_shadow(self, spec: ModelSpec,
+                          attempt: Callable[[ModelSpec], Awaitable[Result]], watch: Watch,
+                          champion_failed: bool) -> None:
+        _shadowing.set(True)  # this task's own context: not sampled into the request log
+        started = time.perf_counter()
+        try:
+            result = await attempt(spec)
+        except ServingError:
+            self.monitor.failed(watch, watch.candidate, by_client=champion_failed)
+            return
+        self.monitor.answered(watch, watch.candidate, time.perf_counter() - started,
+                              result.outputs, spec.request_key)
 
     async def _call(self, servable, signature, inputs: Mapping[str, np.ndarray],
                     key: Optional[str] = None, counted: bool = False) -> dict:
         """The model's outputs: batched, inline (``counted``: the request is in
         ``inline.in_flight``, so whether it is alone is known) or on a worker thread."""
-        if self.request_logs is not None:
+        if self.request_logs is not None and not _shadowing.get():
             self.request_logs.sample(servable, signature, inputs, key)
         if self._batcher is not None:
             return await self._batcher.run(servable, signature.name, inputs)
         inline, rows = self.inline, _batch_rows(inputs)
         timings = inline.timings(servable)
-        if counted and inline.allows(timings, signature.name, rows):
+        if counted and not _shadowing.get() and inline.allows(timings, signature.name, rows):
             inline.inline_calls += 1
             return inline.run(servable, signature.name, inputs, rows, timings)
         future = inline.track(self._executor.submit(inline.run, servable, signature.name,

@@ -54,7 +54,9 @@ _HELP = {
     "request_log_dir": "[embedded server] where the request log goes (a folder per model)",
     "rollout": "[embedded server] roll every new push out as a canary that live checks "
                "promote or abort (needs --model_config_file)",
-    "rollout_mode": "[embedded server] canary: the candidate answers its share of requests",
+    "rollout_mode": "[embedded server] canary: the candidate answers its share of requests; "
+                    "shadow: the champion answers all, the candidate's answers to its "
+                    "share are only measured",
     "rollout_steps": "[embedded server] the candidate's shares, per cent, one per passed "
                      "interval; passing the last promotes",
     "rollout_interval_seconds": "[embedded server] length of each measured interval",

@@ -206,6 +206,7 @@ class ModelServer:
             self._http.stop()
         if self._grpc is not None:
             await self._grpc.stop(grace=1)
+        await self.dataplane.shadow_calls_done()
         if self._poller is not None:
             self._poller.join(timeout=30)
         if self.rollout is not None:

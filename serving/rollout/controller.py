@@ -9,6 +9,10 @@ every load does. The edits are `serving.operations`' (the same as `mlops canary`
 `mlops promote` / `abort` stay the manual overrides: the loop sees the labels change and
 records the rollout as ended by hand.
 
+In shadow mode the split stays at 0 (the champion answers every request) and the step's
+share is the monitor's mirror share instead: the data plane also sends those requests to
+the candidate and measures its answers.
+
 The policy pins the served version (`specific`) while a rollout waits, so a push is
 loaded only when the loop starts it as a candidate. Before anything was served there is
 nothing to compare with, so the first version goes live as pushed and becomes the
@@ -24,7 +28,7 @@ from serving import config_files, operations, server_files, traffic
 from serving.labels import LabelFolder
 from serving.repository import ModelRepository, State, version_directories
 from serving.rollout import checks, records
-from serving.rollout.policy import RolloutPolicy
+from serving.rollout.policy import SHADOW, RolloutPolicy
 from serving.rollout.records import RolloutFiles, RolloutState
 from serving.rollout.window import Monitor
 
@@ -72,7 +76,8 @@ class ModelRollout:
             log.info("%s: resuming the rollout of version %d at %g %%", self.name,
                      self.state.candidate, self.state.weight)
             self._begin_interval()
-            self.controller.monitor.begin(self.name, self.state.champion, self.state.candidate)
+            self.controller.monitor.begin(self.name, self.state.champion, self.state.candidate,
+                                          self.controller.policy.mirror_share(self.state.step))
 
     def tick(self) -> None:
         """Does what is due: pin, start a candidate, or judge the interval that ended."""
@@ -108,8 +113,8 @@ class ModelRollout:
         policy, champion = self.controller.policy, self.state.champion
         weight = policy.weight_at(0)
         try:
-            operations.start_canary(self.settings, candidate, weight=weight, stable=champion,
-                                    wait_until_served=self._wait_loaded)
+            operations.start_canary(self.settings, candidate, weight=policy.split_weight(0),
+                                    stable=champion, wait_until_served=self._wait_loaded)
         except operations.OperationError as err:
             operations.serve_alone(self.settings, champion)
             self.controller.apply_files()
@@ -118,14 +123,21 @@ class ModelRollout:
         self.state = RolloutState(self.name, champion=champion, candidate=candidate,
                                   weight=weight, started_at=records.now_iso(),
                                   decided=self.state.decided)
-        self.controller.monitor.begin(self.name, champion, candidate)
+        self.controller.monitor.begin(self.name, champion, candidate, policy.mirror_share(0))
         self.controller.apply_files()
         self._begin_interval()
-        self._save(records.PROGRESSING, f"version {candidate} gets {weight:g} %")
+        self._save(records.PROGRESSING, self._share(candidate, weight))
         self.files.append_decision({"event": "start", "champion": champion,
-                                    "candidate": candidate, "step": 0, "weight": weight})
+                                    "candidate": candidate, "step": 0, "weight": weight,
+                                    "mode": policy.mode})
         log.info("%s: version %d is the candidate at %g %% (champion %d)", self.name,
                  candidate, weight, champion)
+
+    def _share(self, candidate: int, weight: float) -> str:
+        if self.controller.policy.mode == SHADOW:
+            return (f"version {candidate} shadows {weight:g} % of the requests (the champion "
+                    "answers them all)")
+        return f"version {candidate} gets {weight:g} %"
 
     def _begin_interval(self) -> None:
         self.interval_ends = self.controller.clock() + self.controller.policy.interval_seconds
@@ -182,12 +194,15 @@ class ModelRollout:
                                             f"({self.state.failed_intervals} of "
                                             f"{self.controller.policy.threshold})")
         elif move == "step":
+            policy = self.controller.policy
             self.state.step += 1
-            self.state.weight = self.controller.policy.weight_at(self.state.step)
-            operations.set_canary_weight(self.settings, self.state.weight)
-            self.controller.apply_files()
-            self._save(records.PROGRESSING, f"version {candidate} gets "
-                                            f"{self.state.weight:g} %")
+            self.state.weight = policy.weight_at(self.state.step)
+            if policy.mode == SHADOW:
+                self.controller.monitor.set_mirror(self.name, self.state.weight)
+            else:
+                operations.set_canary_weight(self.settings, self.state.weight)
+                self.controller.apply_files()
+            self._save(records.PROGRESSING, self._share(candidate, self.state.weight))
         elif move == "promote":
             operations.promote(self.settings, wait_until_unloaded=self._wait_unloaded)
             self.controller.apply_files()

@@ -13,13 +13,17 @@ from typing import Optional
 
 from serving.errors import ServingError, invalid_argument
 
-MODES = ("canary",)
+CANARY, SHADOW = "canary", "shadow"
+MODES = (CANARY, SHADOW)
 
 
 @dataclasses.dataclass(frozen=True)
 class RolloutPolicy:
     """How a candidate is judged and how far it gets each interval.
 
+    mode: `canary`: the candidate answers its share of the bare-URL requests; `shadow`:
+        the champion answers every request, and the candidate is also given its share,
+        its answers only measured (the client never sees them).
     steps: the candidate's share of bare-URL requests, per cent, one per passed interval;
         passing the last step promotes (the candidate then takes all of them).
     interval_seconds: how long each window of measurements lasts.
@@ -42,7 +46,7 @@ class RolloutPolicy:
     """
 
     enabled: bool = False
-    mode: str = "canary"
+    mode: str = CANARY
     steps: tuple[float, ...] = (10.0, 25.0, 50.0)
     interval_seconds: float = 60.0
     threshold: int = 3
@@ -132,6 +136,15 @@ class RolloutPolicy:
     def weight_at(self, step: int) -> float:
         """The candidate's share at a step (0-based)."""
         return self.steps[min(step, len(self.steps) - 1)]
+
+    def split_weight(self, step: int) -> float:
+        """The canary split's weight at a step: the share itself, or 0 in shadow mode
+        (every answer the champion's)."""
+        return self.weight_at(step) if self.mode == CANARY else 0.0
+
+    def mirror_share(self, step: int) -> float:
+        """The share of requests also sent to the candidate at a step (shadow mode)."""
+        return self.weight_at(step) if self.mode == SHADOW else 0.0
 
 
 def parse_steps(text: str) -> tuple[float, ...]:

@@ -4,8 +4,10 @@ The data plane asks `Monitor.watch` whether a bare-URL request of a model belong
 rollout, and if so reports its outcome: answered (latency, outputs, and for a keyed
 one-row request its predicted class, which a label arriving later is joined to), failed by the
 candidate and answered by the champion (the candidate's failure; the client never sees
-it), or failed by both (the client's mistake, counted against neither). Requests naming a
-version or a label bypass the split and are not measured.
+it), or failed by both (the client's mistake, counted against neither). In shadow mode the
+champion answers and `Watch.mirrors` says which requests the candidate also gets, its
+answer only measured. Requests naming a version or a label bypass the split and are not
+measured.
 
 Recording runs on the event loop for every measured request, so it is a few appends; the
 controller's thread takes the finished window whole (`take`) under a lock.
@@ -14,12 +16,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import random
 import threading
 from typing import Mapping, Optional
 
 import numpy as np
 
 from serving.labels import predicted_label
+from serving.traffic import bucket
 
 # The output whose distribution is compared, by the names TF Serving's APIs give it.
 DIVERGENCE_OUTPUTS = ("scores", "probabilities", "outputs", "predictions")
@@ -82,11 +86,21 @@ class Tally:
 
 @dataclasses.dataclass(frozen=True)
 class Watch:
-    """A measured request's rollout: which version is the champion, which the candidate."""
+    """A measured request's rollout: which version is the champion, which the candidate,
+    and (shadow mode) the share of requests also sent to the candidate."""
 
     model_name: str
     champion: int
     candidate: int
+    mirror: float = 0.0  # per cent; 0 outside shadow mode
+
+    def mirrors(self, key: Optional[str]) -> bool:
+        """Whether the champion's request is also sent to the candidate: by the key's
+        bucket (the same keys as the canary split would pick), else at random."""
+        if self.mirror <= 0:
+            return False
+        point = bucket(self.model_name, key) if key else random.random() * 100
+        return point < self.mirror
 
 
 class Monitor:
@@ -103,15 +117,23 @@ class Monitor:
 
     # --- the controller's side ------------------------------------------------------------
 
-    def begin(self, model_name: str, champion: int, candidate: int) -> None:
-        """Starts measuring a model's rollout (empty windows)."""
+    def begin(self, model_name: str, champion: int, candidate: int,
+              mirror: float = 0.0) -> None:
+        """Starts measuring a model's rollout (empty windows); `mirror`: shadow mode's share."""
         with self._lock:
-            self._rollouts[model_name] = Watch(model_name, champion, candidate)
+            self._rollouts[model_name] = Watch(model_name, champion, candidate, mirror)
             self._windows[(model_name, champion)] = VersionWindow()
             self._windows[(model_name, candidate)] = VersionWindow()
             self._awaiting[model_name] = collections.OrderedDict()
             self._tallies[(model_name, champion)] = Tally()
             self._tallies[(model_name, candidate)] = Tally()
+
+    def set_mirror(self, model_name: str, mirror: float) -> None:
+        """Changes shadow mode's share (a step), keeping the windows."""
+        with self._lock:
+            watch = self._rollouts.get(model_name)
+            if watch is not None:
+                self._rollouts[model_name] = dataclasses.replace(watch, mirror=mirror)
 
     def end(self, model_name: str) -> None:
         """Stops measuring a model (promoted, aborted, or the server stops)."""

@@ -68,6 +68,17 @@ def rollout(tmp_path: Path):
     return with_weight, monitor
 
 
+class SampledVersions:
+    """Stands in for the request log: which version each sampled call ran on."""
+
+    def __init__(self) -> None:
+        self.versions: list[int] = []
+
+    def sample(self, servable, signature, inputs, key=None) -> bool:
+        self.versions.append(servable.version)
+        return True
+
+
 def ask(plane: DataPlane, x: float, **spec) -> tuple[float, int]:
     """(y, the version the adapters would report) for one request (`spec`: version,
     label or request_key)."""
@@ -141,3 +152,31 @@ def test_labels_posted_later_are_kept_and_joined_to_the_version_that_answered(ro
     with pytest.raises(ServingError) as caught:
         asyncio.run(plane.record_labels("other", body))
     assert caught.value.code == Code.NOT_FOUND
+
+
+def test_in_shadow_mode_the_champion_answers_and_the_candidate_is_only_measured(rollout,
+                                                                                 tmp_path):
+    with_weight, monitor = rollout
+    plane = with_weight(0)  # shadow mode: the split sends every request to the champion
+    monitor.begin("m", CHAMPION, CANDIDATE, mirror=100)
+    plane.request_logs = SampledVersions()
+
+    async def shadowed(x: float, key: str):
+        result = await plane.predict(ModelSpec("m", request_key=key),
+                                     lambda signature: {"x": np.asarray([x], np.float32)})
+        version = answering_version.get()
+        await plane.shadow_calls_done()
+        return float(result.outputs["y"][0]), version
+
+    assert asyncio.run(shadowed(1.0, "a")) == (3.0, CHAMPION)
+    assert asyncio.run(shadowed(-1.0, "b")) == (-1.0, CHAMPION)  # the shadow refused it
+    champion, candidate = monitor.take("m")
+    assert champion.requests == 2 and champion.failed == 0
+    assert (candidate.requests, candidate.failed, candidate.client_errors) == (2, 1, 0)
+    assert candidate.output_rows().tolist() == [[0.0, 1.0]]
+    assert plane.request_logs.versions == [CHAMPION, CHAMPION]  # a shadow call is not logged
+
+    monitor.set_mirror("m", 0)
+    asyncio.run(shadowed(1.0, "c"))
+    _, candidate = monitor.take("m")
+    assert candidate.requests == 0  # a 0 % share mirrors nothing

@@ -32,7 +32,7 @@ def test_off_means_no_flags_and_no_policy():
     ({"rollout_threshold": 0}, "--rollout_threshold must be at least 1"),
     ({"rollout_max_error_rate": 2.0}, "--rollout_max_error_rate must be between 0 and 1"),
     ({"rollout_p99_slack_ms": -1.0}, "--rollout_p99_slack_ms must not be negative"),
-    ({"rollout_mode": "shadow"}, "--rollout_mode must be one of canary"),
+    ({"rollout_mode": "mirror"}, "--rollout_mode must be one of canary, shadow"),
 ])
 def test_an_impossible_value_is_refused_naming_its_flag(flags, named):
     with pytest.raises(ServingError) as caught:

@@ -252,3 +252,37 @@ def test_online_accuracy_from_labels_posted_later_promotes_an_equal_model_aborts
     assert "divergence" not in files.read_state().reason  # 5 % flipped: not a divergence
     kept = list((tmp_path / "request_logs" / MODEL / "labels").glob("posted-*.csv"))
     assert kept and all(path.read_text().startswith("request_key,label\n") for path in kept)
+
+
+def test_in_shadow_mode_clients_get_only_the_champion_while_the_candidate_is_judged(
+        tmp_path, toys, start_server):
+    """`mode: shadow`: a candidate that refuses a fifth of the requests and one with
+    reversed scores are aborted on what they answered in the background; no client saw
+    either; the same model is then promoted and answers."""
+    serving = serving_directory(tmp_path, toys, (MODEL,))
+    server = start_server(model_config_file=str(serving / "models.config"),
+                          model_config_file_poll_wait_seconds=1, rollout=True,
+                          rollout_mode="shadow", rollout_steps="50",
+                          rollout_interval_seconds=1.0, rollout_threshold=2,
+                          rollout_min_requests=30)
+    files = RolloutFiles(serving, MODEL)
+    with Clients(server.rest_url) as clients:
+        wait_for(lambda: files.read_state().champion == 1, "version 1 pinned")
+        for version, kind in ((2, "refusing"), (3, "reversed")):
+            add_version(serving / MODEL, toys[kind], version)
+            wait_for(lambda v=version: outcome(files, v), f"version {version} decided",
+                     timeout=90)
+        seen_before_promotion = dict(clients.versions)
+        add_version(serving / MODEL, toys["same"], 4)
+        wait_for(lambda: outcome(files, 4), "version 4 decided", timeout=90)
+        wait_for(lambda: clients.versions.get("4", 0) > 0, "version 4 answering")
+    assert seen_before_promotion.keys() == {"1"}, seen_before_promotion
+    assert clients.statuses.keys() == {200}, clients.statuses
+    assert [outcome(files, v) for v in (2, 3, 4)] == [records.ABORTED, records.ABORTED,
+                                                      records.PROMOTED]
+    assert "error_rate" in next(d for d in files.decisions(candidate=2)
+                                if d["event"] == records.ABORTED)["reason"]
+    assert "divergence" in next(d for d in files.decisions(candidate=3)
+                                if d["event"] == records.ABORTED)["reason"]
+    assert next(d for d in files.decisions(candidate=3) if d["event"] == "start")["mode"] == \
+        "shadow"
