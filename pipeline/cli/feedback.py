@@ -29,6 +29,10 @@ def skew(source: ConfigSource,
          previous: Optional[str] = typer.Option(None, "--previous", metavar="DIR",
                                                 help="An earlier request log: also report "
                                                      "drift between the two."),
+         rollout: bool = typer.Option(False, "--rollout",
+                                      help="Judge the running rollout's candidate (its "
+                                           "training data) and record the verdict as the "
+                                           "rollout's `skew` check."),
          as_json: bool = JsonOption,
          verbose: bool = VerboseOption) -> None:
     """Served requests against the training data: skew, drift, anomalies per feature.
@@ -39,14 +43,21 @@ def skew(source: ConfigSource,
     Raises:
         typer.Exit: always, once the report is printed: 1 when it lists a problem, else 0.
         SkewError: no request log, no served version (or no such `--version`), or no
-            record of the run that trained it on this machine (one `error:` line, exit 1).
+            record of the run that trained it on this machine; with `--rollout`, no
+            rollout running (one `error:` line, exit 1).
         ConfigError: the config is wrong (exit 2).
     """
     config = source.load(check_files=False)
     process.prepare(verbose)
     from pipeline.feedback import skew as skew_lib
 
+    if rollout:
+        version = skew_lib.rollout_candidate(config)
     found = skew_lib.skew(config, requests or config.skew.requests, version, previous)
+    if rollout:
+        recorded = skew_lib.record_for_rollout(config, found)
+        typer.echo(f"Rollout: the skew check of candidate {found.version} recorded "
+                   f"({recorded})", err=as_json)
     if as_json:
         typer.echo(json.dumps(found.to_json(), indent=1))
     else:

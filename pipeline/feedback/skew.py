@@ -214,6 +214,40 @@ def served_version(config: PipelineConfig) -> int:
     return version
 
 
+def rollout_candidate(config: PipelineConfig) -> int:
+    """The candidate of the model's running rollout (`serving.rollout`).
+
+    Raises:
+        SkewError: no rollout is running, or its state file is not readable.
+    """
+    from serving.rollout.records import RolloutFiles
+
+    files = RolloutFiles(config.serving.base_directory, config.serving.model_name)
+    try:
+        state = files.read_state()
+    except ValueError as err:
+        raise SkewError(str(err)) from None
+    if not state.running:
+        raise SkewError(f"no rollout of {config.serving.model_name} is running "
+                        f"(`mlops rollout status`: {state.state})")
+    return state.candidate
+
+
+def record_for_rollout(config: PipelineConfig, found: SkewReport) -> str:
+    """Writes the report's verdict as the rollout's `skew` check (the server counts it in
+    its next interval): value = problems found, threshold 0. Returns the verdict."""
+    from serving.rollout.records import RolloutFiles
+
+    problems = found.problems
+    verdict = "fail" if problems else "pass"
+    RolloutFiles(config.serving.base_directory, config.serving.model_name
+                 ).write_external_check(found.version, {
+                     "name": "skew", "value": float(len(problems)), "threshold": 0.0,
+                     "verdict": verdict,
+                     "detail": "; ".join(problems[:3]) or f"{found.requests} requests"})
+    return verdict
+
+
 def skew(config: PipelineConfig, requests_dir: str, version: Optional[int] = None,
          previous_dir: Optional[str] = None) -> SkewReport:
     """Compares the requests under `requests_dir` with version `version`'s training data

@@ -50,6 +50,21 @@ class Check:
         """The record's form of the check."""
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_json(cls, record: dict) -> Optional["Check"]:
+        """A check recorded outside the server; None when the record is not one (a
+        malformed file must not stop the loop)."""
+        try:
+            verdict = record["verdict"]
+            if verdict not in (PASS, FAIL, SKIP):
+                return None
+            value, threshold = record.get("value"), record.get("threshold")
+            return cls(str(record["name"]), None if value is None else float(value),
+                       None if threshold is None else float(threshold), verdict,
+                       str(record.get("detail", "")))
+        except (KeyError, TypeError, ValueError):
+            return None
+
 
 @dataclasses.dataclass(frozen=True)
 class Interval:
@@ -176,9 +191,12 @@ def _divergence_check(champion: VersionWindow, candidate: VersionWindow,
 
 
 def judge(champion: VersionWindow, candidate: VersionWindow, policy: RolloutPolicy,
-          quality: Optional[tuple[Tally, Tally]] = None) -> Interval:
+          quality: Optional[tuple[Tally, Tally]] = None,
+          outside: tuple[Check, ...] = ()) -> Interval:
     """The interval's checks and verdict (see the module); `quality`: the two versions'
-    labelled answers since the rollout began (None: none joined)."""
+    labelled answers since the rollout began (None: none joined); `outside`: checks
+    judged outside the server for this candidate (`records.external_checks`), counted
+    like the others."""
     checks = []
     candidate_counted = candidate.requests - candidate.client_errors
     error_rate = candidate.failed / candidate_counted if candidate_counted else None
@@ -194,6 +212,7 @@ def judge(champion: VersionWindow, candidate: VersionWindow, policy: RolloutPoli
                         _verdict(candidate_p99, limit)))
     checks.append(_divergence_check(champion, candidate, policy))
     checks.append(accuracy_drop(*(quality or (Tally(), Tally())), policy))
+    checks.extend(outside)
     enough = min(champion.requests, candidate.requests) >= policy.min_requests
     if not enough:
         verdict = HOLD

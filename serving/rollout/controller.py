@@ -152,8 +152,10 @@ class ModelRollout:
         if self.files.paused:
             self._save(records.HOLDING, "paused (`mlops rollout resume` goes on)")
             return
+        outside = tuple(filter(None, map(checks.Check.from_json, self.files.external_checks(
+            self.state.candidate, self.state.started_at))))
         interval = checks.judge(*windows, self.controller.policy,
-                                self.controller.monitor.quality(self.name))
+                                self.controller.monitor.quality(self.name), outside)
         self.state.intervals += 1
         next_move = self._next_move(interval)
         self.files.append_decision({

@@ -63,6 +63,7 @@ class RolloutFiles:
         self.state_file = self.folder / "state.json"
         self.decisions_file = self.folder / "decisions.jsonl"
         self.pause_file = self.folder / "paused"
+        self.checks_folder = self.folder / "checks"
 
     def read_state(self) -> RolloutState:
         """The saved state, or an idle one before the first rollout.
@@ -104,6 +105,33 @@ class RolloutFiles:
                     continue
                 if candidate is None or record.get("candidate") == candidate:
                     yield record
+
+    def write_external_check(self, candidate: int, check: dict) -> Path:
+        """Records a check judged outside the server (e.g. `mlops skew --rollout`: TFDV
+        on the request log against the candidate's training data) for the loop to count
+        in its next interval; the newest per check name wins. `check` has the keys of
+        `checks.Check` (name, value, threshold, verdict, detail)."""
+        path = self.checks_folder / f"{check['name']}.json"
+        _write_atomically(path, json.dumps({"candidate": candidate, "time": now_iso(),
+                                            "check": check}, indent=1))
+        return path
+
+    def external_checks(self, candidate: int, since: Optional[str]) -> list[dict]:
+        """The outside checks recorded for `candidate` at or after `since` (ISO time: the
+        rollout's start, so an earlier rollout's verdict is never reused); unreadable
+        files are skipped."""
+        found = []
+        for path in sorted(self.checks_folder.glob("*.json")):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if not isinstance(record, dict) or not isinstance(record.get("check"), dict):
+                continue
+            if record.get("candidate") == candidate and (since is None or
+                                                         record.get("time", "") >= since):
+                found.append(record["check"])
+        return found
 
     def status(self) -> dict:
         """What `mlops rollout status --json` prints: the state, whether it is paused, and

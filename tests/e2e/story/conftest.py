@@ -5,8 +5,10 @@ version 1; a run held to an unmeetable threshold is refused; span 2 arrives twic
 (a missing column, text in a number column) and is stopped before training; span 2
 arrives whole and is pushed as version 2 after a comparison with version 1; an unchanged
 re-run pushes nothing. Then the loop back from serving: the embedded server serves what
-was pushed and logs the requests it answers with their keys, labels known later join
-them (`mlops span-from-requests`) as span 3, and the next run trains on it.
+was pushed and logs the requests it answers with their keys, labels known later are
+posted to it and join them (`mlops span-from-requests`) as span 3, and the next run trains
+on it; its push is rolled out by the server's live checks (`serving.rollout`), `mlops
+skew --rollout` adding its verdict, and promoted.
 
 `test_steps.py` checks each step, `test_history.py` what `mlops history` and `mlops
 lineage` say of them, `test_report.py` the HTML report of the second push. The modules of
@@ -17,8 +19,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import subprocess
+import threading
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -29,6 +34,8 @@ from tests.conftest import (FAST_TRAINING, LENIENT, ROWS, TAXI_DATA, copy_taxi_s
 
 SLICED = {"evaluation.slices": ["payment_type"]}  # the report shows metrics by slice
 LOGGED = {"serving.request_log.sample_rate": 1.0}  # the server logs every request
+ROLLED_OUT = {"serving.rollout.enabled": True, "serving.rollout.steps": [50],
+              "serving.rollout.interval_seconds": 1, "serving.rollout.min_requests": 20}
 UNMEETABLE = {"evaluation.thresholds": [
     {"metric": "BinaryAccuracy", "lower_bound": 1.0, "max_regression": None}]}
 STEPS = ("first_push", "refused", "missing_column", "wrong_type", "second_push", "unchanged",
@@ -41,9 +48,20 @@ class RequestLoop:
     """What the loop back from serving did before the story's last run."""
 
     sent: int  # requests answered (rows with a missing integer cannot go to :predict)
-    labels: dict[str, str]  # request key -> label, for three trips in four
+    labels: dict[str, str]  # request key -> label (as the server keeps it), three trips in four
+    posted: dict  # what POST /v1/models/<name>/labels answered
     span_from_requests: subprocess.CompletedProcess  # `mlops span-from-requests`'s outcome
     span_file: Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Rollout:
+    """How the last run's push was rolled out by the server."""
+
+    version: int
+    skew: subprocess.CompletedProcess  # `mlops skew --rollout` while it ran
+    served: list[int]  # the versions the server had loaded when the rollout ended
+    answered_by: dict[str, int]  # X-Model-Version -> requests answered during it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +72,7 @@ class Story:
     runs: dict[str, RunReport]  # by step, in STEPS order
     served_after: dict[str, list[int]]  # the versions on disk after each step
     requests: RequestLoop
+    rollout: Rollout
 
     def run_ids_newest_first(self) -> list[str]:
         return [self.runs[step].run_id for step in reversed(STEPS)]
@@ -66,42 +85,103 @@ def _text_in_numbers(records):
         yield record
 
 
-def _serve_and_label(config: PipelineConfig, config_file: Path, folder: Path) -> RequestLoop:
-    """Serves the pushed versions with the request log on, sends keyed trips, and writes
-    the labels of three in four as span 3 with `mlops span-from-requests`."""
-    import httpx
+def _server(config: PipelineConfig):
+    """The embedded server as `mlops serve --embedded` runs it from the config (its
+    command line parsed back), on free ports."""
+    from serving import flags, server_files
+    from tests.serving.conftest import RunningServer
 
-    from tests.serving.conftest import INTS, RunningServer, csv_row
+    settings = config.serving_settings()
+    argv = server_files.server_command(settings, server_files.write_server_files(settings),
+                                       "python")
+    options, _ = flags.parse(argv[3:])
+    return RunningServer(**{**dataclasses.asdict(options), "port": 0, "rest_api_port": 0})
 
-    server = RunningServer(model_name=config.serving.model_name,
-                           model_base_path=config.serving_model_dir,
-                           request_log_sample_rate=1.0,
-                           request_log_dir=config.serving.request_log_dir)
+
+def _trips() -> Iterator[tuple[str, dict, str]]:
+    """(request key, the row as :predict takes it, its tips) of span 3's trips that can be
+    sent (a missing integer cannot)."""
+    from tests.serving.conftest import INTS, csv_row
+
     source = TAXI_DATA / "span-3" / "trips.csv"
     with open(source, newline="") as handle:
         tips = [row["tips"] for row in csv.DictReader(handle)]
+    for number in range(1, REQUESTS_SENT + 1):
+        row = csv_row(source, number)
+        if all(name in row for name in INTS):
+            yield f"trip-{number}", row, tips[number - 1]
+
+
+def _serve_and_label(config: PipelineConfig, config_file: Path) -> RequestLoop:
+    """Serves the pushed versions with the request log on, sends keyed trips, posts the
+    labels of three in four to the server, and writes them as span 3 with `mlops
+    span-from-requests` from the server's labels folder."""
+    import httpx
+
+    from serving.labels import LabelFolder, normalise_label
+
+    server = _server(config)
     sent, labels = 0, {}
     try:
-        url = f"{server.rest_url}/v1/models/{config.serving.model_name}:predict"
-        for number in range(1, REQUESTS_SENT + 1):
-            row = csv_row(source, number)
-            if any(name not in row for name in INTS):
-                continue  # a missing integer cannot be sent to :predict
-            key = f"trip-{number}"
-            answer = httpx.post(url, json={"instances": [row]},
+        url = f"{server.rest_url}/v1/models/{config.serving.model_name}"
+        for number, (key, row, tips) in enumerate(_trips(), start=1):
+            answer = httpx.post(f"{url}:predict", json={"instances": [row]},
                                 headers={"X-Request-Key": key}, timeout=30)
             assert answer.status_code == 200, answer.text
             sent += 1
             if number % 4:  # the outcome of every fourth trip is not known yet
-                labels[key] = tips[number - 1]
+                labels[key] = normalise_label(tips)
+        body = "\n".join(json.dumps({"key": key, "label": label})
+                         for key, label in labels.items())
+        posted = httpx.post(f"{url}/labels", content=body.encode(), timeout=30)
+        assert posted.status_code == 200, posted.text
     finally:
         server.stop()  # a clean stop writes every logged request
-    labels_file = folder / "outcomes.csv"
-    with open(labels_file, "w", newline="") as handle:
-        csv.writer(handle).writerows([("request_key", "tips"), *labels.items()])
-    made = mlops_in_process("span-from-requests", "--labels", str(labels_file), "--config",
+    folder = LabelFolder(config.serving.request_log_dir).folder(config.serving.model_name)
+    made = mlops_in_process("span-from-requests", "--labels", str(folder), "--config",
                             str(config_file))
-    return RequestLoop(sent, labels, made, folder / "data" / "span-3" / "requests.csv")
+    return RequestLoop(sent, labels, posted.json(), made,
+                       Path(config.data.input_base) / "span-3" / "requests.csv")
+
+
+def _roll_out(config: PipelineConfig, config_file: Path, version: int) -> Rollout:
+    """Serves again, with keyed traffic, until the server's rollout of `version` ends;
+    `mlops skew --rollout` judges the candidate's training data meanwhile."""
+    import httpx
+
+    from serving.rollout.records import RolloutFiles
+    from tests.serving.conftest import wait_for
+
+    files = RolloutFiles(config.serving.base_directory, config.serving.model_name)
+    server = _server(config)
+    stop, answered_by = threading.Event(), {}
+
+    def send() -> None:
+        url = f"{server.rest_url}/v1/models/{config.serving.model_name}:predict"
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                for key, row, _ in _trips():
+                    answer = client.post(url, json={"instances": [row]},
+                                         headers={"X-Request-Key": key})
+                    assert answer.status_code == 200, answer.text
+                    served = answer.headers["X-Model-Version"]
+                    answered_by[served] = answered_by.get(served, 0) + 1
+                    if stop.is_set():
+                        return
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        wait_for(lambda: files.read_state().candidate == version, "the rollout's start")
+        skew = mlops_in_process("skew", "--rollout", "--config", str(config_file))
+        wait_for(lambda: version in files.read_state().decided, "the rollout's end",
+                 timeout=180)
+        served = sorted(server.server.repository.view(config.serving.model_name).servables)
+    finally:
+        stop.set()
+        sender.join(30)
+        server.stop()
+    return Rollout(version, skew, served, answered_by)
 
 
 @pytest.fixture(scope="session")
@@ -113,7 +193,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
     folder = tmp_path_factory.mktemp("story")
     data = folder / "data"
     data.mkdir()
-    settings = {**FAST_TRAINING, **LENIENT, **SLICED, **LOGGED}
+    settings = {**FAST_TRAINING, **LENIENT, **SLICED, **LOGGED, **ROLLED_OUT}
     runs: dict[str, RunReport] = {}
     served_after: dict[str, list[int]] = {}
 
@@ -135,6 +215,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
     run("unchanged")
     config_file = write_config(folder, settings)
     config = load_config(config_file)
-    requests = _serve_and_label(config, config_file, folder)
+    requests = _serve_and_label(config, config_file)
     run("from_requests")
-    return Story(folder, config_file, config, runs, served_after, requests)
+    rollout = _roll_out(config, config_file, int(runs["from_requests"].pushed_version))
+    return Story(folder, config_file, config, runs, served_after, requests, rollout)

@@ -56,6 +56,28 @@ def test_history_on_the_command_line_as_text_and_json(story: Story):
     assert "<script" not in html
 
 
+def test_history_lineage_and_the_report_tell_how_the_last_push_rolled_out(story: Story,
+                                                                         tmp_path: Path):
+    """The server's rollout of version 3 (tests/e2e/story/conftest.py `_roll_out`), as
+    the records commands tell it."""
+    newest = history.history(story.config)[0]
+    assert newest.pushed_version == 3 and newest.rollout.startswith("promoted ")
+    assert f"rollout {newest.rollout}" in newest.line()
+    found = lineage.lineage(story.config, 3)
+    assert found.rollout.outcome == "promoted" and found.rollout.by == "checks"
+    text = "\n".join(found.lines())
+    assert "rollout against version 2: promoted " in text, text
+    as_json = json.loads(mlops("lineage", "3", "--json", "--config",
+                               str(story.config_file)).stdout)
+    assert as_json["rollout"]["outcome"] == "promoted"
+    assert lineage.lineage(story.config, 2).rollout is None  # pushed before rollouts were on
+    page = mlops("report", story.runs["from_requests"].run_id, "--output",
+                 str(tmp_path / "report.html"), "--config", str(story.config_file))
+    assert page.returncode == 0, page.stderr
+    html = (tmp_path / "report.html").read_text()
+    assert 'id="rollout"' in html and "promoted" in html and "<svg" in html
+
+
 def test_lineage_of_a_version_names_its_run_data_model_and_baseline(story: Story):
     second = story.runs["second_push"]
     found = lineage.lineage(story.config, 2)

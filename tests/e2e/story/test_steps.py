@@ -1,8 +1,9 @@
 """End-to-end runs of the real pipeline: real TFX components, a real MLMD store, real
 SavedModels. The story (tests/e2e/story/conftest.py) is one workspace as a scheduled pipeline
 lives it: spans arrive, runs push or refuse, bad spans are stopped, served requests come
-back labelled as the next span; each test here checks one of its steps. The exported model, the TFX CLI and `mlops run`'s re-run are checked on
-the session's shared pushed workspace (tests/conftest.py).
+back labelled as the next span, whose push the server rolls out; each test here checks one
+of its steps. The exported model, the TFX CLI and `mlops run`'s re-run are checked on the
+session's shared pushed workspace (tests/conftest.py).
 """
 from __future__ import annotations
 
@@ -107,6 +108,32 @@ def test_labelled_requests_become_the_span_the_next_run_trains_on(story: Story):
     report = story.runs["from_requests"]
     assert report.succeeded, report.error
     assert report.span == 3
+
+
+def test_the_push_of_served_traffic_rolls_out_on_live_checks_and_is_promoted(story: Story):
+    """The loop closed: labels posted to the server were kept (nothing to join them to
+    then: no rollout was running), made span 3, and its run's push became the candidate
+    beside version 2, judged every second on the traffic, the skew of its own training
+    data added by `mlops skew --rollout`, and promoted."""
+    from serving.rollout.records import RolloutFiles
+
+    loop, rollout = story.requests, story.rollout
+    assert loop.posted["labels"] == len(loop.labels) and loop.posted["joined"] == 0
+    assert Path(loop.posted["kept"]).is_file()
+    assert rollout.version == 3
+    files = RolloutFiles(story.config.serving.base_directory, story.config.serving.model_name)
+    state = files.read_state()
+    assert (state.state, state.champion, state.candidate) == ("promoted", 3, None), state
+    intervals = [d for d in files.decisions(candidate=3) if d["event"] == "interval"]
+    assert intervals[-1]["next"] == "promote" and intervals[-1]["champion"] == 2
+    skew_verdict = "fail" if rollout.skew.returncode == 1 else "pass"
+    assert rollout.skew.returncode in (0, 1), rollout.skew.stderr
+    assert f"Rollout: the skew check of candidate 3 recorded ({skew_verdict})" in \
+        rollout.skew.stdout + rollout.skew.stderr
+    judged = [c for d in intervals for c in d["checks"] if c["name"] == "skew"]
+    assert judged and {c["verdict"] for c in judged} == {skew_verdict}
+    assert rollout.served == [3]
+    assert {"2", "3"} <= rollout.answered_by.keys()  # both answered while it ran
 
 
 def test_exported_model_serves_raw_features_and_tf_examples(pushed_workspace: PushedWorkspace):

@@ -253,3 +253,28 @@ def test_with_online_quality_on_the_last_step_waits_for_labels_then_judges_them(
     site.interval()
     state = site.files.read_state()
     assert state.state == records.ABORTED and "accuracy_drop" in state.reason
+
+
+def test_a_check_recorded_outside_the_server_counts_in_the_next_interval(site):
+    """`mlops skew --rollout` writes its verdict for the candidate; the loop counts it.
+    A verdict for another candidate, or a file that is not one, is ignored."""
+    site.loop.tick()
+    site.push(2)
+    site.loop.tick()
+    site.files.write_external_check(1, {"name": "skew", "value": 5.0, "threshold": 0.0,
+                                        "verdict": "fail", "detail": "not this candidate"})
+    site.files.checks_folder.joinpath("broken.json").write_text(
+        f'{{"candidate": 2, "time": "{records.now_iso()}", "check": "fail"}}')
+    site.files.checks_folder.joinpath("odd.json").write_text(
+        f'{{"candidate": 2, "time": "{records.now_iso()}", "check": {{"name": "x"}}}}')
+    site.interval()
+    assert site.files.read_state().weight == 50.0  # passed: neither counted
+    site.files.write_external_check(2, {"name": "skew", "value": 2.0, "threshold": 0.0,
+                                        "verdict": "fail", "detail": "skew: fare 0.3"})
+    site.interval()
+    site.interval()
+    state = site.files.read_state()
+    assert state.state == records.ABORTED and "skew" in state.reason
+    last = [d for d in site.files.decisions(candidate=2) if d["event"] == "interval"][-1]
+    assert {"name": "skew", "value": 2.0, "threshold": 0.0, "verdict": "fail",
+            "detail": "skew: fare 0.3"} in last["checks"]
