@@ -70,6 +70,19 @@ class KubernetesSection(StrictSection):
     # gRPC over TLS in the pods: a Secret whose key `ssl_config.txt` is TF Serving's
     # SSLConfig (made with `kubectl create secret generic`), mounted for --ssl_config_file.
     ssl_config_secret: Optional[str] = Field(None, pattern=_DNS_NAME)
+    # With serving.rollout.enabled, Flagger rolls each pinned version out (canary.yaml):
+    # the mesh that splits the traffic (Flagger needs no other object for these two;
+    # mode shadow needs istio, the one that mirrors a share of it)...
+    rollout_provider: str = Field("istio", pattern=r"^(istio|linkerd)$")
+    # ...the Prometheus its checks query for TF Serving's metrics, and the labels that
+    # Prometheus's scrape gives a pod's namespace and name (the prometheus-community
+    # chart's kubernetes-pods job, which reads the prometheus.io annotations: namespace,
+    # pod; Flagger's bundled Prometheus: kubernetes_namespace, kubernetes_pod_name)...
+    prometheus_url: str = Field("http://prometheus.istio-system:9090", pattern=r"^https?://")
+    prometheus_namespace_label: str = Field("namespace", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+    prometheus_pod_label: str = Field("pod", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+    # ...and where Flagger reaches `mlops rollout webhook` (the model checks), if it runs.
+    rollout_webhook_url: Optional[str] = Field(None, pattern=r"^https?://[^\s]+$")
 
     @model_validator(mode="after")
     def _consistent(self) -> "KubernetesSection":

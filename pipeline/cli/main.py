@@ -8,7 +8,7 @@ command line (the help shows them under the same headings):
     serving back to training skew, span-from-requests                 (cli/feedback.py)
     serving                  serve, versions, rollback, restore, label, canary, promote,
                              abort, predict, deploy-files              (cli/serving.py)
-    rollouts                 rollout status | pause | resume           (cli/rollout.py)
+    rollouts                 rollout status | pause | resume | webhook (cli/rollout.py)
     Kubeflow                 kfp compile | image | upload | run | schedule | unschedule | list
                                                                        (cli/kfp.py)
 

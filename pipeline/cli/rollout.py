@@ -1,9 +1,10 @@
-"""`mlops rollout status | pause | resume`: the automatic rollout of each push.
+"""`mlops rollout status | pause | resume | webhook`: the automatic rollout of each push.
 
 The embedded server runs the loop (`serving/rollout/`, on when `serving.rollout.enabled`);
 these commands read and mark its files in the serving directory, so they answer without a
 server and reach a running one through the pause marker it checks every tick.
-`mlops promote` / `abort` stay the manual overrides of a running rollout.
+`mlops promote` / `abort` stay the manual overrides of a running rollout. On Kubernetes,
+Flagger runs the rollout and `webhook` (cli/rollout_webhook.py) offers it the model checks.
 """
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ def _decision_line(record: dict) -> str:
         return f"  {when} start: version {record['candidate']} at {record['weight']:g} %"
     if record["event"] != "interval":
         return f"  {when} {record['event']} ({record['by']}): {record['reason']}"
-    checks = ", ".join(_check_text(check) for check in record["checks"])
+    checks = ", ".join(_check_text(check) for check in record["checks"]
+                       if not check.get("detail", "").startswith("off"))  # not configured
     return (f"  {when} #{record['interval']} at {record['weight']:g} %, requests "
             f"{record['champion_requests']}/{record['candidate_requests']}: "
             f"{record['verdict']} -> {record['next']}\n      {checks}")
@@ -98,3 +100,9 @@ def resume(source: ConfigSource) -> None:
     done = files.resume()
     console.print(f"{files.model_name}: rollout " + ("resumed" if done else "was not paused"),
                   highlight=False)
+
+
+# The Kubernetes rollouts' model check, served to Flagger (its own module: an HTTP server).
+from pipeline.cli.rollout_webhook import webhook  # noqa: E402
+
+rollout_app.command("webhook")(webhook)

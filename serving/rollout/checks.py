@@ -177,8 +177,10 @@ def accuracy_drop(champion: Tally, candidate: Tally, policy: RolloutPolicy) -> C
                  FAIL if lower > policy.max_accuracy_drop else PASS, detail)
 
 
-def _divergence_check(champion: VersionWindow, candidate: VersionWindow,
-                      policy: RolloutPolicy) -> Check:
+def divergence_check(champion: VersionWindow, candidate: VersionWindow,
+                     policy: RolloutPolicy) -> Check:
+    """The `divergence` check of two windows' outputs (also `webhook.py`'s, for Flagger):
+    over `max_divergence` and significant fails; no comparable outputs skips."""
     measured = output_divergence(champion.output_rows(), candidate.output_rows())
     if measured is None:
         return Check("divergence", None, policy.max_divergence, SKIP)
@@ -210,7 +212,7 @@ def judge(champion: VersionWindow, candidate: VersionWindow, policy: RolloutPoli
              if champion_p99 is not None else None)
     checks.append(Check("p99_vs_champion_ms", candidate_p99, limit,
                         _verdict(candidate_p99, limit)))
-    checks.append(_divergence_check(champion, candidate, policy))
+    checks.append(divergence_check(champion, candidate, policy))
     checks.append(accuracy_drop(*(quality or (Tally(), Tally())), policy))
     checks.extend(outside)
     enough = min(champion.requests, candidate.requests) >= policy.min_requests

@@ -43,7 +43,7 @@ from serving.rollout.policy import RolloutPolicy
 from serving.rollout.window import VersionWindow, divergence_values
 
 MAX_PAYLOAD_BYTES = 1 << 20  # Flagger's payload is a few hundred bytes
-PROBE_TIMEOUT_S = 20.0  # per server; inside the Canary's webhook timeout (30 s)
+PROBE_TIMEOUT_S = 10.0  # per server: both fit in the Canary's webhook timeout (30 s)
 
 
 class ProbeError(ValueError):
@@ -101,10 +101,6 @@ class Verdict:
 
     status: int
     body: dict
-
-    @property
-    def passed(self) -> bool:
-        return self.status == HTTPStatus.OK
 
 
 def _fail(check: str, reason: str, **more: Any) -> Verdict:
@@ -168,15 +164,17 @@ class ModelChecks:
                          f"output column(s), the primary {rows['primary'].shape[1]}")
         # The embedded server's own check on the two samples, so both servers judge a
         # candidate by the same rule.
-        check = checks._divergence_check(VersionWindow(outputs=[rows["primary"]]),
+        check = checks.divergence_check(VersionWindow(outputs=[rows["primary"]]),
                                          VersionWindow(outputs=[rows["canary"]]),
                                          self.policy)
-        detail = {"check": check.to_json(), "rows": len(rows["canary"])}
+        measured = {"value": check.value, "threshold": check.threshold,
+                    "detail": check.detail, "rows": len(rows["canary"])}
         if check.verdict == checks.FAIL:
-            return _fail("divergence", f"the canary's outputs diverge from the primary's: "
+            return _fail(check.name, f"the canary's outputs diverge from the primary's: "
                          f"Jensen-Shannon {check.value:.3f} > {check.threshold:g} "
-                         f"({check.detail})", **detail)
-        return Verdict(HTTPStatus.OK, {"verdict": check.verdict, **detail})
+                         f"({check.detail})", **measured)
+        return Verdict(HTTPStatus.OK, {"verdict": check.verdict, "check": check.name,
+                                       **measured})
 
     def handle(self, body: bytes) -> Verdict:
         """One webhook call: `body` must be Flagger's payload (a JSON object naming the

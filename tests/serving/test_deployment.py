@@ -429,3 +429,20 @@ def test_grpc_tls_in_compose_mounts_the_configured_ssl_config_file(tmp_path):
     assert volume.startswith("${MLOPS_SSL_CONFIG_FILE:?")
     plain, = deployment.compose(variant(tmp_path, {}))["services"].values()
     assert "ssl_config_file" not in flags(plain["command"]) and len(plain["volumes"]) == 1
+
+
+def test_rollout_keys_change_nothing_while_rollouts_are_off(tmp_path, config):
+    """The committed folder follows a config with `serving.rollout.enabled: false`, so it
+    holds no Flagger resource, and the Kubernetes rollout keys alone change no file (the
+    Flagger files themselves: tests/serving/rollout/test_flagger.py)."""
+    assert not config.serving.rollout.enabled
+    assert not {deployment.CANARY_FILE, *deployment.METRIC_FILES.values()} & {
+        path.name for path in K8S.rglob("*.yaml")}
+    assert not (K8S / deployment.PIN_FILE).exists()
+    assert (K8S / deployment.SERVICE_FILE).is_file()
+    keyed = variant(tmp_path, {
+        "serving.kubernetes.rollout_provider": "linkerd",
+        "serving.kubernetes.prometheus_url": "http://prometheus.monitoring:9090",
+        "serving.kubernetes.prometheus_pod_label": "kubernetes_pod_name",
+        "serving.kubernetes.rollout_webhook_url": "http://mlops-webhook.mlops:8080/"})
+    assert deployment.render(keyed) == deployment.render(config)
