@@ -1061,7 +1061,8 @@ def run_package(package: Union[str, Path], pipeline_root: Union[str, Path], *,
                 metadata_path: Union[str, Path],
                 on_task: Optional[TaskListener] = None,
                 publish_logs: Optional[bool] = None,
-                on_result: Optional[ResultListener] = None, warm: bool = False) -> EmulatedRun:
+                on_result: Optional[ResultListener] = None,
+                warm: bool | warm_pods.WarmStarter = False) -> EmulatedRun:
     """Runs `package` as KFP's v2 backend `backend` would, artifacts under `pipeline_root`
     (a gs:// or s3:// bucket URI, or a local folder) and metadata in the MLMD SQLite store
     at `metadata_path`; with a bucket root the pods' local folders live beside that store.
@@ -1081,7 +1082,9 @@ def run_package(package: Union[str, Path], pipeline_root: Union[str, Path], *,
     itself prints nothing. Raises PipelineRejected or NotEmulated before anything runs.
     `warm` forks each `python -m` task from one process that imported the entrypoint
     (`warm_pods.py`; as root only, else ignored): the same run without a new interpreter's
-    start-up per task.
+    start-up per task. True starts that process for this run; a `WarmStarter` (started
+    with the same `python` and environment, and closed by its owner) lets several runs
+    share one start-up.
 
     Returns:
         The run: a failed task is a FAILED run (with each task's error and log), not an
@@ -1121,13 +1124,16 @@ def run_package(package: Union[str, Path], pipeline_root: Union[str, Path], *,
                env=dict(os.environ if env is None else env),
                pods=(Path(metadata_path).parent / ".emulator" / run_id if bucket
                      else Path(run_root) / ".emulator"))
-    if warm and warm_pods.available():
+    owns_starter = warm is True and warm_pods.available()
+    if owns_starter:
         run.starter = warm_pods.WarmStarter(python, run.env)
+    elif isinstance(warm, warm_pods.WarmStarter) and warm_pods.available():
+        run.starter = warm
     try:
         tasks = _run_tasks(_tasks(loaded), run, store, on_task or (lambda task, event: None),
                            on_result or (lambda task_run: None))
     finally:
-        if run.starter:
+        if owns_starter and run.starter:
             run.starter.close()
     failed = any(task.state == "FAILED" for task in tasks)
     if failed and backend == "2.5.0":  # client.go UpdateDAGExecutionsState

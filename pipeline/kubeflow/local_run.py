@@ -33,12 +33,15 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional
 
 import yaml
 
 from pipeline.definition.config import PipelineConfig
 from pipeline.errors import UsageError, UserError
+
+if TYPE_CHECKING:
+    from pipeline.kubeflow import warm_pods
 
 # emulator.BACKENDS, oldest first (not imported from there: it loads kfp and ML Metadata);
 # tests/pipeline/kubeflow/test_local_run.py keeps the two equal.
@@ -252,10 +255,11 @@ Echo = Callable[[str], None]
 
 
 def execute(plan: Plan, echo: Echo, echo_error: Echo, verbose: bool = False,
-            warm: bool = False) -> Any:
+            warm: bool | warm_pods.WarmStarter = False) -> Any:
     """Runs the plan, one line per task as it ends; returns the EmulatedRun when it
     SUCCEEDED. `warm`: each task forked from one process that has imported TFX
-    (`warm_pods.py`), instead of a new interpreter per task.
+    (`warm_pods.py`), instead of a new interpreter per task; True starts that process for
+    this run, a `warm_pods.WarmStarter` is one shared between runs (`emulator.run_package`).
 
     Raises:
         LocalRunError: a task failed (the tail of its log goes to `echo_error` first), or

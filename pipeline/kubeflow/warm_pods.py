@@ -10,20 +10,23 @@ of it: still its own process, in its own mount namespace, with its own environme
 and exit status, and the entrypoint still runs as `__main__` with the task's arguments.
 
 What a warm start does not check: the entrypoint's imports in a fresh interpreter (done
-once per run, in the parent) and anything the task's environment changes at import time.
+once, in the parent) and anything the task's environment changes at import time; a task's
+`sys.path` is the parent's (its PYTHONPATH at start). Several runs may share one parent
+(`emulator.run_package(warm=<WarmStarter>)`), as the tests' runs of one package do.
 It needs root (a forked child makes its own mount namespace with `unshare(2)`, which an
 unprivileged process with threads cannot); elsewhere `available()` says no and tasks start
 cold.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Iterator, Mapping, Optional, Sequence
 
 _CLONE_NEWNS = 0x00020000
 _MS_BIND = 4096
@@ -83,8 +86,23 @@ class WarmStarter:
                 self._parent.wait()
 
 
+@contextlib.contextmanager
+def shared_parent(python: str, env: Mapping[str, str]) -> Iterator[bool | WarmStarter]:
+    """A preloaded parent for several runs to share (`run_package(warm=...)`, with the same
+    `python` and environment), closed on leaving; False where tasks cannot start warm."""
+    if not available():
+        yield False
+        return
+    with contextlib.closing(WarmStarter(python, env)) as starter:
+        yield starter
+
+
 def serve() -> None:
-    """The parent: import the entrypoint once, then fork a child per request on stdin."""
+    """The parent: import the entrypoint once, then fork a child per request on stdin.
+
+    When stdin closes the parent leaves at once (its children have all been waited for):
+    the interpreter's teardown of TensorFlow would take close() about 1.7 s more.
+    """
     from pipeline.runtime import lazy_imports
 
     lazy_imports.defer_unused_cloud_clients()  # as the entrypoint's main() does first
@@ -97,6 +115,7 @@ def serve() -> None:
         status = 0 if request.get("ping") else _fork_task(request)
         sys.stdout.write(json.dumps({"status": status}) + "\n")
         sys.stdout.flush()
+    os._exit(0)
 
 
 def _fork_task(request: dict) -> int:

@@ -20,7 +20,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts
 from tfx_bsl.tfxio import dataset_options
 
-from components import example_batches, transform
+from components import example_batches, statistics, transform
 from pipeline.definition.builder import PREPROCESSING_FN
 from pipeline.definition.config import load_config
 from tests.components.taxi_examples import BEAM_ARGS, taxi_examples
@@ -36,9 +36,10 @@ def examples(tmp_path_factory) -> standard_artifacts.Examples:
 
 @pytest.fixture(scope="module")
 def schema(examples, tmp_path_factory) -> standard_artifacts.Schema:
-    """The schema SchemaGen infers for the examples (as the pipeline runs it)."""
-    pattern = str(Path(examples.uri) / "Split-train" / "*")
-    stats = tfdv.generate_statistics_from_tfrecord(pattern)
+    """The schema SchemaGen infers for the examples (as the pipeline runs it: statistics
+    from StatisticsGen's in-process path, the same as TFDV's Beam pipeline computes,
+    test_statistics.py, without a Beam pipeline's two seconds)."""
+    stats = statistics.split_statistics(examples, "train", tfdv.StatsOptions())
     artifact = standard_artifacts.Schema()
     artifact.uri = str(tmp_path_factory.mktemp("schema"))
     tfdv.write_schema_text(tfdv.infer_schema(stats, infer_feature_shape=False),

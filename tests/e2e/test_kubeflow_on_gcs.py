@@ -6,11 +6,15 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.kubeflow_scenario import *  # noqa: F401,F403 (the shared scenario's tests)
-from tests.e2e.kubeflow_scenario import Site, fixtures
+from tests.e2e.kubeflow_scenario import (  # noqa: F401 (the second run's test)
+    Site,
+    fixtures,
+    test_a_new_span_is_trained_on_compared_with_the_served_version_and_pushed,
+)
 
 pytestmark = pytest.mark.slow
 
-store_environment, site, package, runs = fixtures(
+store_environment, site, package, warm, runs = fixtures(
     "local_gcs", "gs://", serving_on_bucket=True, backends=("2.0.5", "2.5.0"))
 
 

@@ -2,13 +2,17 @@
 
 Most tests run small hand-written KFP v2 specs whose tasks are `python -c` scripts (a few
 tens of milliseconds each); the last ones run packages compiled by TFX's
-`KubeflowV2DagRunner` and its stock container entrypoint (a few seconds per task).
+`KubeflowV2DagRunner`: TFX's stock container entrypoint, its tasks forked from one process
+that imported TFX (`warm_pods.py`: a fraction of a second per task, against five to ten
+for a new interpreter), and this package's entrypoint, its tasks new interpreters (the
+suite's cold start of a TFX task).
 Each test names the KFP source (kubeflow/pipelines, tags 2.0.5 / 2.5.0) it checks.
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +21,7 @@ import yaml
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from pipeline.kubeflow import compiler, emulator, object_store
+from pipeline.kubeflow import compiler, emulator, object_store, warm_pods
 from pipeline.kubeflow.emulator import NotEmulated, PipelineRejected, run_package
 from tests.conftest import REPO
 from tests.object_stores import new_bucket
@@ -266,6 +270,22 @@ def test_failing_task_stops_the_run_with_its_log_tail(tmp_path):
 # --- TFX-compiled packages ---------------------------------------------------------------
 
 
+def tfx_task_env() -> dict[str, str]:
+    """The TFX tasks' environment: their components are imported by class path from the
+    repository root (tests/pipeline/kubeflow/tfx_tiny.py)."""
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture(scope="module")
+def stock_tfx_parent():
+    """One process that has imported TFX's entrypoint, which the stock entrypoint's tasks
+    fork from (`run_package(warm=...)`): those tests are about what TFX's entrypoint does
+    with what KFP hands it, not about its start-up, which the folder-marker test's run of
+    this package's entrypoint keeps cold."""
+    with warm_pods.shared_parent(sys.executable, tfx_task_env()) as parent:
+        yield parent
+
+
 @pytest.fixture(scope="module")
 def tfx_packages(tmp_path_factory) -> dict[str, Path]:
     """Tiny TFX pipelines compiled by KubeflowV2DagRunner (imports TFX once, ~10 s)."""
@@ -311,13 +331,14 @@ def test_tfx_task_name_with_underscore_is_refused_by_argo(tmp_path, tfx_packages
         run(tmp_path, tfx_packages["underscore"])
 
 
-@pytest.mark.slow  # TFX's own entrypoint in a new process per task
-def test_tfx_stock_entrypoint_fails_on_untyped_inputs_on_2_0_5(tmp_path, tfx_packages):
+@pytest.mark.slow  # TFX's own entrypoint, in a process per task
+def test_tfx_stock_entrypoint_fails_on_untyped_inputs_on_2_0_5(tmp_path, tfx_packages,
+                                                                stock_tfx_parent):
     """With the driver's untyped inputs (`instanceSchema: ""`, metadata/client.go), TFX 1.16's
     `kubeflow_v2_entrypoint_utils._retrieve_class_path` fails in the consumer with
     "'NoneType' object has no attribute 'get'", as tensorflow/tfx#7768 reports."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = run(tmp_path, tfx_packages["plain"], backend="2.0.5", env=env)
+    result = run(tmp_path, tfx_packages["plain"], backend="2.0.5", env=tfx_task_env(),
+                 warm=stock_tfx_parent)
 
     producer, consumer = result.task("Producer"), result.task("Consumer")
     assert producer.state == "SUCCEEDED", producer.error
@@ -326,34 +347,35 @@ def test_tfx_stock_entrypoint_fails_on_untyped_inputs_on_2_0_5(tmp_path, tfx_pac
     assert "'NoneType' object has no attribute 'get'" in consumer.error
 
 
-@pytest.mark.slow  # TFX's own entrypoint in a new process per task
-def test_tfx_stock_entrypoint_fails_on_executor_logs_on_2_5_0(tmp_path, tfx_packages):
+@pytest.mark.slow  # TFX's own entrypoint, in a process per task
+def test_tfx_stock_entrypoint_fails_on_executor_logs_on_2_5_0(tmp_path, tfx_packages,
+                                                              stock_tfx_parent):
     """On 2.5.0 every task also gets the `executor-logs` output typed `system.Artifact`
     (driver.go `provisionOutputs`); TFX maps only `tfx.*` titles to classes and fails to
     import it, so the first task fails."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = run(tmp_path, tfx_packages["plain"], env=env)
+    result = run(tmp_path, tfx_packages["plain"], env=tfx_task_env(), warm=stock_tfx_parent)
     assert result.task("Producer").state == "FAILED"
     assert "Could not import system.Artifact" in result.task("Producer").error
     assert result.task("Consumer").state == "SKIPPED"
 
 
-@pytest.mark.slow  # three task processes
+@pytest.mark.slow  # three task processes, two of them new interpreters
 def test_folder_markers_break_kfp_s_download_and_our_entrypoint_removes_them(
-        tmp_path, tfx_packages, local_gcs, monkeypatch):
+        tmp_path, tfx_packages, local_gcs, monkeypatch, stock_tfx_parent):
     """On a `gs://` root, TensorFlow's GCS filesystem (TFX's `fileio.makedirs`) leaves a
     zero-byte `…/examples/` object; KFP's launcher (2.0.5 `launcher_v2.go`
     `downloadArtifacts` -> `objectstore.DownloadBlob`: `filepath.Rel` turns it into `.`,
     `downloadFile` creates it as a file) then fails the consumer before its command starts
     (kubeflow/pipelines#13476). The same package run through our entrypoint leaves no
-    marker under any output, and the consumer reads the producer's file."""
+    marker under any output, and the consumer reads the producer's file: its tasks start
+    cold, each a new interpreter importing the entrypoint, as in a pod."""
     for name, value in local_gcs.environment().items():
         monkeypatch.setenv(name, value)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = tfx_task_env()
 
     stock_root = f"gs://{new_bucket(local_gcs, 'stock')}/root"
     stock = run_package(tfx_packages["plain"], stock_root, backend="2.0.5", env=env,
-                        metadata_path=tmp_path / "stock.sqlite")
+                        metadata_path=tmp_path / "stock.sqlite", warm=stock_tfx_parent)
     producer, consumer = stock.task("Producer"), stock.task("Consumer")
     assert producer.state == "SUCCEEDED", producer.error
     examples_uri = producer.outputs["examples"][0]["uri"]

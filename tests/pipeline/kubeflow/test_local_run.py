@@ -3,8 +3,8 @@
 Most tests run small hand-written KFP v2 packages (`test_emulator.write_package`, tasks
 that are `python -c` scripts of a few tens of milliseconds) through the verb, in process
 with typer's CliRunner or through the real `mlops` console script. The project's own
-package runs the same way, twice on each store, in tests/e2e/test_kubeflow_on_gcs.py and
-test_kubeflow_on_s3.py.
+package runs the same way on a bucket in tests/e2e/test_kubeflow_on_gcs.py (twice) and
+test_kubeflow_on_s3.py (once).
 """
 from __future__ import annotations
 
