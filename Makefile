@@ -32,7 +32,7 @@ bench-serving: setup  ## Serving throughput and latency (REST, gRPC), push-to-an
 bench-kubeflow: setup  ## The compiled Kubeflow package run as KFP does, beside mlops run
 	@$(PY) bench/kubeflow $(ARGS)
 
-bench-serving-options: setup  ## What TLS and the request log cost the REST port (needs wrk)
+bench-serving-options: setup  ## What TLS, the request log and a rollout cost the REST port (needs wrk)
 	@$(PY) bench/serving_options $(ARGS)
 
 bench-scale: setup  ## Time and memory at 15 k, 150 k and 1.5 M rows (the sample repeated)

@@ -294,7 +294,7 @@ class DataPlane:
         version or a label bypass the split and are not measured.
         """
         if self.monitor is None or spec.version is not None or spec.label or \
-                _shadowing.get():
+                not self.monitor.watching(spec.name) or _shadowing.get():
             return await attempt(spec)
         answering_version.set(None)
         started = time.perf_counter()

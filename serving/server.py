@@ -43,7 +43,7 @@ log = logging.getLogger("serving.server")
 
 _GLANCE_S = 0.1  # how often the base paths' listings are checked between polls
 _COLLECT_DELAY_S = 1.0  # from an unload to the collection of what it freed
-_ROLLOUT_TICK_S = 0.25  # how often the rollout loop looks for a push or an ended interval
+_ROLLOUT_TICK_S = 0.5  # how often the rollout loop looks for a push or an ended interval
 
 
 def _freeze_heap() -> None:

@@ -21,6 +21,7 @@ champion.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Callable, Optional
 
@@ -287,11 +288,11 @@ class RolloutController:
         self.labels = labels
         self.clock = clock
         self._models: dict[str, ModelRollout] = {}
+        self._parsed: Optional[tuple[tuple[int, int], object]] = None  # (file mark, config)
 
     def tick(self) -> None:
         """Starts, judges and ends what is due; a failing model is logged, not fatal."""
-        config = config_files.read_model_server_config(self.models_config_file)
-        for model in config.model_config_list.config:
+        for model in self._models_config().model_config_list.config:
             rollout = self._models.get(model.name)
             if rollout is None:
                 rollout = self._models[model.name] = ModelRollout(self, model.name)
@@ -301,6 +302,16 @@ class RolloutController:
                 rollout.tick()
             except Exception:  # keep serving: the next tick tries again
                 log.exception("the rollout of %s failed this tick", model.name)
+
+    def _models_config(self):
+        """The models.config, parsed again only when the file changed (the loop ticks
+        several times a second, holding the GIL the request path needs)."""
+        stat = os.stat(self.models_config_file)
+        mark = (stat.st_mtime_ns, stat.st_size)
+        if self._parsed is None or self._parsed[0] != mark:
+            self._parsed = (mark, config_files.read_model_server_config(
+                self.models_config_file))
+        return self._parsed[1]
 
     def _read_dropped_labels(self, model_name: str) -> None:
         """Joins the labels of CSV files dropped into the model's labels folder."""

@@ -164,9 +164,9 @@ class ModelChecks:
                          f"output column(s), the primary {rows['primary'].shape[1]}")
         # The embedded server's own check on the two samples, so both servers judge a
         # candidate by the same rule.
-        check = checks.divergence_check(VersionWindow(outputs=[rows["primary"]]),
-                                         VersionWindow(outputs=[rows["canary"]]),
-                                         self.policy)
+        check = checks.divergence_check(VersionWindow(outputs=[{"rows": rows["primary"]}]),
+                                        VersionWindow(outputs=[{"rows": rows["canary"]}]),
+                                        self.policy)
         measured = {"value": check.value, "threshold": check.threshold,
                     "detail": check.detail, "rows": len(rows["canary"])}
         if check.verdict == checks.FAIL:

@@ -39,24 +39,27 @@ class VersionWindow:
     failed: int = 0  # (candidate) failed, and the champion answered: its own fault
     client_errors: int = 0  # failed on both versions: not counted against either
     latencies_s: list = dataclasses.field(default_factory=list)  # answered calls
-    outputs: list = dataclasses.field(default_factory=list)  # 2-D float arrays, rows
+    outputs: list = dataclasses.field(default_factory=list)  # answers' output mappings
     sampled_rows: int = 0
 
     def add_outputs(self, outputs: Mapping[str, np.ndarray]) -> None:
-        if self.sampled_rows >= MAX_SAMPLED_ROWS:
+        """Keeps an answer's outputs as they are (a reference: the request path only
+        appends); which output counts and its conversion happen in `output_rows`, on the
+        controller's thread, once per window."""
+        if self.sampled_rows >= MAX_SAMPLED_ROWS or not outputs:
             return
-        values = divergence_values(outputs)
-        if values is not None:
-            self.outputs.append(values)
-            self.sampled_rows += len(values)
+        self.outputs.append(outputs)
+        shape = np.shape(next(iter(outputs.values())))
+        self.sampled_rows += shape[0] if shape else 1
 
     def output_rows(self) -> np.ndarray:
         """The sampled output rows, (rows, columns); empty when none was sampled."""
-        if not self.outputs:
+        arrays = [values for values in map(divergence_values, self.outputs)
+                  if values is not None]
+        if not arrays:
             return np.zeros((0, 1))
-        widths = {array.shape[1] for array in self.outputs}
-        width = max(widths)
-        return np.concatenate([array for array in self.outputs if array.shape[1] == width])
+        width = max(array.shape[1] for array in arrays)
+        return np.concatenate([array for array in arrays if array.shape[1] == width])
 
 
 def divergence_values(outputs: Mapping[str, np.ndarray]) -> Optional[np.ndarray]:
@@ -184,6 +187,11 @@ class Monitor:
             return True
 
     # --- the data plane's side ------------------------------------------------------------
+
+    def watching(self, model_name: str) -> bool:
+        """Whether a rollout of the model is being measured (the data plane's first,
+        cheapest question)."""
+        return model_name in self._rollouts
 
     def watch(self, model_name: str, version: int) -> Optional[Watch]:
         """The rollout a request answered by `version` belongs to, or None (not measured)."""
