@@ -7,7 +7,8 @@ SavedModel; `warmup.py`), one data plane (`dataplane.py`: every API once, with b
 the canary split, metrics and the request log) and the protocol adapters over it
 (`protocol/`: REST and gRPC), assembled by `server.py` from `tensorflow_model_server`'s
 flags (`flags.py`, `options.py`, `config_files.py`, `tls.py`). Errors map to HTTP and gRPC
-codes in one place (`errors.py`).
+codes in one place (`errors.py`). `rollout/` rolls each push out as a canary that live
+checks promote or abort; `labels.py` takes the labels that arrive later.
 
 The operator side works with either server: `operations.py` (versions, rollback, labels,
 canary) edits TF Serving's own `models.config`, `server_files.py` writes the files a

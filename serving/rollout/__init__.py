@@ -11,7 +11,14 @@ passing one moves to the next step; passing the last step promotes. The state an
 decision are JSON files beside the models.config (`records.py`), so a restart resumes at
 the same step and `mlops rollout status` reads them without a server.
 
+In shadow mode the champion answers everything and the candidate's share is run beside
+it, only measured. Labels posted later (`serving.labels`) are joined to the answers by
+request key for the online accuracy check; checks judged outside the server (`mlops skew
+--rollout`) arrive as files (`records.py`). With the real tensorflow_model_server on
+Kubernetes, Flagger runs the rollout (`serving.deployment`) and `webhook.py` offers it the
+divergence check.
+
 The edits go through `serving.operations` (the same `mlops canary / promote / abort`
 edits), so the files stay TF Serving's own. The data plane reports to `window.Monitor`
-only; this package imports no protocol adapter.
+only; this package imports no protocol adapter, and nothing of `pipeline/`.
 """
