@@ -8,8 +8,10 @@ event loop on a thread) and stops it at the end of the test.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
+import stat
 import threading
 import time
 from pathlib import Path
@@ -147,6 +149,17 @@ class BackgroundClients:
         self._stop.set()
         for thread in self._threads:
             thread.join(30)
+
+
+def fake_real_server(folder: Path) -> tuple[Path, dict[str, str]]:
+    """A `tensorflow_model_server` on PATH that only prints "started": (its path, the
+    environment that finds it), for the commands that must refuse the real server."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "tensorflow_model_server"
+    fake.write_text("#!/bin/sh\necho started\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    return fake, {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
 
 
 def free_port() -> int:

@@ -4,9 +4,7 @@ port over HTTPS with the configured CA and client certificate (a test CA made wi
 ``cryptography``, `tests/serving/pki.py`)."""
 from __future__ import annotations
 
-import os
 import ssl
-import stat
 import subprocess
 from pathlib import Path
 
@@ -16,7 +14,7 @@ from pipeline.definition.config import ConfigError, load_config
 from serving import flags, server_files
 from serving.config_files import ssl_config_text
 from tests.conftest import MLOPS, REPO, TAXI_DATA, mlops, write_config
-from tests.serving.conftest import MODEL_NAME, add_version, wait_until_serving
+from tests.serving.conftest import MODEL_NAME, add_version, fake_real_server, wait_until_serving
 from tests.serving.pki import Pki, make_pki, write_ssl_config
 from tests.serving.test_server_process import free_port, run, stop_with_ctrl_c, terminal_signals
 
@@ -140,12 +138,7 @@ def test_serve_passes_grpc_tls_to_both_servers_and_rest_tls_to_the_embedded_one(
 
 def test_serve_refuses_rest_tls_with_a_server_that_has_none(workspace: Path, pki: Pki):
     config_file = write_config(workspace, tls_files(workspace, pki))
-    bin_dir = workspace / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "tensorflow_model_server"
-    fake.write_text("#!/bin/sh\necho started\n")
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    fake, env = fake_real_server(workspace)
     result = mlops("serve", "--config", str(config_file), env=env)
     assert result.returncode == 2 and "started" not in result.stdout
     assert result.stderr.strip() == (

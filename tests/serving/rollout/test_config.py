@@ -3,8 +3,6 @@ policy: one set of keys, carried from the file to the server's command line."""
 from __future__ import annotations
 
 import dataclasses
-import os
-import stat
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from serving.options import ServerOptions
 from serving.rollout.policy import RolloutPolicy
 from serving.settings import RolloutSection
 from tests.conftest import mlops, write_config
+from tests.serving.conftest import fake_real_server
 
 ROLLOUT = {"serving.rollout.enabled": True, "serving.rollout.steps": [5, 50],
            "serving.rollout.interval_seconds": 30, "serving.rollout.min_labelled": 200}
@@ -56,12 +55,7 @@ def test_the_server_refuses_a_rollout_without_a_models_config_it_may_edit():
 
 def test_serve_refuses_a_rollout_with_the_real_server(tmp_path: Path):
     config_file = write_config(tmp_path, ROLLOUT)
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "tensorflow_model_server"
-    fake.write_text("#!/bin/sh\necho started\n")
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    fake, env = fake_real_server(tmp_path)
     result = mlops("serve", "--config", str(config_file), env=env)
     assert result.returncode == 2 and "started" not in result.stdout
     assert result.stderr.strip() == (

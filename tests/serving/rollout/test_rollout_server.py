@@ -16,6 +16,7 @@ the online accuracy check once the clients post their labels).
 """
 from __future__ import annotations
 
+import functools
 import json
 import random
 import threading
@@ -28,7 +29,7 @@ import pytest
 from serving import config_files, server_files
 from serving.rollout import records
 from serving.rollout.records import RolloutFiles
-from tests.serving.conftest import add_version, wait_for
+from tests.serving.conftest import BackgroundClients, add_version, wait_for
 
 pytestmark = pytest.mark.slow  # a server and four SavedModels
 
@@ -78,7 +79,7 @@ def truth(x: float) -> int:
     return int(x >= 0)
 
 
-class Clients:
+class Clients(BackgroundClients):
     """Threads sending bare-URL predictions with random request keys to the models, and
     (`labels`) posting each answer's label about half a second later; what they saw."""
 
@@ -89,10 +90,8 @@ class Clients:
         self.labels = labels
         self.statuses: dict[int, int] = {}
         self.versions: dict[str, int] = {}
-        self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._send, args=(seed,), daemon=True)
-                         for seed in range(threads)]
+        super().__init__(*(functools.partial(self._send, seed) for seed in range(threads)))
 
     @property
     def total(self) -> int:
@@ -121,16 +120,6 @@ class Clients:
                                              content="\n".join(unlabelled).encode())
                         assert posted.status_code == 200, posted.text
                         unlabelled, last_post = [], time.monotonic()
-
-    def __enter__(self) -> "Clients":
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
 
 
 def serving_directory(root: Path, toys: dict[str, Path], models: tuple[str, ...]) -> Path:

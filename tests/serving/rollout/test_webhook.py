@@ -67,7 +67,13 @@ def model_server(predictions: Optional[Callable[[list[dict]], Any]] = champion,
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    with running(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def running(server: ThreadingHTTPServer) -> Iterator[str]:
+    """Serves `server` on a thread until the block ends; yields its base URL."""
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
@@ -80,15 +86,9 @@ def model_server(predictions: Optional[Callable[[list[dict]], Any]] = champion,
 @contextlib.contextmanager
 def hook(primary: str, canary: str, probe: dict = PROBE) -> Iterator[str]:
     """The webhook on loopback, for the two servers; yields its URL."""
-    server = webhook.make_server(
-        webhook.ModelChecks(MODEL, primary, canary, probe, POLICY), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with running(webhook.make_server(
+            webhook.ModelChecks(MODEL, primary, canary, probe, POLICY), "127.0.0.1", 0)) as url:
+        yield f"{url}/"
 
 
 def call(url: str, payload: Any = FLAGGER_PAYLOAD) -> httpx.Response:
