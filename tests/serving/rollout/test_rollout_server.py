@@ -154,7 +154,10 @@ def test_pushes_are_promoted_or_aborted_on_live_checks_and_clients_never_see_a_f
     server = start_server(model_config_file=str(serving / "models.config"),
                           model_config_file_poll_wait_seconds=1, rollout=True,
                           rollout_steps="25,50", rollout_interval_seconds=2.0,
-                          rollout_threshold=2, rollout_min_requests=50)
+                          rollout_threshold=2, rollout_min_requests=50,
+                          # on a loaded machine the champion's own p99 grows: a tighter
+                          # ratio keeps 30 ms visible above it
+                          rollout_max_p99_ratio=1.2, rollout_p99_slack_ms=5.0)
     files = RolloutFiles(serving, MODEL)
     pushes = ((2, "same", records.PROMOTED), (3, "reversed", records.ABORTED),
               (4, "refusing", records.ABORTED), (5, "slow", records.ABORTED))
@@ -164,7 +167,7 @@ def test_pushes_are_promoted_or_aborted_on_live_checks_and_clients_never_see_a_f
             add_version(serving / MODEL, toys[kind], version)
             wait_for(lambda v=version: outcome(files, v), f"version {version} decided",
                      timeout=90)
-            assert outcome(files, version) == expected, files.read_state()
+            assert outcome(files, version) == expected, list(files.decisions(version))
         wait_for(lambda: clients.total >= 5000, "5,000 requests", timeout=120)
     assert clients.statuses.keys() == {200}, clients.statuses  # no failure reached a client
     assert {"1", "2", "3", "4", "5"} <= clients.versions.keys()  # every version answered
@@ -172,11 +175,13 @@ def test_pushes_are_promoted_or_aborted_on_live_checks_and_clients_never_see_a_f
     blamed = {}
     for version, kind, expected in pushes[1:]:
         intervals = [d for d in files.decisions(candidate=version) if d["event"] == "interval"]
-        assert {d["step"] for d in intervals} == {0}, kind  # never past the first step
+        assert {d["step"] for d in intervals} == {0}, (kind, intervals)  # never past step 1
         failed = [d for d in intervals if d["verdict"] == "fail"]
-        assert len(failed) == 2 and failed[-1]["next"] == "abort", kind
+        assert len(failed) == 2 and failed[-1]["next"] == "abort", (kind, intervals)
         blamed[kind] = {c["name"] for d in failed for c in d["checks"] if c["verdict"] == "fail"}
-    assert blamed["reversed"] == {"divergence"}
+    # each is caught by its own check; latency checks may also trip on a loaded machine,
+    # the error rate never does for a candidate that answers every request
+    assert "divergence" in blamed["reversed"] and "error_rate" not in blamed["reversed"]
     assert "p99_vs_champion_ms" in blamed["slow"] and "error_rate" not in blamed["slow"]
     # the refused fifth is answered by the champion, so the candidate's own answers also
     # lack the lowest scores: its divergence may fail too, rightly
@@ -233,8 +238,8 @@ def test_online_accuracy_from_labels_posted_later_promotes_an_equal_model_aborts
             add_version(serving / MODEL, toys[kind], version)
             wait_for(lambda v=version: outcome(files, v), f"version {version} decided",
                      timeout=120)
-    assert outcome(files, 2) == records.PROMOTED
-    assert outcome(files, 3) == records.ABORTED
+    assert outcome(files, 2) == records.PROMOTED, list(files.decisions(2))
+    assert outcome(files, 3) == records.ABORTED, list(files.decisions(3))
     last = [d for d in files.decisions(candidate=3) if d["event"] == "interval"][-1]
     quality = next(c for c in last["checks"] if c["name"] == "accuracy_drop")
     assert quality["verdict"] == "fail" and 0.02 < quality["value"] < 0.08, quality
@@ -268,7 +273,7 @@ def test_in_shadow_mode_clients_get_only_the_champion_while_the_candidate_is_jud
     assert seen_before_promotion.keys() == {"1"}, seen_before_promotion
     assert clients.statuses.keys() == {200}, clients.statuses
     assert [outcome(files, v) for v in (2, 3, 4)] == [records.ABORTED, records.ABORTED,
-                                                      records.PROMOTED]
+                                                      records.PROMOTED], list(files.decisions())
     assert "error_rate" in next(d for d in files.decisions(candidate=2)
                                 if d["event"] == records.ABORTED)["reason"]
     assert "divergence" in next(d for d in files.decisions(candidate=3)
