@@ -35,7 +35,7 @@ from tests.conftest import (FAST_TRAINING, LENIENT, ROWS, TAXI_DATA, copy_taxi_s
 SLICED = {"evaluation.slices": ["payment_type"]}  # the report shows metrics by slice
 LOGGED = {"serving.request_log.sample_rate": 1.0}  # the server logs every request
 ROLLED_OUT = {"serving.rollout.enabled": True, "serving.rollout.steps": [50],
-              "serving.rollout.interval_seconds": 1, "serving.rollout.min_requests": 20}
+              "serving.rollout.interval_seconds": 2, "serving.rollout.min_requests": 20}
 UNMEETABLE = {"evaluation.thresholds": [
     {"metric": "BinaryAccuracy", "lower_bound": 1.0, "max_regression": None}]}
 STEPS = ("first_push", "refused", "missing_column", "wrong_type", "second_push", "unchanged",
@@ -150,7 +150,8 @@ def _serve_and_label(config: PipelineConfig, config_file: Path) -> RequestLoop:
 
 def _roll_out(config: PipelineConfig, config_file: Path, version: int) -> Rollout:
     """Serves again, with keyed traffic, until the server's rollout of `version` ends;
-    `mlops skew --rollout` judges the candidate's training data meanwhile."""
+    `mlops skew --rollout` judges the candidate's training data meanwhile, the rollout
+    paused for it."""
     import httpx
 
     from serving.rollout.records import RolloutFiles
@@ -177,7 +178,12 @@ def _roll_out(config: PipelineConfig, config_file: Path, version: int) -> Rollou
     sender.start()
     try:
         wait_for(lambda: files.read_state().candidate == version, "the rollout's start")
+        # held while the skew is judged (seconds of TFDV), so that the verdict is counted
+        # before the rollout can end: an operator's `pause`, check, `resume`
+        paused = mlops_in_process("rollout", "pause", "--config", str(config_file))
+        assert paused.returncode == 0, paused.stderr
         skew = mlops_in_process("skew", "--rollout", "--config", str(config_file))
+        mlops_in_process("rollout", "resume", "--config", str(config_file))
         wait_for(lambda: version in files.read_state().decided, "the rollout's end",
                  timeout=180)
         served = sorted(server.server.repository.view(config.serving.model_name).servables)
