@@ -257,8 +257,7 @@ def test_in_shadow_mode_clients_get_only_the_champion_while_the_candidate_is_jud
     server = start_server(model_config_file=str(serving / "models.config"),
                           model_config_file_poll_wait_seconds=1, rollout=True,
                           rollout_mode="shadow", rollout_steps="50",
-                          rollout_interval_seconds=1.0, rollout_threshold=2,
-                          rollout_min_requests=30)
+                          rollout_interval_seconds=1.0, rollout_min_requests=30)
     files = RolloutFiles(serving, MODEL)
     with Clients(server.rest_url) as clients:
         wait_for(lambda: files.read_state().champion == 1, "version 1 pinned")
