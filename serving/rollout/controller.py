@@ -51,13 +51,6 @@ class ModelRollout:
 
     # --- what the files say -------------------------------------------------------------------
 
-    def _base_path(self) -> str:
-        models = server_files.read_models_config(self.settings)
-        for model in models.model_config_list.config:
-            if model.name == self.name:
-                return model.base_path
-        raise operations.OperationError(f"{self.name} is no longer in the models.config")
-
     def _served_now(self) -> Optional[int]:
         """The version answering the bare URL now (stable label, else the newest loaded)."""
         view = self.controller.repository.view(self.name)
@@ -80,8 +73,9 @@ class ModelRollout:
             self.controller.monitor.begin(self.name, self.state.champion, self.state.candidate,
                                           self.controller.policy.mirror_share(self.state.step))
 
-    def tick(self) -> None:
-        """Does what is due: pin, start a candidate, or judge the interval that ended."""
+    def tick(self, base_path: str) -> None:
+        """Does what is due: pin, start a candidate, or judge the interval that ended
+        (`base_path`: the model's, from the models.config the controller parsed)."""
         if self.state.running:
             if not self._ended_by_hand():
                 self._judge_if_due()
@@ -97,7 +91,7 @@ class ModelRollout:
         if self.state.champion != served:
             self._pin(served)
             return
-        newest = max(version_directories(self._base_path()), default=None)
+        newest = max(version_directories(base_path), default=None)
         if newest is not None and newest > served and newest not in self.state.decided:
             self._start(newest)
 
@@ -299,7 +293,7 @@ class RolloutController:
                 rollout.resume()
             try:
                 self._read_dropped_labels(model.name)
-                rollout.tick()
+                rollout.tick(model.base_path)
             except Exception:  # keep serving: the next tick tries again
                 log.exception("the rollout of %s failed this tick", model.name)
 
