@@ -103,9 +103,9 @@ def serve() -> None:
     When stdin closes the parent leaves at once (its children have all been waited for):
     the interpreter's teardown of TensorFlow would take close() about 1.7 s more.
     """
-    from pipeline.runtime import lazy_imports
+    from pipeline.runtime import process
 
-    lazy_imports.defer_unused_cloud_clients()  # as the entrypoint's main() does first
+    process.before_tensorflow()  # as the entrypoint's main() does first
     import importlib
 
     for name in PRELOADED:
