@@ -36,8 +36,15 @@ class _Task:
 class _Queue:
     tasks: list = dataclasses.field(default_factory=list)
     rows: int = 0
-    wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    # While the worker waits for a batch to fill: resolved when it is full or at its
+    # deadline (one future and one timer per batch, not a wake-up per request).
+    filled: asyncio.Future | None = None
     worker: asyncio.Task | None = None
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _rows(inputs: Mapping[str, np.ndarray]) -> int | None:
@@ -94,8 +101,8 @@ class Batcher:
             return await loop.run_in_executor(self._executor, self._run, servable,
                                               signature_name, inputs)
         key = (id(servable), signature_name,
-               tuple((name, array.dtype.str, array.shape[1:])
-                     for name, array in sorted(inputs.items())))
+               tuple([(name, array.dtype, array.shape[1:])
+                      for name, array in sorted(inputs.items())]))
         queue = self._queues.setdefault(key, _Queue())
         capacity = self.params.max_enqueued_batches * self.params.max_batch_size
         if queue.rows + rows > capacity:
@@ -104,27 +111,28 @@ class Batcher:
         task = _Task(inputs, rows, loop.create_future(), time.monotonic())
         queue.tasks.append(task)
         queue.rows += rows
-        queue.wake.set()
         if queue.worker is None:
             queue.worker = self._start(self._drain(key, queue, servable, signature_name))
+        elif queue.filled is not None and queue.rows >= self.params.max_batch_size:
+            _resolve(queue.filled)
         return await task.future
 
     async def _drain(self, key, queue: _Queue, servable, signature_name: str) -> None:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.params.num_batch_threads)
         timeout = self.params.batch_timeout_micros / 1e6
+        loop = asyncio.get_running_loop()
         try:
             while queue.tasks:
-                deadline = queue.tasks[0].enqueued + timeout
-                while queue.rows < self.params.max_batch_size:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    queue.wake.clear()
+                remaining = queue.tasks[0].enqueued + timeout - time.monotonic()
+                if queue.rows < self.params.max_batch_size and remaining > 0:
+                    queue.filled = loop.create_future()
+                    timer = loop.call_later(remaining, _resolve, queue.filled)
                     try:
-                        await asyncio.wait_for(queue.wake.wait(), remaining)
-                    except asyncio.TimeoutError:
-                        break
+                        await queue.filled
+                    finally:
+                        timer.cancel()
+                        queue.filled = None
                 await self._slots.acquire()
                 batch, size = [], 0
                 while queue.tasks and size + queue.tasks[0].rows <= self.params.max_batch_size:

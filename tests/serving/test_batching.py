@@ -82,3 +82,25 @@ def test_an_output_without_a_batch_dimension_fails_every_request_of_the_batch():
     answers = asyncio.run(together(batcher(), model, rows(1), rows(2)))
     assert all(isinstance(a, ServingError) and a.code == Code.INTERNAL for a in answers)
     assert "has no batch dimension of 2 rows" in answers[0].message
+
+
+def test_a_full_batch_runs_at_once_and_a_partial_one_at_its_timeout():
+    """Requests filling `max_batch_size` do not wait for the (here one minute) timeout; a
+    batch short of it runs when its oldest request has waited `batch_timeout_micros`."""
+    model = StandInServable()
+    full = asyncio.run(asyncio.wait_for(together(
+        batcher(max_batch_size=3, batch_timeout_micros=60_000_000), model,
+        rows(1), rows(2, 3)), timeout=10))
+    assert [a["y"].tolist() for a in full] == [[3.0], [5.0, 7.0]]
+    assert model.calls[0]["x"].shape == (3,)
+
+    async def partial(runner: Batcher):
+        first = asyncio.ensure_future(runner.run(model, "serving_default", rows(4)))
+        await asyncio.sleep(0.05)  # the second arrives while the first one's batch waits
+        second = await runner.run(model, "serving_default", rows(5))
+        return await first, second
+
+    runner = batcher(batch_timeout_micros=300_000)
+    first, second = asyncio.run(partial(runner))
+    assert (first["y"].tolist(), second["y"].tolist()) == ([9.0], [11.0])
+    assert runner.batches_run == 1 and model.calls[-1]["x"].shape == (2,)
