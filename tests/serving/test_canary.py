@@ -27,7 +27,7 @@ from serving.errors import ServingError
 from serving.metrics import Metrics
 from serving.repository import ModelRepository
 from serving.traffic import Router, Split
-from tests.conftest import REPO, mlops, write_config
+from tests.conftest import REPO, mlops_in_process, write_config
 from tests.serving.stand_ins import StandInServable
 
 NAME = "chicago-taxi"
@@ -283,19 +283,19 @@ def test_canary_refusals(config_file: Path):
 
 
 def test_the_mlops_verbs(config_file: Path):
-    result = mlops("canary", "3", "--config", str(config_file))
+    result = mlops_in_process("canary", "3", "--config", str(config_file))
     assert result.returncode == 0, result.stderr
     assert "canary version 3 gets 10 % of the requests" in result.stdout  # the config default
     assert "embedded server" in result.stdout
-    result = mlops("canary", "--weight", "25", "--config", str(config_file))
+    result = mlops_in_process("canary", "--weight", "25", "--config", str(config_file))
     assert result.returncode == 0 and "25 %" in result.stdout, result.stderr
     assert split_of(config_file) == Split(25)
-    result = mlops("versions", "--config", str(config_file))
+    result = mlops_in_process("versions", "--config", str(config_file))
     assert result.returncode == 0, result.stderr
     assert "Canary split of the bare URL (embedded server): 25 % to canary version 3, the " \
         "rest to stable version 2" in " ".join(result.stdout.split())
-    result = mlops("promote", "--config", str(config_file))
+    result = mlops_in_process("promote", "--config", str(config_file))
     assert result.returncode == 0 and "version 3 promoted" in result.stdout, result.stderr
-    result = mlops("abort", "--config", str(config_file))
+    result = mlops_in_process("abort", "--config", str(config_file))
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: {NAME} has no canary to abort"

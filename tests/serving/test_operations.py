@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.definition.config import load_config
 from serving import config_files, operations, server_files
-from tests.conftest import mlops, write_config
+from tests.conftest import mlops_in_process, write_config
 
 NAME = "chicago-taxi"
 
@@ -95,26 +95,26 @@ def test_versions_lists_disk_policy_and_manifest(config_file: Path):
 
 
 def test_cli_verbs(config_file: Path):
-    result = mlops("rollback", "--config", str(config_file))
+    result = mlops_in_process("rollback", "--config", str(config_file))
     assert result.returncode == 0, result.stderr
     assert "serving version 2 instead of 3" in result.stdout
-    result = mlops("versions", "--config", str(config_file))
+    result = mlops_in_process("versions", "--config", str(config_file))
     assert result.returncode == 0, result.stderr
     assert "policy: specific 2" in result.stdout and "no server answers" in result.stdout
-    result = mlops("label", "stable", "--config", str(config_file))
+    result = mlops_in_process("label", "stable", "--config", str(config_file))
     assert result.returncode == 2 and "give a VERSION, or --remove" in result.stderr
-    result = mlops("rollback", "--to", "12", "--config", str(config_file))
+    result = mlops_in_process("rollback", "--to", "12", "--config", str(config_file))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "error: version 12 is not in" in result.stderr
-    result = mlops("restore", "--config", str(config_file))
+    result = mlops_in_process("restore", "--config", str(config_file))
     assert result.returncode == 0 and "serving version 3" in result.stdout
-    result = mlops("predict", "--json", "nope.json", "--config", str(config_file))
+    result = mlops_in_process("predict", "--json", "nope.json", "--config", str(config_file))
     assert result.returncode == 1 and "nope.json" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_deploy_files_are_current():
-    result = mlops("deploy-files", "--check")
+    result = mlops_in_process("deploy-files", "--check")
     assert result.returncode == 0, result.stderr
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.definition.config import load_config
 from pipeline.records import history, lineage
-from tests.conftest import mlops, write_config
+from tests.conftest import mlops, mlops_in_process, write_config
 from tests.e2e.story.conftest import STEPS, Story
 
 pytestmark = pytest.mark.slow
@@ -41,14 +41,15 @@ def test_history_lists_every_run_newest_first_with_its_verdict(story: Story):
 
 
 def test_history_on_the_command_line_as_text_and_json(story: Story):
-    text = mlops("history", "--config", str(story.config_file))
+    text = mlops_in_process("history", "--config", str(story.config_file))
     assert text.returncode == 0, text.stderr
     assert len(text.stdout.splitlines()) == len(STEPS)
     assert "pushed version 2" in text.stdout.splitlines()[2]
-    limited = mlops("history", "--limit", "3", "--json", "--config", str(story.config_file))
+    limited = mlops_in_process("history", "--limit", "3", "--json", "--config",
+                               str(story.config_file))
     rows = json.loads(limited.stdout)
     assert len(rows) == 3 and rows[2]["pushed_version"] == 2
-    page = mlops("history", "--html", "--config", str(story.config_file))
+    page = mlops_in_process("history", "--html", "--config", str(story.config_file))
     path = Path(page.stdout.strip().removeprefix("History page: "))
     html = path.read_text()
     assert path.name == "history.html" and "<svg" in html and "Every run" in html
@@ -67,8 +68,8 @@ def test_history_lineage_and_the_report_tell_how_the_last_push_rolled_out(story:
     assert found.rollout.outcome == "promoted" and found.rollout.by == "checks"
     text = "\n".join(found.lines())
     assert "rollout against version 2: promoted " in text, text
-    as_json = json.loads(mlops("lineage", "3", "--json", "--config",
-                               str(story.config_file)).stdout)
+    as_json = json.loads(mlops_in_process("lineage", "3", "--json", "--config",
+                                          str(story.config_file)).stdout)
     assert as_json["rollout"]["outcome"] == "promoted"
     assert lineage.lineage(story.config, 2).rollout is None  # pushed before rollouts were on
     page = mlops("report", story.runs["from_requests"].run_id, "--output",
@@ -87,9 +88,9 @@ def test_lineage_of_a_version_names_its_run_data_model_and_baseline(story: Story
     assert found.run.baseline_compared and found.run.baseline_version == 1
     text = "\n".join(found.lines())
     assert "compared with served version 1" in text and "blessed" in text
-    cli = mlops("lineage", "2", "--json", "--config", str(story.config_file))
+    cli = mlops_in_process("lineage", "2", "--json", "--config", str(story.config_file))
     assert json.loads(cli.stdout)["run"]["span"] == 2
-    missing = mlops("lineage", "9", "--config", str(story.config_file))
+    missing = mlops_in_process("lineage", "9", "--config", str(story.config_file))
     assert missing.returncode == 1
     assert missing.stderr.startswith("error: version 9 is not in ")
     there = ", ".join(map(str, story.served_after["from_requests"]))

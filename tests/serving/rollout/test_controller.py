@@ -18,7 +18,7 @@ from serving.rollout.controller import RolloutController
 from serving.rollout.policy import RolloutPolicy
 from serving.rollout.records import RolloutFiles
 from serving.rollout.window import Monitor
-from tests.conftest import mlops, write_config
+from tests.conftest import mlops_in_process, write_config
 from tests.serving.stand_ins import StandInServable
 
 POLICY = RolloutPolicy(enabled=True, steps=(10, 50), interval_seconds=1, threshold=2,
@@ -198,7 +198,7 @@ def test_mlops_rollout_status_pause_and_resume(site):
     site.loop.tick()
     site.interval(failed=10)
 
-    result = mlops("rollout", "status", "--json", "--config", str(config))
+    result = mlops_in_process("rollout", "status", "--json", "--config", str(config))
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert {key: status[key] for key in ("state", "champion", "candidate", "weight",
@@ -208,16 +208,16 @@ def test_mlops_rollout_status_pause_and_resume(site):
     (interval,) = [d for d in status["decisions"] if d["event"] == "interval"]
     assert {c["name"]: c["verdict"] for c in interval["checks"]}["error_rate"] == "fail"
 
-    result = mlops("rollout", "pause", "--config", str(config))
+    result = mlops_in_process("rollout", "pause", "--config", str(config))
     assert result.returncode == 0 and "m: rollout paused" in result.stdout, result.stderr
     assert site.files.paused
-    result = mlops("rollout", "status", "--config", str(config))
+    result = mlops_in_process("rollout", "status", "--config", str(config))
     text = " ".join(result.stdout.split())
     assert "m: progressing (paused" in text
     assert "champion 1, candidate 2 at 10 % (step 1), 1 failed of 3" in text
     assert "#1 at 10 %, requests 20/20: fail -> stay" in text
     assert "error_rate 0.5 (max 0.01) FAIL" in text  # the value, threshold, verdict
-    result = mlops("rollout", "resume", "--config", str(config))
+    result = mlops_in_process("rollout", "resume", "--config", str(config))
     assert result.returncode == 0 and "m: rollout resumed" in result.stdout
     assert not site.files.paused
 
@@ -227,7 +227,7 @@ def test_a_state_file_that_is_not_one_is_one_error_line(site):
                                         "serving.base_directory": str(site.folder)})
     site.files.folder.mkdir(parents=True)
     site.files.state_file.write_text("[1, 2]")
-    result = mlops("rollout", "status", "--config", str(config))
+    result = mlops_in_process("rollout", "status", "--config", str(config))
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: {site.files.state_file}: not a rollout state")
 
