@@ -51,9 +51,13 @@ def module_of(argv: Sequence[str], python: str) -> Optional[str]:
 class WarmStarter:
     """One preloaded parent process; `run` forks a task from it and waits for it."""
 
-    def __init__(self, python: str, env: Mapping[str, str]):
+    def __init__(self, python: str, env: Mapping[str, str],
+                 preload: Sequence[str] = PRELOADED):
+        """Starts the parent, which imports the `preload` modules (TFX's entrypoint; a test
+        of the fork itself needs none) before it answers."""
         self._parent = subprocess.Popen(
-            [python, "-c", "from pipeline.kubeflow import warm_pods; warm_pods.serve()"],
+            [python, "-c", "import sys; from pipeline.kubeflow import warm_pods; "
+                           "warm_pods.serve(sys.argv[1:])", *preload],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             env=dict(env), cwd=os.getcwd(), text=True)
         self._ask({"ping": True})  # waits until the imports are done
@@ -97,8 +101,8 @@ def shared_parent(python: str, env: Mapping[str, str]) -> Iterator[bool | WarmSt
         yield starter
 
 
-def serve() -> None:
-    """The parent: import the entrypoint once, then fork a child per request on stdin.
+def serve(preload: Sequence[str] = PRELOADED) -> None:
+    """The parent: import `preload` once, then fork a child per request on stdin.
 
     When stdin closes the parent leaves at once (its children have all been waited for):
     the interpreter's teardown of TensorFlow would take close() about 1.7 s more.
@@ -108,7 +112,7 @@ def serve() -> None:
     process.before_tensorflow()  # as the entrypoint's main() does first
     import importlib
 
-    for name in PRELOADED:
+    for name in preload:
         importlib.import_module(name)
     for line in sys.stdin:
         request = json.loads(line)
