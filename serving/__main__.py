@@ -9,14 +9,19 @@ def main(argv=None) -> int:
     """Runs the embedded server until interrupted; returns the exit code (2: a bad flag or
     file, 1: a port cannot be listened on), so errors are one line, not a traceback."""
     from serving import flags
+    from serving.errors import ServingError
     from serving.process import quiet_libraries
 
     options, verbose = flags.parse(argv)
+    try:
+        options.check_files()  # before TensorFlow is imported
+    except ServingError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 2
     quiet_libraries(verbose)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname).1s %(name)s] %(message)s")
     from serving import event_loop
-    from serving.errors import ServingError
     from serving.server import serve_forever
 
     try:

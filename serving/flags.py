@@ -106,9 +106,6 @@ def parse(argv: Optional[Sequence[str]] = None) -> tuple[ServerOptions, bool]:
     flag_parser = parser()
     args = vars(flag_parser.parse_args(argv))
     verbose = args.pop("verbose")
-    if not args["model_base_path"] and not args["model_config_file"]:
-        # said here, before the server imports TensorFlow (seconds), not after
-        flag_parser.error("--model_base_path or --model_config_file is required")
     try:
         return ServerOptions(**args), verbose
     except ServingError as err:
