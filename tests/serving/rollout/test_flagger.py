@@ -18,7 +18,6 @@ import subprocess
 from pathlib import Path
 from typing import Any, Optional
 
-import jsonschema
 import pytest
 import yaml
 
@@ -79,8 +78,11 @@ def _strict(schema: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def validators() -> dict[tuple[str, str], jsonschema.Draft4Validator]:
-    """(apiVersion, kind) -> a validator of the CRD's served OpenAPI v3 schema."""
+def validators() -> dict[tuple[str, str], Any]:
+    """(apiVersion, kind) -> a validator of the CRD's served OpenAPI v3 schema
+    (`jsonschema.Draft4Validator`; imported here, as its import takes seconds)."""
+    import jsonschema
+
     found = {}
     for crd in yaml.safe_load_all(CRD_FILE.read_text()):
         spec = crd["spec"]
