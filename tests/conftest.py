@@ -234,11 +234,13 @@ def worker_group(nodeid: str) -> str:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`--numprocesses=auto`: one worker more than the cores. About a fifth of a worker's
-    time is waiting on what the tests start (task processes, servers of the stores' APIs,
-    served requests), which a third worker fills on two cores (6 min 19 s against 7 min
-    12 s for four and over 7 min for two, 2026-12-06, docs/performance.md)."""
-    return (os.cpu_count() or 1) + 1
+    """`--numprocesses=auto`: for the whole suite one worker more than the cores, since
+    about a fifth of a worker's time is waiting on what the tests start (task processes,
+    servers of the stores' APIs, served requests); for `make test-fast` (`-m "not slow"`),
+    which waits on little, one per core, as each worker also pays the collection's imports
+    (figures in docs/performance.md "The test suite")."""
+    cores = os.cpu_count() or 1
+    return cores if "not slow" in (config.option.markexpr or "") else cores + 1
 
 
 @pytest.hookimpl(optionalhook=True)  # without pytest-xdist (-p no:xdist) it is not called
