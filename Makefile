@@ -16,6 +16,9 @@ serve: setup  ## Serve the pushed versions: tensorflow_model_server if on PATH, 
 
 # Both cores: pytest-xdist; a worker takes whole modules (tests/conftest.py).
 PYTEST := $(PY) -m pytest --numprocesses=auto
+# The suite's hundred-odd processes import the same modules: they keep compiled bytecode
+# even where the environment turns it off (an empty value is off for Python).
+test test-fast: export PYTHONDONTWRITEBYTECODE :=
 
 test: setup  ## The whole suite, slow end-to-end pipeline tests included
 	@$(PYTEST) $(ARGS)
