@@ -60,7 +60,8 @@ def test_rollback_restore_cycle(config_file: Path):
     assert operations.rollback(config).version == 1  # again: one further back
     with pytest.raises(operations.OperationError, match="version 1 is the oldest"):
         operations.rollback(config)
-    with pytest.raises(operations.OperationError, match=r"version 7 is not in .*versions there: 1, 2, 3"):
+    with pytest.raises(operations.OperationError,
+                       match=r"version 7 is not in .*versions there: 1, 2, 3"):
         operations.rollback(config, to=7)
     assert operations.restore(config).version == 3
     assert model_config(config_file).model_version_policy.latest.num_versions == 1
