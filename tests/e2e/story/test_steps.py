@@ -198,10 +198,12 @@ def _tfx(arguments: list[str], capfd: pytest.CaptureFixture) -> tuple[int, str, 
     try:
         cli_main.cli_group.main(arguments, prog_name="tfx", standalone_mode=False)
         code = 0
-    except SystemExit as exit_:  # the handlers end a failed command with sys.exit
-        code = exit_.code if isinstance(exit_.code, int) else 1
-        if not isinstance(exit_.code, int):
+    except SystemExit as exit_:
+        if exit_.code is None or isinstance(exit_.code, int):
+            code = exit_.code or 0
+        else:  # the handlers end a failed command with sys.exit(message): status 1
             print(exit_.code, file=sys.stderr)
+            code = 1
     out, err = capfd.readouterr()
     return code, out, err
 
