@@ -8,13 +8,15 @@
 #
 # Bytecode is compiled at install time: where PYTHONDONTWRITEBYTECODE is set (as on CI
 # images) Python would otherwise recompile TensorFlow's sources at every start, which
-# tripled the import time of each run and test process (see docs/performance.md).
+# tripled the import time of each run and test process (see docs/performance.md). Only
+# what the project's processes import is compiled (scripts/compile_bytecode.py).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 VENV=.venv
 STAMP="$VENV/.mlops-lock-stamp"
-want_stamp=$(cat requirements.lock setup.py scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
+want_stamp=$(cat requirements.lock setup.py scripts/bootstrap.sh scripts/compile_bytecode.py \
+  | sha256sum | cut -d' ' -f1)
 
 if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ]; then
   exit 0
@@ -61,7 +63,9 @@ UV=$(command -v uv || echo "$PY310 -m uv")
 
 echo "bootstrap: building $VENV with $PY310 from requirements.lock" >&2
 $UV venv --quiet --allow-existing --python "$PY310" "$VENV"
-$UV pip sync --quiet --compile-bytecode --python "$VENV/bin/python" requirements.lock
+$UV pip sync --quiet --python "$VENV/bin/python" requirements.lock
+"$VENV/bin/python" scripts/compile_bytecode.py \
+  "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 $UV pip install --quiet --python "$VENV/bin/python" --no-deps -e .
 echo "$want_stamp" > "$STAMP"
 echo "bootstrap: $VENV is ready" >&2
