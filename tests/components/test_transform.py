@@ -159,3 +159,47 @@ def test_a_distributing_runner_gets_the_stock_processor(beam_args, in_process) -
     processor = executor.processor_class()
     assert (processor is not stock.TransformProcessor) == in_process
     assert issubclass(processor, stock.TransformProcessor)
+
+
+@pytest.mark.slow  # runs the executor
+def test_the_preprocessing_fn_is_traced_once_for_inspection_and_once_for_analysis(
+        examples, schema, tmp_path, monkeypatch) -> None:
+    """TFX's executor traces it five times (three column inspections, the analyzer
+    cache's keys, the analysis); with no analyzer cache, ours traces it twice and asks for
+    no cache keys (components/transform.py)."""
+    from tensorflow_transform import impl_helper
+    from tensorflow_transform.beam import analysis_graph_builder
+
+    traced, keys_asked = [], []
+    trace = impl_helper.trace_preprocessing_function
+    cache_keys = analysis_graph_builder.get_analysis_cache_entry_keys
+
+    def counted_trace(*args, **kwargs):
+        traced.append(args[0])
+        return trace(*args, **kwargs)
+
+    def counted_keys(*args, **kwargs):
+        keys_asked.append(args[0])
+        return cache_keys(*args, **kwargs)
+
+    monkeypatch.setattr(impl_helper, "trace_preprocessing_function", counted_trace)
+    monkeypatch.setattr(analysis_graph_builder, "get_analysis_cache_entry_keys", counted_keys)
+    run_executor(transform.Executor, examples, schema, tmp_path / "ours", THREADS)
+    assert len(traced) == 2 and keys_asked == []
+    traced.clear()
+    run_executor(stock.Executor, examples, schema, tmp_path / "stock", BEAM_ARGS)
+    assert len(traced) == 5 and len(keys_asked) == 1
+
+
+def test_with_an_analyzer_cache_the_cache_keys_are_computed_as_tfx_does() -> None:
+    from tensorflow_transform.beam import analysis_graph_builder
+    from tfx.types import standard_component_specs as specs
+
+    stock_keys = analysis_graph_builder.get_analysis_cache_entry_keys
+    with transform._no_cache_keys_without_a_cache({}, {}):
+        assert analysis_graph_builder.get_analysis_cache_entry_keys(None, {}, [], True) == set()
+    for inputs, outputs in (({specs.ANALYZER_CACHE_KEY: [object()]}, {}),
+                            ({}, {specs.UPDATED_ANALYZER_CACHE_KEY: [object()]})):
+        with transform._no_cache_keys_without_a_cache(inputs, outputs):
+            assert analysis_graph_builder.get_analysis_cache_entry_keys is stock_keys
+    assert analysis_graph_builder.get_analysis_cache_entry_keys is stock_keys

@@ -295,7 +295,9 @@ def tfx_packages(tmp_path_factory) -> dict[str, Path]:
     return {"plain": tfx_tiny.compile_package(folder),
             "resolver": tfx_tiny.compile_package(folder, with_resolver=True),
             "underscore": tfx_tiny.compile_package(folder, producer_id="my_producer"),
-            "ours": tfx_tiny.compile_package(folder, entrypoint=compiler.ENTRYPOINT)}
+            "ours": tfx_tiny.compile_package(folder, entrypoint=compiler.ENTRYPOINT),
+            "ours_failing": tfx_tiny.compile_package(folder, entrypoint=compiler.ENTRYPOINT,
+                                                     text=tfx_tiny.FAIL)}
 
 
 @pytest.mark.parametrize("backend", emulator.BACKENDS)
@@ -411,3 +413,51 @@ def test_constructs_kfp_does_not_share_with_tfx_here_are_not_guessed(tmp_path):
     package.write_text(yaml.safe_dump(spec))
     with pytest.raises(NotEmulated, match="triggerPolicy.condition"):
         run(tmp_path, package)
+
+
+# Beside the locked TensorFlow, tensorflow-io's S3 filesystem leaves the interpreter to abort
+# at exit: what any process that used it does when it returns normally.
+S3_USER = """
+import tensorflow as tf
+from pipeline.runtime import filesystems
+filesystems.enable_for(["s3://{bucket}/probe.txt"])
+with tf.io.gfile.GFile("s3://{bucket}/probe.txt", "w") as out:
+    out.write("written")
+print(tf.io.gfile.GFile("s3://{bucket}/probe.txt").read())
+"""
+
+
+@pytest.mark.slow  # a new interpreter that aborts, and two tasks started cold
+def test_on_an_s3_root_a_task_ends_with_its_executor_s_outcome_not_an_abort(
+        tmp_path, tfx_packages, local_s3, monkeypatch):
+    """tensorflow-io 0.37.1's S3 filesystem, loaded beside TensorFlow 2.16, makes the
+    interpreter abort at exit ("pure virtual method called", SIGABRT; a container's status
+    134), and KFP's launcher marks a task failed on any non-zero status of its command
+    (launcher_v2.go `execute`). The entrypoint ends its process itself once the executor
+    is done (`filesystems.exit_now`): the producer, which wrote through tensorflow-io,
+    succeeds; the consumer, whose executor raises, fails with status 1 and its own error
+    in the log, not with an abort. Both tasks start cold, each a new interpreter, as a pod."""
+    import signal
+    import subprocess
+
+    from tests.pipeline.kubeflow.tfx_tiny import FAIL
+
+    for name, value in local_s3.environment().items():
+        monkeypatch.setenv(name, value)
+    bucket = new_bucket(local_s3, "exit")
+    plain = subprocess.run([sys.executable, "-c", S3_USER.format(bucket=bucket)],
+                           env=tfx_task_env(), capture_output=True, text=True, timeout=120)
+    assert plain.stdout.strip() == "written", plain.stderr  # it worked, then:
+    assert plain.returncode == -signal.SIGABRT, (plain.returncode, plain.stderr[-500:])
+    assert "pure virtual method called" in plain.stderr
+
+    result = run_package(tfx_packages["ours_failing"], f"s3://{bucket}/root",
+                         env=tfx_task_env(), metadata_path=tmp_path / "metadata.sqlite")
+    producer, consumer = result.task("Producer"), result.task("Consumer")
+    assert producer.state == "SUCCEEDED", producer.error
+    assert consumer.copied_in == len(FAIL)  # the producer's file, copied into its pod
+    assert consumer.state == "FAILED"
+    assert consumer.error.splitlines()[0] == "failed to execute component: exit status 1", (
+        consumer.error)
+    log = Path(consumer.log).read_text()
+    assert "ValueError: the consumer read FAIL" in log and "pure virtual" not in log

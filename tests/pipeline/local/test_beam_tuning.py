@@ -82,3 +82,18 @@ def test_dill_trace_still_switches_the_level_but_only_when_it_changes(
     dill.dill._trace(False)
     assert dill.dill.log.level == logging.WARN
     assert len(clears) == 2  # two changes, not four calls
+
+
+def test_an_options_view_is_built_once_and_reads_and_writes_the_shared_options(tuned) -> None:
+    from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
+                                                      TypeOptions)
+
+    options = PipelineOptions(["--direct_num_workers=3", "--no_pipeline_type_check"])
+    view = options.view_as(TypeOptions)
+    assert options.view_as(TypeOptions) is view
+    assert view.pipeline_type_check is False  # parsed from the arguments, as before
+    assert options.view_as(DirectOptions).direct_num_workers == 3
+    view.pipeline_type_check = True  # a view writes through to the options, as before
+    assert PipelineOptions.view_as.__wrapped__(options, TypeOptions).pipeline_type_check
+    other = PipelineOptions([])
+    assert other.view_as(TypeOptions) is not view and other.view_as(TypeOptions).pipeline_type_check
