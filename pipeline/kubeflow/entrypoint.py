@@ -101,6 +101,9 @@ def run(parsed: tuple[Any, list[str]]) -> None:
     # Declares this project's Beam option (--in_process_threads) before any executor parses
     # the Beam arguments, so that a stock executor does not warn it discards an unknown one.
     from components import parallelism  # noqa: F401
+    from pipeline.runtime import beam_tuning
+
+    beam_tuning.apply()  # as a local run does: the executors' Beam pipelines run in here
 
     args, beam_args = parsed
     inputs_spec = json.loads(args.json_serialized_inputs_spec_args or "{}")

@@ -51,7 +51,7 @@ def run_pipeline(config: PipelineConfig, verbose: bool = False,
     runner moves on, for progress displays.
     """
     from pipeline.definition import builder
-    from pipeline.local import beam_tuning
+    from pipeline.runtime import beam_tuning
     from pipeline.records import store, summary
 
     beam_tuning.apply()

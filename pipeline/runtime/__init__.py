@@ -3,5 +3,7 @@
 `process.prepare` quiets the libraries' logs (`quiet.py`, unless verbose) and defers the
 Google Cloud client imports a run never uses (`lazy_imports.py`); `console.py` is the
 console that never wraps a sentence; `filesystems.py` makes `s3://` readable by TensorFlow
-(tensorflow-io) and ends such a process safely. Imports nothing of the other rooms.
+(tensorflow-io) and ends such a process safely; `beam_tuning.py` removes fixed costs of
+Beam's in-process runner (a local run's and a Kubeflow task's). Imports nothing of the
+other rooms.
 """

@@ -1,10 +1,10 @@
-"""Fixed costs of Apache Beam's in-process runner, removed for local runs.
+"""Fixed costs of Apache Beam's in-process runner, removed for local runs and Kubeflow tasks.
 
-A local run executes Beam pipelines (Transform's, the Evaluator's) in this process on
-small data, so Beam's per-pipeline bookkeeping, not the data, dominated their time. Each
-change below was measured on a cold run of the bundled data (bench/pipeline; figures in
-docs/performance.md) and keeps Beam's behaviour; they touch only this process, never
-workers of a distributed runner.
+A local run, and a Kubeflow task on Beam's direct runner, execute Beam pipelines
+(Transform's, the Evaluator's) in their process on small data, so Beam's per-pipeline
+bookkeeping, not the data, dominated their time. Each change below was measured on a
+cold run of the bundled data (bench/pipeline; figures in docs/performance.md) and keeps
+Beam's behaviour; they touch only this process, never workers of a distributed runner.
 """
 from __future__ import annotations
 

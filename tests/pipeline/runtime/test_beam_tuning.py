@@ -10,7 +10,7 @@ from apache_beam.coders import VarIntCoder
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import userstate
 
-from pipeline.local import beam_tuning
+from pipeline.runtime import beam_tuning
 
 
 class CountPerKey(beam.DoFn):
