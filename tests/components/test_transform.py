@@ -1,9 +1,11 @@
 """The Transform executor writes the transform graph TFX's stock executor writes."""
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import json
 from pathlib import Path
+from typing import Callable, Iterator
 
 import apache_beam as beam
 import numpy as np
@@ -63,11 +65,43 @@ def run_executor(executor_class: type, examples, schema, out: Path,
 
 
 @pytest.fixture(scope="module")
-def graphs(examples, schema, tmp_path_factory) -> tuple[Path, Path]:
+def inspections() -> dict[str, dict[str, int]]:
+    """How often each executor of `graphs` traced the preprocessing_fn and asked for the
+    analyzer cache's keys."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def graphs(examples, schema, tmp_path_factory, inspections) -> tuple[Path, Path]:
     """The stock executor's and this project's transform graphs (ours in two threads)."""
     out = tmp_path_factory.mktemp("transform")
-    return (run_executor(stock.Executor, examples, schema, out / "stock", BEAM_ARGS),
-            run_executor(transform.Executor, examples, schema, out / "ours", THREADS))
+    with counting_inspections(inspections, "stock"):
+        stock_graph = run_executor(stock.Executor, examples, schema, out / "stock", BEAM_ARGS)
+    with counting_inspections(inspections, "ours"):
+        our_graph = run_executor(transform.Executor, examples, schema, out / "ours", THREADS)
+    return stock_graph, our_graph
+
+
+@contextlib.contextmanager
+def counting_inspections(counts: dict, name: str) -> Iterator[None]:
+    from tensorflow_transform import impl_helper
+    from tensorflow_transform.beam import analysis_graph_builder
+
+    counts[name] = {"traces": 0, "cache_keys": 0}
+    with pytest.MonkeyPatch.context() as patch:
+        for owner, attribute, counter in (
+                (impl_helper, "trace_preprocessing_function", "traces"),
+                (analysis_graph_builder, "get_analysis_cache_entry_keys", "cache_keys")):
+            patch.setattr(owner, attribute, counted(getattr(owner, attribute),
+                                                    counts[name], counter))
+        yield
+
+
+def counted(function: Callable, counts: dict, counter: str) -> Callable:
+    def call(*args, **kwargs):
+        counts[counter] += 1
+        return function(*args, **kwargs)
+    return call
 
 
 @pytest.mark.slow  # TFX's stock Transform runs beside ours
@@ -161,34 +195,14 @@ def test_a_distributing_runner_gets_the_stock_processor(beam_args, in_process) -
     assert issubclass(processor, stock.TransformProcessor)
 
 
-@pytest.mark.slow  # runs the executor
+@pytest.mark.slow  # TFX's stock Transform runs beside ours
 def test_the_preprocessing_fn_is_traced_once_for_inspection_and_once_for_analysis(
-        examples, schema, tmp_path, monkeypatch) -> None:
+        graphs, inspections) -> None:
     """TFX's executor traces it five times (three column inspections, the analyzer
     cache's keys, the analysis); with no analyzer cache, ours traces it twice and asks for
     no cache keys (components/transform.py)."""
-    from tensorflow_transform import impl_helper
-    from tensorflow_transform.beam import analysis_graph_builder
-
-    traced, keys_asked = [], []
-    trace = impl_helper.trace_preprocessing_function
-    cache_keys = analysis_graph_builder.get_analysis_cache_entry_keys
-
-    def counted_trace(*args, **kwargs):
-        traced.append(args[0])
-        return trace(*args, **kwargs)
-
-    def counted_keys(*args, **kwargs):
-        keys_asked.append(args[0])
-        return cache_keys(*args, **kwargs)
-
-    monkeypatch.setattr(impl_helper, "trace_preprocessing_function", counted_trace)
-    monkeypatch.setattr(analysis_graph_builder, "get_analysis_cache_entry_keys", counted_keys)
-    run_executor(transform.Executor, examples, schema, tmp_path / "ours", THREADS)
-    assert len(traced) == 2 and keys_asked == []
-    traced.clear()
-    run_executor(stock.Executor, examples, schema, tmp_path / "stock", BEAM_ARGS)
-    assert len(traced) == 5 and len(keys_asked) == 1
+    assert inspections["stock"] == {"traces": 5, "cache_keys": 1}
+    assert inspections["ours"] == {"traces": 2, "cache_keys": 0}
 
 
 def test_with_an_analyzer_cache_the_cache_keys_are_computed_as_tfx_does() -> None:

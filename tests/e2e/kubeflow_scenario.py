@@ -159,7 +159,7 @@ def execute(site: Site, package: compiler.Package, backend: str,
         [task.name, "SUCCEEDED"] for task in run.tasks]  # a line per task as it ended
     assert lines[-1].startswith(f"Local run {run.run_id} SUCCEEDED in ")
     # every task of the package ran as its own pod: its own process and log, no traceback
-    assert len(run.tasks) == len(package.tasks)
+    assert len(run.tasks) == len(package.tasks) == 10
     for task in run.tasks:
         assert "Traceback" not in Path(task.log).read_text(), task.log
     return run
@@ -215,8 +215,22 @@ def test_every_input_was_copied_into_its_pod_and_no_output_left_a_folder_marker(
     run = runs["first"]
     for task in ("StatisticsGen", "Transform", "Trainer", "Evaluator", "Pusher"):
         assert run.task(task).copied_in > 0, task
+    for task in run.tasks:  # every byte under each input's prefix, and nothing else
+        assert task.copied_in == sum(map(stored_bytes, input_uris(task))), task.name
     assert run.task("CsvExampleGen").copied_in == 0
     assert_no_folder_markers(run)
+
+
+def input_uris(task: emulator.TaskRun) -> list[str]:
+    return [artifact["uri"] for artifacts in task.executor_input["inputs"].get(
+        "artifacts", {}).values() for artifact in artifacts["artifacts"]]
+
+
+def stored_bytes(uri: str) -> int:
+    """The bytes of the objects whose keys begin with the URI's key: what KFP's launcher
+    lists and copies for an input artifact (a plain prefix: `artifact_copies.py`)."""
+    return sum(item.size for item in object_store.open_bucket(uri).list(
+        object_store.parse(uri).key))
 
 
 def test_a_new_span_is_trained_on_compared_with_the_served_version_and_pushed(

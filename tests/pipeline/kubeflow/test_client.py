@@ -1,7 +1,8 @@
 """`mlops kfp upload | run | schedule | unschedule | list` against a loopback KFP API.
 
-The verbs run in process through the `mlops` app itself (typer's CliRunner); `fake_kfp_api.FakeKfpApi` answers as KFP's v2beta1 REST API does and records what
-the kfp SDK sent. A few tests run the verbs in a subprocess to see the real stdout and
+The verbs run in process through the `mlops` app itself (typer's CliRunner);
+`fake_kfp_api.FakeKfpApi` answers as KFP's v2beta1 REST API does and records what the kfp
+SDK sent. A few tests run the verbs in a subprocess to see the real stdout and
 stderr (no SDK warnings, no urllib3 noise, no traceback).
 """
 from __future__ import annotations

@@ -23,28 +23,23 @@ def Producer(examples: OutputArtifact[Examples], text: Parameter[str] = "hello")
         out.write(text)
 
 
-FAIL = "fail"  # the text that makes the consumer fail
-
-
 @component
 def Consumer(examples: InputArtifact[Examples]):  # noqa: N802
-    """Reads the producer's file back; fails, as an executor that raises, on `FAIL`."""
+    """Reads the producer's file back."""
     with fileio.open(f"{examples.uri}/Split-train/data.txt") as source:
-        text = source.read()
-    if text == FAIL:
-        raise ValueError("the consumer read FAIL")
-    print(text)
+        print(source.read())
 
 
 def compile_package(folder: Path, *, producer_id: str = "Producer",
                     with_resolver: bool = False,
-                    entrypoint: Optional[Sequence[str]] = None, text: str = "hi") -> Path:
-    """Producer -> Consumer (optionally plus a latest-artifact Resolver), compiled as the bare
-    PipelineSpec YAML that `kfp.Client().upload_pipeline` takes; each task runs TFX's stock
-    entrypoint, or the command `entrypoint`. The producer writes `text` (`FAIL`: the
-    consumer fails)."""
-    producer = Producer(text=text).with_id(producer_id)
-    nodes = [producer, Consumer(examples=producer.outputs["examples"])]
+                    entrypoint: Optional[Sequence[str]] = None,
+                    with_consumer: bool = True) -> Path:
+    """Producer -> Consumer (optionally plus a latest-artifact Resolver, or the producer
+    alone), compiled as the bare PipelineSpec YAML that `kfp.Client().upload_pipeline`
+    takes; each task runs TFX's stock entrypoint, or the command `entrypoint`."""
+    producer = Producer(text="hi").with_id(producer_id)
+    nodes = [producer] + ([Consumer(examples=producer.outputs["examples"])]
+                          if with_consumer else [])
     if with_resolver:
         nodes.append(tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
@@ -52,7 +47,7 @@ def compile_package(folder: Path, *, producer_id: str = "Producer",
     pipeline = tfx.dsl.Pipeline(pipeline_name="tiny", pipeline_root=str(folder / "unused"),
                                 components=nodes)
     name = (f"{producer_id}{'-resolver' if with_resolver else ''}"
-            f"{'-ours' if entrypoint else ''}{'-' + text if text != 'hi' else ''}.yaml")
+            f"{'-ours' if entrypoint else ''}{'' if with_consumer else '-alone'}.yaml")
     config = tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
         default_image="tiny:1", use_pipeline_spec_2_1=True,
         default_commands=list(entrypoint) if entrypoint else None)
