@@ -28,10 +28,8 @@ it, compares the candidate with the served version and pushes version 2. The run
 way `mlops kfp run --local --pipeline-root <bucket>` takes them
 (`pipeline/kubeflow/local_run.py`: the plan, the checks, the run with a line per task).
 The gs:// module makes both runs, on backend 2.0.5 then 2.5.0, so each backend runs on a
-bucket; the s3:// module makes the first only, on 2.5.0: a second would tell the same
-story on another store (S3 leaves no folder markers; the comparison with the served
-version is the Evaluator's, and the claim's mount is exercised by the first run's
-ServingBaseline and Pusher already).
+bucket, serving from the bucket; the s3:// module makes both on 2.5.0 (2.0.5's launcher
+cannot reach a MinIO endpoint), serving from a claim.
 Stock TFX's output fails the third task on such a root (the folder-marker test in
 tests/pipeline/kubeflow/test_emulator.py); this package's entrypoint leaves none.
 """
