@@ -1264,6 +1264,8 @@ def _launch(task: _Task, executor_input: pb.ExecutorInput, execution: mlmd.Execu
     result.executor_input = json.loads(placeholders["{{$}}"])
     env = {**run.env, **{e["name"]: e.get("value", "") for e in task.container.get("env", [])}}
     try:
+        if run.backend == "2.0.5":
+            _check_s3_endpoint_reachable(executor_input, env)
         result.copied_in = _download_inputs(executor_input, pod)
         _prepare_output_folders(executor_input, pod)
         code = _start_task(_user_argv(task, placeholders, run.python),
@@ -1278,6 +1280,30 @@ def _launch(task: _Task, executor_input: pb.ExecutorInput, execution: mlmd.Execu
         store.publish(execution, mlmd.Execution.FAILED)
         raise
     store.publish(execution, mlmd.Execution.COMPLETE, parameters, artifacts)
+
+
+def _check_s3_endpoint_reachable(executor_input: pb.ExecutorInput,
+                                  env: Mapping[str, str]) -> None:
+    """Backend 2.0.5's launcher opens `s3://` buckets with aws-sdk-go v1, which reads no
+    endpoint from the environment, and 2.0.5 has no `providers` setting for one (2.0.5
+    `objectstore/object_store.go` `OpenBucket`; an endpoint in the root's query string
+    breaks the URIs it hands out, kubeflow/pipelines#10318, fixed in 2.1). Against MinIO
+    or any store other than AWS, its first download then fails; here, as there.
+
+    Raises:
+        _TaskError: an input on `s3://` while the task's environment names an endpoint.
+    """
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        return
+    for name, artifacts in executor_input.inputs.artifacts.items():
+        uri = artifacts.artifacts[0].uri
+        if uri.startswith("s3://"):
+            raise _TaskError(
+                f"failed to download input artifact '{name}' from remote storage URI "
+                f"'{uri}': backend 2.0.5's launcher reads no S3 endpoint (aws-sdk-go v1, no "
+                f"`providers` setting; kubeflow/pipelines#10318), so it asks AWS for the "
+                f"bucket, not {endpoint}: an s3:// root on MinIO needs backend 2.1 or later")
 
 
 def _download_inputs(executor_input: pb.ExecutorInput, pod: _Pod) -> int:

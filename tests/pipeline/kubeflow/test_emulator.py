@@ -456,3 +456,25 @@ def test_on_an_s3_root_a_task_that_succeeded_ends_with_status_0_not_an_abort(
     examples = producer.outputs["examples"][0]["uri"]
     assert object_store.open_bucket(examples).read(
         f"{object_store.parse(examples).key}/Split-train/data.txt") == b"hi"
+
+
+@pytest.mark.slow  # TFX tasks (forked from the module's preloaded parent)
+def test_on_backend_2_0_5_an_s3_root_on_another_endpoint_fails_the_first_download(
+        tmp_path, tfx_packages, local_s3, monkeypatch, stock_tfx_parent):
+    """2.0.5's launcher (aws-sdk-go v1, no `providers`) reads no S3 endpoint, so on MinIO
+    its first download asks AWS and fails (README, "Deploying it"): the producer, which
+    downloads nothing, succeeds; the consumer fails before its command starts, saying why.
+    The same package on 2.5.0 runs (test above, and tests/e2e/test_kubeflow_on_s3.py)."""
+    for name, value in local_s3.environment().items():
+        monkeypatch.setenv(name, value)
+    root = f"s3://{new_bucket(local_s3, 'old')}/root"
+    result = run_package(tfx_packages["ours"], root, backend="2.0.5", env=tfx_task_env(),
+                         metadata_path=tmp_path / "metadata.sqlite", warm=stock_tfx_parent)
+    producer, consumer = result.task("Producer"), result.task("Consumer")
+    assert producer.state == "SUCCEEDED", producer.error
+    assert consumer.state == "FAILED" and not Path(consumer.log).exists()
+    examples = producer.outputs["examples"][0]["uri"]
+    assert consumer.error.startswith(
+        f"failed to download input artifact 'examples' from remote storage URI '{examples}': "
+        "backend 2.0.5's launcher reads no S3 endpoint"), consumer.error
+    assert local_s3.environment()["AWS_ENDPOINT_URL"] in consumer.error
