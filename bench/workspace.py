@@ -36,8 +36,8 @@ def timed(command: list[str], cwd: Path, env: dict | None = None) -> tuple[float
 
 
 def beam_args(config, threads: str) -> list[str]:
-    """The pipeline's own Beam options (``pipeline.definition.builder``), with ``--in_process_threads``
-    set to ``threads`` for the bench."""
+    """The pipeline's own Beam options (``pipeline.definition.builder``), with
+    ``--in_process_threads`` set to ``threads`` for the bench."""
     from pipeline.definition import builder
 
     return [arg for arg in builder.beam_pipeline_args(config)

@@ -178,7 +178,8 @@ def _load_anomalies(artifact, split: str) -> anomalies_pb2.Anomalies:
 @tfx.dsl.components.component
 def DataValidationGate(
         examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
-        statistics: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics],
+        statistics: tfx.dsl.components.InputArtifact[
+            tfx.types.standard_artifacts.ExampleStatistics],
         anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
         contract: tfx.dsl.components.Parameter[str]) -> None:
     """Raises DataValidationError listing every problem; returns quietly on clean data.

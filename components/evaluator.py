@@ -12,8 +12,9 @@ Where Beam would not distribute the work (`beam_runner`) and TFMA's configuratio
 `batched_evaluation` covers, the metrics are computed in this process on large batches
 (far faster than TFMA's per-example Beam path: measured by `bench/evaluator`, see
 docs/performance.md) and written as TFMA's writers write them; the blessing follows from
-the validation result as in TFX's executor. Anything else (another runner, a module file, a schema input, a
-metric or setting outside that path) runs TFX's executor unchanged, with one log line
+the validation result as in TFX's executor. Anything else (another runner, a module file,
+a schema input, a metric or setting outside that path) runs TFX's executor unchanged, with
+one log line
 saying why.
 """
 from __future__ import annotations

@@ -80,7 +80,8 @@ def read_manifest(version_dir: str) -> Optional[dict[str, Any]]:
     return versions.parse_manifest(io_utils.read_string_file(path))
 
 
-def publish_model(model_path: str, base_directory: str, manifest: dict[str, Any]) -> tuple[int, str]:
+def publish_model(model_path: str, base_directory: str,
+                  manifest: dict[str, Any]) -> tuple[int, str]:
     """Copies `model_path` in as the next version; returns (version, path).
 
     On any failure the staging folder is removed and no version folder is created. A base

@@ -116,7 +116,8 @@ def train(model: keras.Model, spec: feature_lib.FeatureSpec, train_data: tf.data
         return loss_fn(tf.cast(labels, label_dtype), predictions)
 
     train_loop(iter(train_data), tf.constant(train_steps))
-    losses = [float(eval_step(f, l)) for f, l in eval_data.take(eval_steps)]
+    losses = [float(eval_step(features, labels))
+              for features, labels in eval_data.take(eval_steps)]
     results = {"eval_loss": sum(losses) / max(len(losses), 1),
                f"eval_{metric.name}": float(metric.result())}
     logging.info("Training finished: %s", results)

@@ -180,11 +180,13 @@ def build_signatures(model, tf_transform_output: tft.TFTransformOutput,
     def examples_api(inputs):
         return named_outputs(predict(module.transform(parse(inputs, with_label=False))))
 
-    @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(autograph=False,
+                 input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def predict_examples(examples):
         return {"outputs": predict(module.transform(parse(examples, with_label=False)))}
 
-    @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(autograph=False,
+                 input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(examples):
         return module.transform(parse(examples, with_label=True))
 

@@ -251,5 +251,6 @@ def ssl_config_text(server_key: str, server_cert: str, custom_ca: str = "",
 
 
 __all__ = ["BatchingParameters", "ModelConfig", "ModelServerConfig",
-           "parse_ssl_config", "ssl_config_text", "prometheus_path", "read_model_server_config", "single_model_config",
+           "parse_ssl_config", "ssl_config_text", "prometheus_path", "read_model_server_config",
+           "single_model_config",
            "write_model_server_config", "model_server_config_text"]

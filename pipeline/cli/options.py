@@ -24,7 +24,8 @@ T = TypeVar("T")
 ConfigOption = typer.Option(None, "--config", "-c", metavar="FILE",
                             help="Config file (default: $MLOPS_CONFIG or ./pipeline_config.yaml).")
 SetOption = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
-                         help="Override one config key for this run, e.g. training.train_steps=200.")
+                         help="Override one config key for this run, "
+                              "e.g. training.train_steps=200.")
 VerboseOption = typer.Option(False, "--verbose", "-v",
                              help="Show TensorFlow, Beam and TFX logs.")
 JsonOption = typer.Option(False, "--json", help="Print JSON, for scripts.")

@@ -163,7 +163,8 @@ def _failure_text(failure) -> str:
 
 
 def _tfma_metric_name(class_name: str, values: dict[str, float]) -> str:
-    """TFMA reports Keras metrics under their snake_case names (BinaryAccuracy -> binary_accuracy)."""
+    """TFMA reports Keras metrics under their snake_case names
+    (BinaryAccuracy -> binary_accuracy)."""
     snake = "".join("_" + c.lower() if c.isupper() else c for c in class_name).lstrip("_")
     for candidate in (snake, class_name.lower(), class_name):
         if candidate in values:

@@ -1,4 +1,5 @@
-"""TF Serving's REST JSON, to and from numpy: the rules of ``tensorflow_serving/util/json_tensor.cc``.
+"""TF Serving's REST JSON, to and from numpy: the rules of
+``tensorflow_serving/util/json_tensor.cc``.
 
 - predict: exactly one of ``instances`` (row format: a list with one entry per batch item,
   an object of named inputs, or a plain value when the signature has one input) or

@@ -28,8 +28,10 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def transformed(tmp_path_factory):
-    feature_spec = {"fare": tf.io.VarLenFeature(tf.float32), "lat": tf.io.VarLenFeature(tf.float32),
-                    "company": tf.io.VarLenFeature(tf.string), "area": tf.io.VarLenFeature(tf.int64),
+    feature_spec = {"fare": tf.io.VarLenFeature(tf.float32),
+                    "lat": tf.io.VarLenFeature(tf.float32),
+                    "company": tf.io.VarLenFeature(tf.string),
+                    "area": tf.io.VarLenFeature(tf.int64),
                     "tips": tf.io.VarLenFeature(tf.float32)}
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(feature_spec))
     temp = str(tmp_path_factory.mktemp("tft"))

@@ -46,7 +46,7 @@ ROWS = [
 ]
 
 
-def dtype_of(name: str) -> "tf.DType":
+def dtype_of(name: str) -> "tf.DType":  # noqa: F821 (TensorFlow is imported on use)
     """The model's dtype for a feature (its raw type: int64, float32 or string)."""
     import tensorflow as tf
 

@@ -208,7 +208,8 @@ def test_bad_monitoring_file_is_refused(tmp_path):
 
 def test_config_and_json_modules_do_not_import_tensorflow():
     """Flags and config files are read (and refused) before TensorFlow loads."""
-    code = ("import sys; import serving.config_files, serving.protocol.json_codec, serving.options; "
+    code = ("import sys; import serving.config_files, serving.protocol.json_codec, "
+            "serving.options; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow'))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                             text=True, timeout=120, check=True)

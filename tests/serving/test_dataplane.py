@@ -81,7 +81,7 @@ def test_unknown_models_versions_and_labels_get_tf_serving_s_errors(plane):
              ModelSpec("m", label="canary"): (Code.INVALID_ARGUMENT,
                                               "Unrecognized servable version label: canary")}
     for spec, (code, message) in cases.items():
-        error = error_of(lambda: predict(data_plane, spec, x=[1.0]))
+        error = error_of(lambda spec=spec: predict(data_plane, spec, x=[1.0]))
         assert (error.code, error.message) == (code, message), spec
 
 

@@ -111,7 +111,8 @@ def test_one_instance_reads_as_it_does_within_a_batch():
     """The one-instance fast path (the usual online request) against the batch path."""
     dtypes = {**TAXI_DTYPES, "trips": INT}
     row = {**ROW, "trips": 3}
-    alone, batched = predict({"instances": [row]}, dtypes), predict({"instances": [row] * 2}, dtypes)
+    alone = predict({"instances": [row]}, dtypes)
+    batched = predict({"instances": [row] * 2}, dtypes)
     for name, array in alone.items():
         assert (array.dtype, array.shape) == (batched[name].dtype, (1,))
         assert array.tolist() == batched[name][:1].tolist()

@@ -201,7 +201,9 @@ def test_python_m_serving_exits_2_with_one_line_on_a_bad_certificate(
 
 def test_the_same_file_parses_as_tf_serving_writes_it(pki, tmp_path: Path) -> None:
     """TF Serving's docs write the PEM texts as multi-line concatenated strings."""
-    lines = lambda pem: "\n".join(f'  "{line}\\n"' for line in pem.strip().splitlines())
+    def lines(pem: str) -> str:
+        return "\n".join(f'  "{line}\\n"' for line in pem.strip().splitlines())
+
     path = tmp_path / "ssl.config"
     path.write_text(f"server_key:\n{lines(pki.server.key)}\nserver_cert:\n"
                     f"{lines(pki.server.cert)}\ncustom_ca:\n{lines(pki.ca.pem)}\n"
