@@ -35,11 +35,11 @@ import pyarrow as pa
 import tensorflow_transform as tft
 from absl import logging
 from tensorflow_metadata.proto.v0 import schema_pb2
+from tensorflow_transform import impl_helper
+from tensorflow_transform.beam import analysis_graph_builder
 from tfx import types
 from tfx.components.transform import executor as stock
 from tfx.types import standard_component_specs
-from tensorflow_transform import impl_helper
-from tensorflow_transform.beam import analysis_graph_builder
 from tfx_bsl.tfxio import tf_example_record
 from tfx_bsl.tfxio import tfxio as tfxio_module
 
@@ -136,22 +136,9 @@ class InProcessTransformProcessor(stock.TransformProcessor):
 
 
 @contextlib.contextmanager
-def _processor(processor_class: type) -> Iterator[None]:
-    """Has the stock executor's `Do` run `processor_class` as its TransformProcessor.
-
-    `Do` (200 lines of TFX's input and output handling, kept as they are) builds its
-    processor from the module's name `TransformProcessor`, with no hook to pass another.
-    """
-    stock_class = stock.TransformProcessor
-    stock.TransformProcessor = processor_class
-    try:
-        yield
-    finally:
-        stock.TransformProcessor = stock_class
-
-
-@contextlib.contextmanager
 def _patched(owner: Any, name: str, replacement: Any) -> Iterator[None]:
+    """`owner.name` is `replacement` inside the block, then what it was: TFX's executor and
+    tf.Transform look these names up when called, with no hook to pass another."""
     original = getattr(owner, name)
     setattr(owner, name, replacement)
     try:
@@ -230,6 +217,9 @@ class Executor(stock.Executor):
         processor_class = self.processor_class()
         if processor_class is stock.TransformProcessor:
             logging.info("Transform reads through Beam: a distributing Beam runner")
-        with _processor(processor_class), _column_inspections_share_a_trace(), \
+        # `Do` (200 lines of TFX's input and output handling, kept as they are) builds its
+        # processor from the module's name `TransformProcessor`.
+        with _patched(stock, "TransformProcessor", processor_class), \
+                _column_inspections_share_a_trace(), \
                 _no_cache_keys_without_a_cache(input_dict, output_dict):
             super().Do(input_dict, output_dict, exec_properties)
