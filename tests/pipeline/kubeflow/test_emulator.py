@@ -2,10 +2,10 @@
 
 Most tests run small hand-written KFP v2 specs whose tasks are `python -c` scripts (a few
 tens of milliseconds each); the last ones run packages compiled by TFX's
-`KubeflowV2DagRunner`: TFX's stock container entrypoint, its tasks forked from one process
-that imported TFX (`warm_pods.py`: a fraction of a second per task, against five to ten
-for a new interpreter), and this package's entrypoint, its tasks new interpreters (the
-suite's cold start of a TFX task).
+`KubeflowV2DagRunner`, through TFX's stock container entrypoint and this package's, their
+tasks forked from one process that imported both (`warm_pods.py`: a fraction of a second
+per task, against five to ten for a new interpreter), but for one task on an S3 root that
+starts as a new interpreter (the suite's cold start of a TFX task).
 Each test names the KFP source (kubeflow/pipelines, tags 2.0.5 / 2.5.0) it checks.
 """
 from __future__ import annotations
@@ -278,10 +278,10 @@ def tfx_task_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def stock_tfx_parent():
-    """One process that has imported TFX's entrypoint, which the stock entrypoint's tasks
-    fork from (`run_package(warm=...)`): those tests are about what TFX's entrypoint does
-    with what KFP hands it, not about its start-up, which the folder-marker test's run of
-    this package's entrypoint keeps cold."""
+    """One process that has imported TFX's entrypoint and this package's, which the TFX
+    tasks fork from (`run_package(warm=...)`): those tests are about what an entrypoint
+    does with what KFP hands it, not about its start-up, which the S3 exit test's task
+    keeps cold (a new interpreter, as in a pod)."""
     with warm_pods.shared_parent(sys.executable, tfx_task_env()) as parent:
         yield parent
 
@@ -361,7 +361,7 @@ def test_tfx_stock_entrypoint_fails_on_executor_logs_on_2_5_0(tmp_path, tfx_pack
     assert result.task("Consumer").state == "SKIPPED"
 
 
-@pytest.mark.slow  # three task processes, two of them new interpreters
+@pytest.mark.slow  # four TFX tasks (forked from the module's preloaded parent)
 def test_folder_markers_break_kfp_s_download_and_our_entrypoint_removes_them(
         tmp_path, tfx_packages, local_gcs, monkeypatch, stock_tfx_parent):
     """On a `gs://` root, TensorFlow's GCS filesystem (TFX's `fileio.makedirs`) leaves a
@@ -369,8 +369,7 @@ def test_folder_markers_break_kfp_s_download_and_our_entrypoint_removes_them(
     `downloadArtifacts` -> `objectstore.DownloadBlob`: `filepath.Rel` turns it into `.`,
     `downloadFile` creates it as a file) then fails the consumer before its command starts
     (kubeflow/pipelines#13476). The same package run through our entrypoint leaves no
-    marker under any output, and the consumer reads the producer's file: its tasks start
-    cold, each a new interpreter importing the entrypoint, as in a pod."""
+    marker under any output, and the consumer reads the producer's file."""
     for name, value in local_gcs.environment().items():
         monkeypatch.setenv(name, value)
     env = tfx_task_env()
@@ -395,7 +394,7 @@ def test_folder_markers_break_kfp_s_download_and_our_entrypoint_removes_them(
 
     ours_root = f"gs://{new_bucket(local_gcs, 'ours')}/root"
     ours = run_package(tfx_packages["ours"], ours_root, backend="2.0.5", env=env,
-                       metadata_path=tmp_path / "ours.sqlite")
+                       metadata_path=tmp_path / "ours.sqlite", warm=stock_tfx_parent)
     assert ours.state == "SUCCEEDED", [t.error for t in ours.tasks]
     examples_uri = ours.task("Producer").outputs["examples"][0]["uri"]
     assert object_store.folder_markers(object_store.open_bucket(examples_uri),
