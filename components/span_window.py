@@ -18,6 +18,7 @@ a scheduled run reads the newest span present when it starts, not when it was co
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 from typing import Any, Iterator, NamedTuple, Sequence
@@ -30,7 +31,6 @@ import pyarrow as pa
 import tensorflow as tf
 from google.protobuf import struct_pb2
 from tfx import types
-from tfx.components.example_gen import base_example_gen_executor as base_executor
 from tfx.components.example_gen import driver as example_gen_driver
 from tfx.components.example_gen import input_processor
 from tfx.components.example_gen import utils as example_gen_utils
@@ -210,13 +210,32 @@ def hash_split_buckets(output_config: example_gen_pb2.Output) -> list[int]:
         split.hash_buckets for split in output_config.split_config.splits))
 
 
-def split_of_records(records: pa.Array, output_config: example_gen_pb2.Output) -> np.ndarray:
-    """Each record's output split number, by TFX's own partition function on its bytes."""
+def split_of_records(records: Sequence[bytes],
+                     output_config: example_gen_pb2.Output) -> np.ndarray:
+    """Each record's output split number, as TFX's partition function picks it
+    (`base_example_gen_executor._PartitionFn` on a record's bytes: SHA-256 as a big-endian
+    integer, modulo the buckets, then the split whose cumulative buckets exceed it).
+
+    Computed here for a batch at once rather than by calling that function per record:
+    its hex round trip and bisection were most of ExampleGen's per-row Python work
+    (docs/performance.md, Scale); `tests/components/test_span_window.py` holds the two
+    equal on every bucket layout it tries.
+    """
     buckets = hash_split_buckets(output_config)
-    split_config = output_config.split_config
-    partition = base_executor._PartitionFn  # pylint: disable=protected-access
-    return np.fromiter((partition(record, len(buckets), buckets, split_config)
-                        for record in records.to_pylist()), dtype=np.int32, count=len(records))
+    total, sha256, to_int = buckets[-1], hashlib.sha256, int.from_bytes
+    hashed = np.fromiter((to_int(sha256(record).digest(), "big") % total
+                          for record in records), dtype=np.int64, count=len(records))
+    return np.searchsorted(np.asarray(buckets), hashed, side="right").astype(np.int32)
+
+
+def records_by_split(records: Sequence[bytes], splits: np.ndarray,
+                     count: int) -> list[list[bytes]]:
+    """`records` grouped by their split number (`split_of_records`), in their order."""
+    groups: list[list[bytes]] = [[] for _ in range(count)]
+    add = [group.append for group in groups]
+    for record, split in zip(records, splits.tolist()):
+        add[split](record)
+    return groups
 
 
 class Executor(BaseExampleGenExecutor):
@@ -286,10 +305,11 @@ class Executor(BaseExampleGenExecutor):
                                           parallelism.stored_bytes(files))
         folders = [artifact_utils.get_split_uri(output, name) for name in split_names]
         with split_writer.SplitWriter(folders, shards=threads) as writer:
-            for records in window_records(files, header, missing_values):
-                chosen = split_of_records(records, output_config)
-                for split in range(len(folders)):
-                    writer.write(split, records.filter(pa.array(chosen == split)).to_pylist())
+            for batch in window_records(files, header, missing_values):
+                records = batch.to_pylist()
+                splits = split_of_records(records, output_config)
+                for split, group in enumerate(records_by_split(records, splits, len(folders))):
+                    writer.write(split, group)
         # The properties TFX's ExampleGen sets on what it wrote.
         for artifact in output:
             if payload is not None:

@@ -142,6 +142,33 @@ def test_records_are_written_as_tfx_hashes_them(tmp_path: Path) -> None:
         for record in records)
 
 
+@pytest.mark.parametrize("buckets", [(2, 1), (1, 1), (9, 1), (5, 3, 2), (100, 7, 1, 13)])
+def test_each_record_goes_to_the_split_tfx_s_partition_function_picks(buckets) -> None:
+    """The batch computation of splits agrees with TFX's own `_PartitionFn`, record by
+    record, on records of every length from empty up, for two to four splits."""
+    import random
+
+    from tfx.components.example_gen import base_example_gen_executor
+    from tfx.proto import example_gen_pb2
+
+    config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+        example_gen_pb2.SplitConfig.Split(name=f"split{i}", hash_buckets=count)
+        for i, count in enumerate(buckets)]))
+    rng = random.Random(len(buckets))
+    records = [rng.randbytes(rng.randrange(0, 600)) for _ in range(2000)]
+    cumulative = span_window.hash_split_buckets(config)
+    expected = [base_example_gen_executor._PartitionFn(  # pylint: disable=protected-access
+        record, len(cumulative), cumulative, config.split_config) for record in records]
+
+    splits = span_window.split_of_records(records, config)
+
+    assert splits.tolist() == expected
+    assert set(expected) == set(range(len(buckets)))  # every split was chosen somewhere
+    groups = span_window.records_by_split(records, splits, len(buckets))
+    assert groups == [[r for r, split in zip(records, expected) if split == i]
+                      for i in range(len(buckets))]
+
+
 def kubeflow_exec_properties(data: Path, **extra) -> dict:
     """ExampleGen's exec properties as a Kubeflow task gets them: no driver ran."""
     from tfx.proto import example_gen_pb2
