@@ -16,6 +16,6 @@ def prepare(verbose: bool = False) -> None:
 def before_tensorflow() -> None:
     """What must be in place before TensorFlow and TFX are imported, in every process that
     runs the pipeline's work (mlops, the pods' entrypoint, the warm parent of emulated
-    pods): deferred imports of unused clients and widgets, TensorFlow's GCS read buffer."""
+    pods): deferred imports of unused cloud clients, TensorFlow's GCS read buffer."""
     lazy_imports.defer_unused_modules()
     filesystems.tune_gcs_reads(os.environ)
