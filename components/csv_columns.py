@@ -122,16 +122,6 @@ def merge_kinds(kinds: Iterable[Mapping[str, Kind]]) -> dict[str, Kind]:
     return merged
 
 
-def _varint(value: int) -> bytes:
-    """`value` in protobuf's base-128 varint encoding (the length prefix of a field)."""
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 # An Example is one field: number 1 (`features`), length-delimited (wire type 2).
 _EXAMPLE_FEATURES_TAG = b"\x0a"
 
@@ -147,17 +137,12 @@ def _feature(kind: Kind, cell: bytes) -> tf.train.Feature:
     return tf.train.Feature(float_list=tf.train.FloatList(value=[float(cell)] if cell else []))
 
 
-def _column_entries_by_protobuf(name: str, column: pa.Array, kind: Kind) -> pa.Array:
-    """Each row's `feature` map entry for this column, serialized by protobuf.
-
-    A `Features` message holding one entry serializes to exactly that entry, so the entries
-    of one row, concatenated in key order, are its `Features` serialized deterministically.
-    Protobuf serializes each distinct cell once; Arrow repeats the bytes for every row.
-    """
-    encoded = pc.dictionary_encode(column)
-    entries = [tf.train.Features(feature={name: _feature(kind, cell)}).SerializeToString(
-        deterministic=True) for cell in encoded.dictionary.to_pylist()]
-    return pc.take(pa.array(entries, pa.binary()), encoded.indices)
+def _entries_by_protobuf(name: str, cells: pa.Array, kind: Kind) -> pa.Array:
+    """Each cell's `feature` map entry, serialized by protobuf: a `Features` message holding
+    one entry serializes to exactly that entry, so the entries of one row, concatenated in
+    key order, are its `Features` serialized deterministically."""
+    return pa.array([tf.train.Features(feature={name: _feature(kind, cell)}).SerializeToString(
+        deterministic=True) for cell in cells.to_pylist()], pa.binary())
 
 
 def _varints(values: np.ndarray) -> pa.Array:
@@ -216,7 +201,7 @@ _FEATURE_TAGS = {Kind.STRING: b"\x0a", Kind.FLOAT: b"\x12", Kind.INT: b"\x1a"}
 
 def _entries(name: str, cells: pa.Array, kind: Kind) -> pa.Array:
     """Each cell's `feature` map entry, serialized as protobuf would
-    (`_column_entries_by_protobuf`, which a test holds it equal to): the entry's key and
+    (`_entries_by_protobuf`, which a test holds it equal to): the entry's key and
     the Feature's bytes written by Arrow and numpy for all the cells at once.
 
     An empty cell is an empty list of the column's kind; a column of empty cells only
@@ -233,22 +218,19 @@ def _entries(name: str, cells: pa.Array, kind: Kind) -> pa.Array:
                                              pa.binary()), cells)
         lists = pc.if_else(empty, pa.scalar(b"", pa.binary()), _value_lists(filled, kind))
         features = _framed(_FEATURE_TAGS[kind], lists)
-    key = b"\x0a" + _varint(len(name.encode())) + name.encode() + b"\x12"
-    entry = pc.binary_join_element_wise(pa.scalar(key, pa.binary()),
-                                        _varints(pc.binary_length(features).to_numpy(
-                                            zero_copy_only=False)), features, b"")
-    return _framed(b"\x0a", entry)
+    key = _framed(b"\x0a", pa.array([name.encode()], pa.binary()))[0].as_py()
+    return _framed(b"\x0a", _framed(key + b"\x12", features))
 
 
 def _column_entries(name: str, column: pa.Array, kind: Kind) -> pa.Array:
     """Each row's `feature` map entry for this column: each distinct cell serialized once
-    (`_entries`, or protobuf where Arrow cannot parse a number Python did), then repeated
-    for its rows by Arrow."""
+    (`_entries`, or by protobuf where Arrow cannot parse a number Python did), then
+    repeated for its rows by Arrow."""
     encoded = pc.dictionary_encode(column)
     try:
         entries = _entries(name, encoded.dictionary, kind)
     except pa.ArrowInvalid:
-        return _column_entries_by_protobuf(name, column, kind)
+        entries = _entries_by_protobuf(name, encoded.dictionary, kind)
     return pc.take(entries, encoded.indices)
 
 
@@ -259,12 +241,7 @@ def to_records(batch: pa.RecordBatch, kinds: Mapping[str, Kind]) -> pa.Array:
     names = sorted(batch.schema.names, key=lambda name: name.encode())
     features = pc.binary_join_element_wise(
         *(_column_entries(name, batch.column(name), kinds[name]) for name in names), b"")
-    # Rows of a batch have few distinct lengths: frame each length once.
-    lengths = pc.binary_length(features).to_numpy(zero_copy_only=False)
-    distinct, index = np.unique(lengths, return_inverse=True)
-    prefixes = pa.array([_EXAMPLE_FEATURES_TAG + _varint(int(n)) for n in distinct],
-                        pa.binary())
-    return pc.binary_join_element_wise(pc.take(prefixes, pa.array(index)), features, b"")
+    return _framed(_EXAMPLE_FEATURES_TAG, features)
 
 
 def to_examples(batch: pa.RecordBatch, kinds: Mapping[str, Kind]) -> list[bytes]:

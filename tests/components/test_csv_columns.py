@@ -153,7 +153,7 @@ def test_columns_are_serialized_as_protobuf_serializes_them(kind: Kind, name: st
 
     column = pa.array(COLUMNS[kind], pa.binary())
     ours = csv_columns._column_entries(name, column, kind).to_pylist()
-    by_protobuf = csv_columns._column_entries_by_protobuf(name, column, kind).to_pylist()
+    by_protobuf = csv_columns._entries_by_protobuf(name, column, kind).to_pylist()
     assert ours == by_protobuf
 
 
@@ -167,4 +167,4 @@ def test_numbers_only_python_reads_are_serialized_by_protobuf(kind: Kind, cells)
     column = pa.array(cells, pa.binary())
     assert all(csv_columns.cell_kind(cell) <= kind for cell in cells)
     assert (csv_columns._column_entries("n", column, kind).to_pylist()
-            == csv_columns._column_entries_by_protobuf("n", column, kind).to_pylist())
+            == csv_columns._entries_by_protobuf("n", column, kind).to_pylist())
