@@ -14,8 +14,7 @@ Where Beam would not distribute the work (`beam_runner`) and TFMA's configuratio
 docs/performance.md) and written as TFMA's writers write them; the blessing follows from
 the validation result as in TFX's executor. Anything else (another runner, a module file,
 a schema input, a metric or setting outside that path) runs TFX's executor unchanged, with
-one log line
-saying why.
+one log line saying why.
 """
 from __future__ import annotations
 
