@@ -13,6 +13,14 @@ an empty ``scores`` output: what gRPC itself costs a request before the model is
 
 bench/serving --latency-only measures both with the clients it measures the embedded
 server with, and prints them beside its figures.
+
+For many connections (the ``http`` server above takes one at a time), the embedded
+server's own REST layers without the model, on its event loop: ``rest-layer`` is its
+HTTP layer (``serving.protocol.http``) answering a fixed body; ``rest-codec`` also
+decodes each predict body into the signature's arrays and encodes a two-output answer
+with ``serving.protocol.json_codec``, as the REST API does around the data plane. No
+Python server of this shape carries more REST requests on this machine than these;
+bench/serving prints them beside its many-client figures.
 """
 from __future__ import annotations
 
@@ -64,5 +72,47 @@ def serve_grpc() -> None:
     event_loop.run(serve())
 
 
+def serve_rest_layers(decode: bool) -> None:
+    """The embedded server's HTTP layer, answering a fixed body, or (``decode``) with the
+    REST API's JSON codec on both sides of the call the model would make."""
+    sys.path.insert(0, str(REPO))
+    import asyncio
+
+    import numpy as np
+
+    from serving import event_loop
+    from serving.protocol import json_codec
+    from serving.protocol.http import HttpServer, Limits
+
+    answer = {"classes": np.array([[b"no_tip", b"tip"]], dtype=object),
+              "scores": np.array([[0.21, 0.79]], dtype=np.float32)}
+    fixed = json_codec.dumps(json_codec.predict_response(answer, json_codec.Format.ROW))
+    dtypes: dict[str, np.dtype] = {}  # the inputs' dtypes, from the first instance
+
+    def input_dtypes(instance: dict) -> dict[str, np.dtype]:
+        if not dtypes:
+            kinds = {str: object, int: np.int64, float: np.float32}
+            dtypes.update({name: np.dtype(kinds[type(value)])
+                           for name, value in instance.items()})
+        return dtypes
+
+    async def handler(method: str, path: str, body: bytes, headers=None) -> tuple:
+        if not decode:
+            return 200, "application/json", fixed
+        request = json_codec.read_predict(body)
+        json_codec.predict_inputs(request, input_dtypes(request.body["instances"][0]))
+        return 200, "application/json", json_codec.dumps(
+            json_codec.predict_response(answer, request.format))
+
+    async def serve() -> None:
+        server = HttpServer(handler, Limits(max_body_bytes=1 << 20))
+        print(await server.listen("127.0.0.1", 0), flush=True)
+        await asyncio.Event().wait()
+
+    event_loop.run(serve())
+
+
 if __name__ == "__main__":
-    {"http": serve_http, "grpc": serve_grpc}[sys.argv[1]]()
+    {"http": serve_http, "grpc": serve_grpc,
+     "rest-layer": lambda: serve_rest_layers(decode=False),
+     "rest-codec": lambda: serve_rest_layers(decode=True)}[sys.argv[1]]()

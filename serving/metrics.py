@@ -38,6 +38,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._counts: Counter = Counter()
         self._version_counts: Counter = Counter()
+        self._histograms: dict[tuple, tuple] = {}  # labels -> children (`_histograms_for`)
         self._lock = threading.Lock()
         self._loaded_versions = loaded_versions
         self._latency = Histogram(
@@ -59,15 +60,28 @@ class Metrics:
     def observe(self, model_name: str, api: str, entrypoint: str, status: str,
                 seconds: float, version: Optional[int] = None) -> None:
         """Counts one request; ``version``: the one it was resolved to, if any."""
+        key = (model_name, api, entrypoint, version)
+        histograms = self._histograms.get(key) or self._histograms_for(key)
         with self._lock:
             self._counts[(model_name, status)] += 1
             if version is not None:
                 self._version_counts[(model_name, str(version), api, entrypoint,
                                       status)] += 1
-        self._latency.labels(model_name, api, entrypoint).observe(seconds * 1e6)
+        microseconds = seconds * 1e6
+        for histogram in histograms:
+            histogram.observe(microseconds)
+
+    def _histograms_for(self, key: tuple) -> tuple:
+        """The latency histograms' labelled children a request is observed in, found once
+        per (model, API, entrypoint, version): `labels()` checks and locks on every call,
+        which on the REST port's event loop cost as much as the observations themselves."""
+        model_name, api, entrypoint, version = key
+        children = (self._latency.labels(model_name, api, entrypoint),)
         if version is not None:
-            self._version_latency.labels(model_name, str(version), api,
-                                         entrypoint).observe(seconds * 1e6)
+            children += (self._version_latency.labels(model_name, str(version), api,
+                                                      entrypoint),)
+        self._histograms[key] = children
+        return children
 
     def observe_batch(self, model_name: str, rows: int) -> None:
         """Records the rows of one batched model call, to judge the batching settings."""

@@ -367,3 +367,47 @@ def test_classify_response_is_label_score_pairs_under_results():
 def test_regress_response_is_one_score_per_example():
     document = json_codec.regress_response(np.array([[1.5], [2.5]], dtype=np.float32))
     assert document == {"results": [1.5, 2.5]}
+
+
+# --- orjson where it agrees with the standard library -------------------------------------
+
+def _tricky_documents():
+    """Documents on every edge where orjson and ``json`` differ, and random ones around
+    them (fixed seed): small and huge exponents, integers at and past 64 bits, NaN,
+    infinities, None, non-ASCII, DEL and control characters, nested containers."""
+    rng = np.random.default_rng(7)
+    floats = [0.0, -0.0, 1e-7, 1e-5, 9.2e-5, 1e-4, 1.5e-9, 1e16, 1e22, 5e-324,
+              1.7976931348623157e308, 0.21481013298034668,
+              float("nan"), float("inf"), -float("inf")]
+    floats += (rng.standard_normal(400) * 10.0 ** rng.uniform(-30, 30, 400)).tolist()
+    floats += np.float32(rng.standard_normal(400) * 10.0 ** rng.uniform(-30, 30, 400)).tolist()
+    ints = [0, -1, 2 ** 63 - 1, -2 ** 63, 2 ** 64 - 1, 2 ** 64, -2 ** 63 - 1, 10 ** 30]
+    texts = ["", "tip", "no_tip", "null", "type-0", "é", "日本", "\x7f", "\x00\x1f\n\t\"\\/",
+             "\ud800"]
+    texts += ["".join(chr(c) for c in rng.integers(0, 128, 12)) for _ in range(20)]
+    values = floats + ints + texts + [None, True, False]
+    documents = [{"predictions": [value]} for value in values]
+    for _ in range(200):
+        picked = [values[i] for i in rng.integers(0, len(values), 6)]
+        documents.append({"predictions": [{"classes": picked[:2], "scores": picked[2:4]},
+                                          picked[4:]], "e": {"k": picked[5]}})
+    return documents
+
+
+def test_dumps_writes_the_standard_librarys_bytes():
+    for document in _tricky_documents():
+        expected = json.dumps(document, allow_nan=True, separators=(",", ":")).encode()
+        assert json_codec.dumps(document) == expected, document
+
+
+def test_bodies_read_as_the_standard_library_reads_them():
+    bodies = [json.dumps(document).encode() for document in _tricky_documents()]
+    bodies += [b"1e400", b"[18446744073709551616]", b"[-9223372036854775809]",
+               b"[12345678901234567890123.5]", b'\xef\xbb\xbf{"a": 1}',
+               '{"a": "é"}'.encode("utf-16"), b'{"a": NaN, "b": -Infinity}',
+               b'{"a": 1, "a": 2}', b'"\\ud800"', b"[" * 50 + b"]" * 50]
+    for body in bodies:
+        assert repr(json_codec._loads(body)) == repr(json.loads(body)), body
+    for bad in (b"[1,]", b"{'a': 1}", b'"\xff"', b"[" * 5000 + b"]" * 5000):
+        with pytest.raises((ValueError, RecursionError)):
+            json_codec._loads(bad)
