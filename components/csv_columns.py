@@ -122,8 +122,10 @@ def merge_kinds(kinds: Iterable[Mapping[str, Kind]]) -> dict[str, Kind]:
     return merged
 
 
-# An Example is one field: number 1 (`features`), length-delimited (wire type 2).
-_EXAMPLE_FEATURES_TAG = b"\x0a"
+# Tags of length-delimited fields (wire type 2) by number. Field 1 is an Example's
+# `features`, a Features' map entry, an entry's key, a BytesList's value and a packed
+# list's values; field 2 is an entry's value (the Feature).
+_FIELD_1, _FIELD_2 = b"\x0a", b"\x12"
 
 
 def _feature(kind: Kind, cell: bytes) -> tf.train.Feature:
@@ -181,7 +183,7 @@ def _value_lists(column: pa.Array, kind: Kind) -> pa.Array:
             did (`+7`, ` 7`, `1_000`); the caller serializes that column by protobuf.
     """
     if kind == Kind.STRING:
-        return _framed(b"\x0a", column)
+        return _framed(_FIELD_1, column)
     numbers = pc.cast(pc.cast(column, pa.string()), pa.int64() if kind == Kind.INT
                       else pa.float64()).to_numpy(zero_copy_only=False)
     if kind == Kind.INT:
@@ -192,11 +194,11 @@ def _value_lists(column: pa.Array, kind: Kind) -> pa.Array:
         offsets = np.arange(0, 4 * len(numbers) + 1, 4, dtype=np.int32)
         payload = pa.Array.from_buffers(pa.binary(), len(numbers), [
             None, pa.py_buffer(offsets), pa.py_buffer(floats.tobytes())])
-    return _framed(b"\x0a", payload)
+    return _framed(_FIELD_1, payload)
 
 
 # Each kind's field in the `Feature` message: bytes_list = 1, float_list = 2, int64_list = 3.
-_FEATURE_TAGS = {Kind.STRING: b"\x0a", Kind.FLOAT: b"\x12", Kind.INT: b"\x1a"}
+_FEATURE_TAGS = {Kind.STRING: _FIELD_1, Kind.FLOAT: _FIELD_2, Kind.INT: b"\x1a"}
 
 
 def _entries(name: str, cells: pa.Array, kind: Kind) -> pa.Array:
@@ -218,8 +220,8 @@ def _entries(name: str, cells: pa.Array, kind: Kind) -> pa.Array:
                                              pa.binary()), cells)
         lists = pc.if_else(empty, pa.scalar(b"", pa.binary()), _value_lists(filled, kind))
         features = _framed(_FEATURE_TAGS[kind], lists)
-    key = _framed(b"\x0a", pa.array([name.encode()], pa.binary()))[0].as_py()
-    return _framed(b"\x0a", _framed(key + b"\x12", features))
+    key = _framed(_FIELD_1, pa.array([name.encode()], pa.binary()))[0].as_py()
+    return _framed(_FIELD_1, _framed(key + _FIELD_2, features))
 
 
 def _column_entries(name: str, column: pa.Array, kind: Kind) -> pa.Array:
@@ -241,7 +243,7 @@ def to_records(batch: pa.RecordBatch, kinds: Mapping[str, Kind]) -> pa.Array:
     names = sorted(batch.schema.names, key=lambda name: name.encode())
     features = pc.binary_join_element_wise(
         *(_column_entries(name, batch.column(name), kinds[name]) for name in names), b"")
-    return _framed(_EXAMPLE_FEATURES_TAG, features)
+    return _framed(_FIELD_1, features)
 
 
 def to_examples(batch: pa.RecordBatch, kinds: Mapping[str, Kind]) -> list[bytes]:

@@ -43,4 +43,3 @@ def test_a_deferred_module_runs_on_its_first_read_and_is_the_real_one():
         "ran at import and pickling: False",
         "read: google.cloud.bigquery.client",
         "ran after the read: True"]
-
