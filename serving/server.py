@@ -99,8 +99,9 @@ class ModelServer:
         self.config = options.model_server_config()
         self.split_file = (traffic.split_path(options.model_config_file)
                            if options.model_config_file else None)
-        self.router = traffic.Router(traffic.read_splits(self.split_file)
-                                     if self.split_file else None)
+        self.router = traffic.Router(
+            traffic.read_splits(self.split_file) if self.split_file else None,
+            run_length=self.batching.max_batch_size if self.batching else 1)
         self.grpc_tls = (tls.read(options.ssl_config_file, "ssl_config_file")
                          if options.ssl_config_file else None)
         self.rest_tls = (tls.read(options.rest_ssl_config_file, "rest_ssl_config_file")

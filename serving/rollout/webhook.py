@@ -164,9 +164,10 @@ class ModelChecks:
                          f"output column(s), the primary {rows['primary'].shape[1]}")
         # The embedded server's own check on the two samples, so both servers judge a
         # candidate by the same rule.
-        check = checks.divergence_check(VersionWindow(outputs=[{"rows": rows["primary"]}]),
-                                        VersionWindow(outputs=[{"rows": rows["canary"]}]),
-                                        self.policy)
+        windows = {role: VersionWindow() for role in rows}
+        for role, window in windows.items():
+            window.add_outputs({"rows": rows[role]})
+        check = checks.divergence_check(windows["primary"], windows["canary"], self.policy)
         measured = {"value": check.value, "threshold": check.threshold,
                     "detail": check.detail, "rows": len(rows["canary"])}
         if check.verdict == checks.FAIL:

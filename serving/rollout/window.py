@@ -14,6 +14,7 @@ controller's thread takes the finished window whole (`take`) under a lock.
 """
 from __future__ import annotations
 
+import array
 import collections
 import dataclasses
 import random
@@ -39,39 +40,66 @@ class VersionWindow:
     failed: int = 0  # (candidate) failed, and the champion answered: its own fault
     client_errors: int = 0  # failed on both versions: not counted against either
     latencies_s: list = dataclasses.field(default_factory=list)  # answered calls
-    outputs: list = dataclasses.field(default_factory=list)  # answers' output mappings
     sampled_rows: int = 0
+    # The compared output's first MAX_SAMPLED_ROWS rows as flat doubles, `sample_width`
+    # per row. Copied in through Python floats, not numpy: numpy's casting copy releases
+    # the GIL, and on the event loop's thread each release let a model thread take the
+    # GIL, which cost a rollout a tenth of the REST port's throughput; keeping the answers
+    # themselves instead held every batch's outputs alive (bench/serving_options).
+    sample: array.array = dataclasses.field(default_factory=lambda: array.array("d"),
+                                            repr=False)
+    sample_width: int = 0
 
     def add_outputs(self, outputs: Mapping[str, np.ndarray]) -> None:
-        """Keeps an answer's outputs as they are (a reference: the request path only
-        appends); which output counts and its conversion happen in `output_rows`, on the
-        controller's thread, once per window."""
-        if self.sampled_rows >= MAX_SAMPLED_ROWS or not outputs:
+        """Copies an answer's compared output (`divergence_values`'s choice) into the
+        window's sample, until it holds MAX_SAMPLED_ROWS rows; rows of another width than
+        the first sampled (another signature's output) are left out."""
+        if self.sampled_rows >= MAX_SAMPLED_ROWS:
             return
-        self.outputs.append(outputs)
-        shape = np.shape(next(iter(outputs.values())))
-        self.sampled_rows += shape[0] if shape else 1
+        values = _compared_output(outputs)
+        if values is None:
+            return
+        rows = len(values)
+        width = values.size // rows
+        if not self.sample_width:
+            self.sample_width = width
+        elif width != self.sample_width:
+            return
+        taken = min(rows, MAX_SAMPLED_ROWS - self.sampled_rows)
+        self.sample.extend(values[:taken].ravel().tolist())
+        self.sampled_rows += taken
 
     def output_rows(self) -> np.ndarray:
-        """The sampled output rows, (rows, columns); empty when none was sampled."""
-        arrays = [values for values in map(divergence_values, self.outputs)
-                  if values is not None]
-        if not arrays:
+        """The sampled output rows, (rows, columns) as floats; empty when none was sampled."""
+        if not self.sampled_rows:
             return np.zeros((0, 1))
-        width = max(array.shape[1] for array in arrays)
-        return np.concatenate([array for array in arrays if array.shape[1] == width])
+        return np.frombuffer(self.sample, np.float64).reshape(self.sampled_rows,
+                                                              self.sample_width)
+
+
+def _compared_output(outputs: Mapping[str, np.ndarray]) -> Optional[np.ndarray]:
+    """The output that stands for the prediction, as given (see `divergence_values`)."""
+    for name in DIVERGENCE_OUTPUTS:
+        values = outputs.get(name)
+        if values is not None and _numeric(values):
+            return values
+    for name in sorted(outputs):
+        if _numeric(outputs[name]):
+            return outputs[name]
+    return None
+
+
+def _numeric(values) -> bool:
+    return isinstance(values, np.ndarray) and values.dtype.kind in "fiu" and \
+        values.ndim >= 1 and values.size > 0
 
 
 def divergence_values(outputs: Mapping[str, np.ndarray]) -> Optional[np.ndarray]:
     """The rows of the output that stands for the prediction, as floats (rows, columns):
     `scores` (classify, and this project's predict signature), else `probabilities`,
     `outputs` (regress), `predictions`, else the first numeric output; None when none."""
-    names = [name for name in DIVERGENCE_OUTPUTS if name in outputs] + sorted(outputs)
-    for name in names:
-        array = np.asarray(outputs[name])
-        if array.dtype.kind in "fiu" and array.ndim >= 1 and array.size:
-            return array.reshape(array.shape[0], -1).astype(np.float64)
-    return None
+    values = _compared_output({name: np.asarray(value) for name, value in outputs.items()})
+    return None if values is None else values.reshape(len(values), -1).astype(np.float64)
 
 
 @dataclasses.dataclass

@@ -124,6 +124,53 @@ def test_a_request_key_always_gets_the_same_version(plane):
     assert abs(sum(v == 2 for v in raised.values()) / len(keys) * 100 - 50) < 4
 
 
+LABELS = {"stable": 1, "canary": 2}
+
+
+def runs_of(versions: list) -> list[tuple[int, int]]:
+    """(version, how many in a row) for each stretch of one version."""
+    stretches: list[list[int]] = []
+    for version in versions:
+        if stretches and stretches[-1][0] == version:
+            stretches[-1][1] += 1
+        else:
+            stretches.append([version, 1])
+    return [tuple(stretch) for stretch in stretches]
+
+
+@pytest.mark.parametrize("weight", [1, 10, 25, 50, 90])
+def test_with_batching_unkeyed_requests_go_in_runs_of_a_batch_at_the_exact_share(weight):
+    """Each run a batch's worth (so each version's batches fill), and after every run
+    the canary's share is its weight to within one run."""
+    router = Router({"m": Split(weight)}, run_length=32)
+    versions = []
+    for _ in range(200):
+        versions += [router.choose("m", LABELS) for _ in range(32)]
+        canary_share = versions.count(2) / len(versions) * 100
+        assert abs(canary_share - weight) <= 32 / len(versions) * 100, (weight, len(versions))
+    assert all(length % 32 == 0 for _, length in runs_of(versions))
+    assert abs(versions.count(2) / len(versions) * 100 - weight) <= 0.5
+
+
+def test_a_new_weight_is_met_from_its_change_on_not_by_making_up_the_past():
+    router = Router({"m": Split(10)}, run_length=32)
+    for _ in range(3200):
+        router.choose("m", LABELS)
+    router.update({"m": Split(50)})
+    after = [router.choose("m", LABELS) for _ in range(640)]
+    assert after.count(2) == 320  # not the ~1,280 a catch-up of the old share would give
+    assert router.update({"m": Split(50)}) is False  # the same split: runs go on
+
+
+def test_keyed_requests_ignore_the_runs_and_keep_their_bucket():
+    keys = [f"user-{i}" for i in range(500)]
+    alone = {key: Router({"m": Split(30)}).choose("m", LABELS, key) for key in keys}
+    router = Router({"m": Split(30)}, run_length=32)
+    for key in keys:
+        router.choose("m", LABELS)  # unkeyed requests in between move no key
+        assert router.choose("m", LABELS, key) == alone[key]
+
+
 def test_the_key_s_bucket_is_the_same_in_every_process():
     """BLAKE2b, not hash(): another interpreter with another hash seed agrees."""
     code = ("from serving.traffic import bucket; "

@@ -10,6 +10,7 @@ promoted through the `mlops` operations: not one request may fail.
 """
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 from collections import Counter
@@ -108,6 +109,17 @@ def test_the_split_over_2000_requests_with_the_version_header_and_metrics(site):
     assert abs(counts[2] / 2000 * 100 - 20) < 3.5, counts  # sd 0.9 %
     after = version_counts(server.rest_url)
     assert {v: after[v] - before[v] for v in (1, 2)} == {1: counts[1], 2: counts[2]}
+
+
+def test_with_batching_on_requests_without_a_key_reach_a_version_a_batch_at_a_time(site):
+    """The server hands its max_batch_size (32) to the split as the run length: one
+    client's requests see the versions in stretches of 32 (the first and last may be cut
+    by the requests before and after), so each version's batches can fill."""
+    with httpx.Client(base_url=site[1].rest_url, timeout=60) as client:
+        versions = [predict(client) for _ in range(480)]
+    stretches = [len(list(group)) for _, group in itertools.groupby(versions)]
+    assert len(stretches) >= 4 and all(length % 32 == 0 for length in stretches[1:-1])
+    assert abs(versions.count(2) / len(versions) * 100 - 20) <= 32 / 480 * 100 * 2
 
 
 def test_a_version_or_a_label_bypasses_the_split(site):

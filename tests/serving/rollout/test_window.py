@@ -41,12 +41,32 @@ def test_the_compared_output_is_the_scores_else_a_numeric_one():
     assert divergence_values({"classes": np.array([b"a"])}) is None
 
 
-def test_sampling_stops_at_the_row_limit():
+def test_sampling_copies_the_first_rows_up_to_the_limit():
+    """The sample is a copy (the answers are not kept alive through the window) of the
+    first MAX_SAMPLED_ROWS rows, whatever the requests' sizes."""
     monitor = Monitor()
     monitor.begin("m", 1, 2)
     watch = monitor.watch("m", 1)
-    rows = np.zeros((MAX_SAMPLED_ROWS // 2 + 1, 1))
-    for _ in range(3):
+    half = MAX_SAMPLED_ROWS // 2 + 1
+    for fill in range(3):
+        rows = np.full((half, 1), fill, np.float32)
         monitor.answered(watch, 1, 0.001, {"y": rows})
+        rows[:] = -1  # the caller's arrays are its own again
     champion, _ = monitor.take("m")
-    assert champion.requests == 3 and len(champion.output_rows()) == 2 * len(rows)
+    sample = champion.output_rows()
+    assert champion.requests == 3 and sample.shape == (MAX_SAMPLED_ROWS, 1)
+    assert sample[:half, 0].tolist() == [0] * half
+    assert sample[half:, 0].tolist() == [1] * (MAX_SAMPLED_ROWS - half)
+
+
+def test_rows_of_another_width_are_left_out_of_the_sample():
+    monitor = Monitor()
+    monitor.begin("m", 1, 2)
+    watch = monitor.watch("m", 1)
+    monitor.answered(watch, 1, 0.001, {"scores": np.array([[0.2, 0.8]])})
+    monitor.answered(watch, 1, 0.001, {"outputs": np.array([[3.5]])})  # a regress call
+    monitor.answered(watch, 1, 0.001, {"classes": np.array([[b"a"]])})  # nothing numeric
+    monitor.answered(watch, 1, 0.001, {"scores": np.array([[0.75, 0.25]], np.float32)})
+    champion, _ = monitor.take("m")
+    assert champion.requests == 4
+    assert champion.output_rows().tolist() == [[0.2, 0.8], [0.75, 0.25]]
