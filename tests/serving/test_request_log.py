@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import glob
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -61,6 +62,22 @@ def test_files_rotate_and_only_the_newest_are_kept(tmp_path: Path):
     files = sorted(glob.glob(str(tmp_path / "m" / "*.tfrecord")))
     assert len(files) == 3
     assert all(os.path.getsize(f) < 2000 + 200 for f in files)
+
+
+def test_a_stop_does_not_wait_for_the_writer_s_next_poll(tmp_path: Path, monkeypatch):
+    """The writer takes its queue once a poll interval; a stop wakes it instead of waiting
+    that long (here an interval of a minute), and still writes everything sampled."""
+    from serving import request_log
+
+    monkeypatch.setattr(request_log, "_POLL_SECONDS", 60.0)
+    requests = RequestLog(str(tmp_path), "m", sample_rate=1.0)
+    time.sleep(0.2)  # the writer has found the queue empty and waits for its next poll
+    requests.sample(1, COLUMNS)
+    stopping = threading.Thread(target=requests.close)
+    stopping.start()
+    stopping.join(timeout=20)
+    assert not stopping.is_alive(), "close waited for the writer's next poll"
+    assert len(read(tmp_path)) == 2
 
 
 def test_a_quiet_server_s_samples_become_readable_after_the_rotation_time(tmp_path: Path):
