@@ -106,7 +106,7 @@ def test_the_split_over_2000_requests_with_the_version_header_and_metrics(site):
     with ThreadPoolExecutor(4) as pool:
         counts = sum(pool.map(batch, range(4)), Counter())
     assert sum(counts.values()) == 2000 and set(counts) == {1, 2}
-    assert abs(counts[2] / 2000 * 100 - 20) < 3.5, counts  # sd 0.9 %
+    assert abs(counts[2] / 2000 * 100 - 20) < 3.5, counts  # exact to a run of 32: 1.6 points
     after = version_counts(server.rest_url)
     assert {v: after[v] - before[v] for v in (1, 2)} == {1: counts[1], 2: counts[2]}
 
