@@ -19,9 +19,8 @@ of 10,000 buckets, the same on every server and after every restart; raising the
 only moves keys from stable to the canary, never back. Requests without a key are drawn at
 random, or, with batching on, go in runs (``Router(run_length=max_batch_size)``): that
 many in a row to one version, each run to the version furthest below its share, so the
-share is exact to a run and each version's batches fill as if it were served alone. Drawn
-one by one, a 50 % split halved the rows per model call and cost a sixth of the REST
-port's throughput (`make bench-serving-options`; docs/performance.md).
+share is exact to a run and each version's batches fill as if it were served alone (drawn
+one by one, each version's batches are smaller: `make bench-serving-options`).
 ``tensorflow_model_server`` reads no such file: it serves its newest version.
 """
 from __future__ import annotations

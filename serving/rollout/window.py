@@ -42,10 +42,9 @@ class VersionWindow:
     latencies_s: list = dataclasses.field(default_factory=list)  # answered calls
     sampled_rows: int = 0
     # The compared output's first MAX_SAMPLED_ROWS rows as flat doubles, `sample_width`
-    # per row. Copied in through Python floats, not numpy: numpy's casting copy releases
-    # the GIL, and on the event loop's thread each release let a model thread take the
-    # GIL, which cost a rollout a tenth of the REST port's throughput; keeping the answers
-    # themselves instead held every batch's outputs alive (bench/serving_options).
+    # per row, copied in through Python floats: numpy's casting copy releases the GIL, and
+    # on the event loop's thread each release hands it to a waiting model thread
+    # (bench/serving_options; docs/performance.md, "A rollout in progress").
     sample: array.array = dataclasses.field(default_factory=lambda: array.array("d"),
                                             repr=False)
     sample_width: int = 0
