@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import time
 from concurrent.futures import Executor
-from typing import Callable, Hashable, Mapping
+from typing import Callable, Hashable, Mapping, Optional
 
 import numpy as np
 
@@ -56,13 +56,17 @@ class Batcher:
     """Merges concurrent calls to the same signature into batches (TF Serving's rules).
 
     `run(servable, signature_name, inputs)` is the model call (from a worker thread of
-    `executor`); one Batcher serves every model of a server.
+    `executor`); one Batcher serves every model of a server. `on_dispatch(servable)` is
+    told, on the event loop, each time a batch leaves its queue for the model (the canary
+    split ends its run of requests to that version there: `serving.traffic`).
     """
 
-    def __init__(self, params: BatchingParameters, run: RunFn, executor: Executor) -> None:
+    def __init__(self, params: BatchingParameters, run: RunFn, executor: Executor,
+                 on_dispatch: Optional[Callable[[object], None]] = None) -> None:
         self.params = params
         self._run = run
         self._executor = executor
+        self._on_dispatch = on_dispatch
         self._queues: dict[Hashable, _Queue] = {}
         self._slots: asyncio.Semaphore | None = None
         # asyncio keeps only weak references to tasks: these keep them alive until done
@@ -140,6 +144,8 @@ class Batcher:
                     batch.append(task)
                     size += task.rows
                 queue.rows -= size
+                if self._on_dispatch is not None:
+                    self._on_dispatch(servable)
                 self._start(self._execute(servable, signature_name, batch, size))
         finally:
             queue.worker = None

@@ -112,7 +112,8 @@ class ModelServer:
         self.metrics = Metrics(self._version_states)
         self.executor = ThreadPoolExecutor(options.num_model_threads,
                                            thread_name_prefix="model")
-        batcher = (Batcher(self.batching, self._run_batch, self.executor)
+        batcher = (Batcher(self.batching, self._run_batch, self.executor,
+                           on_dispatch=self.router.batch_dispatched)
                    if self.batching else None)
         self.request_logs = (RequestLogs(options.request_log_dir,
                                          options.request_log_sample_rate)

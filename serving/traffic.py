@@ -17,10 +17,12 @@ A request key (REST header ``X-Request-Key``, gRPC metadata ``x-request-key``) m
 choice sticky: the key's BLAKE2b hash, not Python's per-process ``hash()``, puts it in one
 of 10,000 buckets, the same on every server and after every restart; raising the weight
 only moves keys from stable to the canary, never back. Requests without a key are drawn at
-random, or, with batching on, go in runs (``Router(run_length=max_batch_size)``): that
-many in a row to one version, each run to the version furthest below its share, so the
-share is exact to a run and each version's batches fill as if it were served alone (drawn
-one by one, each version's batches are smaller: `make bench-serving-options`).
+random, or, with batching on, go in runs (``Router(run_length=max_batch_size)``): to one
+version in a row until its batch leaves for the model (``batch_dispatched``, which the
+batcher calls) or ``run_length`` were sent, each run to the version furthest below its
+share. So the share is exact to a run, and each version's batches fill as if it were
+served alone: drawn one by one, or in runs of a fixed length that cut across batches, each
+version's batches are smaller (`make bench-serving-options`).
 ``tensorflow_model_server`` reads no such file: it serves its newest version.
 """
 from __future__ import annotations
@@ -132,14 +134,16 @@ class _Runs:
     since the split last changed."""
 
     to_canary: bool = False
-    left: int = 0  # requests still to send in the current run
+    version: Optional[int] = None  # where the current run goes
+    left: int = 0  # requests the current run may still take
     sent: int = 0
     sent_to_canary: int = 0
 
     def next_goes_to_canary(self, weight: float, run_length: int) -> bool:
         if self.left <= 0:
-            # The canary takes the next run while, even with it, it stays within its share.
-            self.to_canary = self.sent_to_canary * 100 < weight * (self.sent + run_length)
+            # The canary takes the next run while it is below its share, counting the
+            # request at hand (a run may end after any request: `Router.batch_dispatched`).
+            self.to_canary = self.sent_to_canary * 100 < weight * (self.sent + 1)
             self.left = run_length
         self.left -= 1
         self.sent += 1
@@ -150,8 +154,9 @@ class _Runs:
 class Router:
     """The splits the server applies, swapped whole when the file changes.
 
-    ``run_length``: how many requests without a key go to one version in a row (1: each
-    drawn at random); the server gives its ``max_batch_size`` when batching is on.
+    ``run_length``: how many requests without a key go to one version in a row at most
+    (1: each drawn at random); the server gives its ``max_batch_size`` when batching is
+    on, and its batcher ends a run early when the run's version's batch is dispatched.
     """
 
     def __init__(self, splits: Optional[Mapping[str, Split]] = None,
@@ -198,6 +203,16 @@ class Router:
             runs = self._runs.get(model_name)
             if runs is None:
                 runs = self._runs[model_name] = _Runs()
-            return canary if runs.next_goes_to_canary(split.canary_weight,
-                                                      self.run_length) else stable
+            runs.version = canary if runs.next_goes_to_canary(split.canary_weight,
+                                                              self.run_length) else stable
+            return runs.version
         return canary if self._random.random() * 100 < split.canary_weight else stable
+
+    def batch_dispatched(self, servable) -> None:
+        """A batch of `servable` (a model version: `.name`, `.version`) left its queue for
+        the model: a run to that version ends here, so the next request starts a new run,
+        and a new batch, instead of joining a queue that is no longer filling. The batcher
+        calls it (`Batcher(on_dispatch=...)`), on the event loop, like `choose`."""
+        runs = self._runs.get(servable.name)
+        if runs is not None and runs.version == servable.version:
+            runs.left = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import subprocess
 import sys
 from collections import Counter
@@ -21,7 +22,8 @@ import pytest
 
 from pipeline.definition.config import load_config
 from serving import config_files, operations, server_files, traffic
-from serving.config_files import single_model_config
+from serving.batching import Batcher
+from serving.config_files import BatchingParameters, single_model_config
 from serving.dataplane import DataPlane, ModelSpec
 from serving.errors import ServingError
 from serving.metrics import Metrics
@@ -38,9 +40,10 @@ REQUESTS = 4000
 
 @pytest.fixture
 def plane(tmp_path: Path):
-    """Versions 1 and 2 of model m served (policy all), labels stable -> 1, canary -> 2."""
+    """Versions 1 and 2 of model m served (policy all), labels stable -> 1, canary -> 2;
+    `batching`: through a batcher that ends the split's runs, wired as the server does."""
 
-    def build(weight=None, labels=None) -> DataPlane:
+    def build(weight=None, labels=None, batching: bool = False) -> DataPlane:
         for version in (1, 2, 3):
             (tmp_path / "m" / str(version)).mkdir(parents=True, exist_ok=True)
         repository = ModelRepository(lambda name, version, path:
@@ -52,8 +55,13 @@ def plane(tmp_path: Path):
             model.version_labels[label] = version
         repository.apply_config(config)
         repository.poll()
-        router = Router({"m": Split(weight)} if weight is not None else None)
-        return DataPlane(repository, ThreadPoolExecutor(2), router=router)
+        router = Router({"m": Split(weight)} if weight is not None else None,
+                        run_length=32 if batching else 1)
+        executor = ThreadPoolExecutor(2)
+        batcher = Batcher(BatchingParameters(max_batch_size=32, batch_timeout_micros=2000),
+                          lambda servable, name, inputs: servable.run(name, inputs),
+                          executor, on_dispatch=router.batch_dispatched) if batching else None
+        return DataPlane(repository, executor, batcher=batcher, router=router)
 
     return build
 
@@ -150,6 +158,67 @@ def test_with_batching_unkeyed_requests_go_in_runs_of_a_batch_at_the_exact_share
         assert abs(canary_share - weight) <= 32 / len(versions) * 100, (weight, len(versions))
     assert all(length % 32 == 0 for _, length in runs_of(versions))
     assert abs(versions.count(2) / len(versions) * 100 - weight) <= 0.5
+
+
+def test_a_run_ends_when_its_version_s_batch_leaves_for_the_model():
+    """The batcher reports each dispatch: the run to that version ends there, and the next
+    request starts a run to the version furthest below its share; a batch of the other
+    version leaving ends nothing."""
+    router = Router({"m": Split(50)}, run_length=32)
+    first = [router.choose("m", LABELS) for _ in range(10)]
+    assert len(set(first)) == 1
+    run_version, other = first[0], 3 - first[0]
+    router.batch_dispatched(StandInServable("m", other))
+    router.batch_dispatched(StandInServable("n", run_version))  # another model's batch
+    assert router.choose("m", LABELS) == run_version
+    router.batch_dispatched(StandInServable("m", run_version))
+    assert [router.choose("m", LABELS) for _ in range(11)] == [other] * 11
+
+
+@pytest.mark.parametrize("weight", [1, 10, 25, 50, 90])
+def test_runs_cut_short_by_dispatches_keep_the_share_exact_to_a_run(weight):
+    rng = random.Random(weight)
+    router = Router({"m": Split(weight)}, run_length=32)
+    versions: list[int] = []
+    for _ in range(400):
+        versions += [router.choose("m", LABELS) for _ in range(rng.randint(1, 40))]
+        router.batch_dispatched(StandInServable("m", versions[-1]))
+        canary_share = versions.count(2) / len(versions) * 100
+        assert abs(canary_share - weight) <= 32 / len(versions) * 100, (weight, len(versions))
+
+
+def test_a_lone_request_at_a_time_alternates_the_versions_at_the_share():
+    """Quiet traffic: each request's batch leaves alone, so each request is its own run and
+    the versions interleave one by one (a 20 % canary answers every fifth)."""
+    router = Router({"m": Split(20)}, run_length=32)
+    versions = []
+    for _ in range(100):
+        versions.append(router.choose("m", LABELS))
+        router.batch_dispatched(StandInServable("m", versions[-1]))
+    assert versions == [2, 1, 1, 1, 1] * 20
+
+
+def test_with_batching_each_wave_of_requests_is_one_full_batch_of_one_version(plane):
+    """Waves of 10 concurrent bare-URL requests at 50 %, through the real batcher: each wave
+    is one model call of 10 rows on one version, and the waves alternate. (Runs of a fixed
+    32 requests cut across the waves: a version's batch then held part of a wave.)"""
+    data_plane = plane(50, batching=True)
+    arrays = {"x": np.asarray([1.0], np.float32)}
+
+    async def waves():
+        answered = []
+        for _ in range(6):
+            results = await asyncio.gather(*(
+                data_plane.predict(ModelSpec("m"), lambda signature: arrays)
+                for _ in range(10)))
+            answered.append({result.servable.version for result in results})
+        return answered
+
+    answered = asyncio.run(waves())
+    assert answered == [{2}, {1}] * 3
+    for version in (1, 2):
+        calls = data_plane.repository.resolve("m", version, None).calls
+        assert [len(call["x"]) for call in calls] == [10, 10, 10]
 
 
 def test_a_new_weight_is_met_from_its_change_on_not_by_making_up_the_past():
