@@ -61,6 +61,7 @@ MAX_HEAD_BYTES = 64 * 1024  # request line + headers; llhttp itself has no limit
 MAX_PIPELINED = 64  # requests in flight on one connection before reading pauses
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _JSON = "application/json"
+_NEVER = float("inf")  # a connection's deadline when no timeout applies
 _REFUSED_LINGER_S = 1.0  # a refused connection is kept this long for its 503 to be read
 _FD_MARGIN = 256  # file descriptors beyond the connection bound (models, gRPC, logs)
 
@@ -195,8 +196,12 @@ class _Connection(asyncio.Protocol):
         self._refused = False  # over the bound: answered 503, input ignored
         self._done = False  # timed out: input ignored, closing after the answers due
         self._in_message = False  # part of a request has arrived, not all of it
+        # One deadline at a time (loop time; _NEVER: none), the read or the idle one, and
+        # one timer that fires at or before it (see `_arm`).
+        self._deadline = _NEVER
+        self._reading_timer = False  # the deadline is the read timeout (else the idle one)
         self._timer: Optional[asyncio.TimerHandle] = None
-        self._reading_timer = False  # the timer is the read timeout (else the idle one)
+        self._timer_at = _NEVER
         self._reset()
 
     def _reset(self) -> None:
@@ -240,6 +245,9 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._transport = None
         self._cancel_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._shared.waiting.pop(self, None)
         if self._admitted:
             self._admitted = False
@@ -352,27 +360,59 @@ class _Connection(asyncio.Protocol):
     # --- timeouts and refusals ---------------------------------------------------------------
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """No timeout applies now (a request in flight); a pending timer will find no
+        deadline due when it fires."""
+        self._deadline = _NEVER
         self._reading_timer = False
 
     def _arm_read(self) -> None:
-        self._arm(self._shared.limits.read_timeout, self._read_timed_out, reading=True)
+        self._arm(self._shared.limits.read_timeout, reading=True)
 
     def _arm_idle(self) -> None:
-        self._arm(self._shared.limits.idle_timeout, self._idle_timed_out, reading=False)
+        self._arm(self._shared.limits.idle_timeout, reading=False)
 
-    def _arm(self, seconds: float, on_timeout: Callable[[], None], reading: bool) -> None:
-        """The connection's one timer, replacing any other; none when ``seconds`` is 0."""
+    def _arm(self, seconds: float, reading: bool) -> None:
+        """Sets the connection's deadline ``seconds`` from now (none when 0), replacing the
+        other one.
+
+        A keep-alive connection moves its deadline twice per request; an event-loop timer
+        scheduled and cancelled each time cost about as much as parsing the request's
+        head. So the timer is only rescheduled when the new deadline is earlier than it;
+        otherwise it fires early, finds the deadline later, and waits again (`_expired`):
+        a busy connection's timer fires about once per timeout, never late.
+        """
+        if seconds <= 0:
+            self._cancel_timer()
+            return
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + seconds
+        self._reading_timer = reading
+        if self._deadline < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._schedule(loop)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer_at = self._deadline
+        self._timer = loop.call_at(self._deadline, self._expired)
+
+    def _expired(self) -> None:
+        """The timer fired: the deadline's timeout if it is due, else wait for it."""
+        self._timer, self._timer_at = None, _NEVER
+        if self._deadline == _NEVER:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            self._schedule(loop)
+            return
+        reading = self._reading_timer
         self._cancel_timer()
-        if seconds > 0:
-            self._timer = asyncio.get_running_loop().call_later(seconds, on_timeout)
-            self._reading_timer = reading
+        if reading:
+            self._read_timed_out()
+        else:
+            self._idle_timed_out()
 
     def _read_timed_out(self) -> None:
-        self._timer = None
-        self._reading_timer = False
         transport = self._transport
         if transport is None or transport.is_closing():
             return
@@ -395,7 +435,6 @@ class _Connection(asyncio.Protocol):
         self._fail(status, message)
 
     def _idle_timed_out(self) -> None:
-        self._timer = None
         transport = self._transport
         if transport is not None and not transport.is_closing() and self._in_flight == 0 \
                 and not self._in_message:

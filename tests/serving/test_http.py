@@ -473,3 +473,31 @@ def test_a_client_trickling_past_the_read_timeout_gets_408() -> None:
         assert 0.9 <= elapsed < 3, elapsed
         assert client.closed_by_server()
         client.close()
+
+
+def test_deadlines_moved_by_a_run_of_requests_still_fire_on_time() -> None:
+    """Each request moves its connection's deadline without rescheduling the connection's
+    timer (the timer fires early, finds the deadline later and waits again; it is only
+    brought forward for an earlier deadline). After 1.6 s of requests, past every deadline
+    set at the start: the idle timeout counts from the last answer, and a request trickled
+    next gets 408 one read timeout after its own first byte, although the timer was then
+    set for the later idle deadline."""
+    limits = Limits(max_body_bytes=LIMIT, read_timeout=0.5, idle_timeout=2.5)
+    with serving(limits) as (port, _):
+        idle_client, slow_client = Client(port), Client(port)
+        for _ in range(8):
+            for client in (idle_client, slow_client):
+                client.send(GET)
+                assert client.response()[0] == 200
+            time.sleep(0.2)
+        answered = time.monotonic() - 0.2
+        started = time.monotonic()
+        assert not trickle(slow_client, post("/trickle", b"x" * 40), pieces=30, every=0.1)
+        status, _, _ = slow_client.response()
+        elapsed = time.monotonic() - started
+        assert status == 408 and 0.45 <= elapsed < 1.0, (status, elapsed)
+        assert idle_client.closed_by_server()
+        idle = time.monotonic() - answered
+        assert 2.45 <= idle < 3.5, idle
+        for client in (idle_client, slow_client):
+            client.close()
