@@ -27,7 +27,7 @@ def test_a_take_returns_the_window_so_far_and_starts_empty_ones():
     monitor.answered(watch, 1, 0.003, {"scores": np.array([[0.9, 0.1]], np.float32)})
     champion, candidate = monitor.take("m")
     assert (candidate.requests, candidate.failed, candidate.client_errors) == (3, 1, 1)
-    assert candidate.latencies_s == [0.004]
+    assert candidate.latencies_s.tolist() == [0.004]
     assert candidate.output_rows().tolist() == [[0.25, 0.75]]
     assert champion.requests == 1
     again = monitor.take("m")
