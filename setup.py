@@ -26,6 +26,7 @@ setup(
         "pyyaml",
         "httptools>=0.6",  # the REST port's HTTP parser (serving/protocol/http.py)
         "uvloop>=0.19",  # the embedded server's event loop (serving/event_loop.py)
+        "google-crc32c>=1.5",  # TFRecord framing for the request log (serving/tfrecord.py)
         "orjson>=3.9",  # the REST port's JSON where it writes what json does (json_codec.py)
         "pyarrow>=10,<11",  # columnar CSV ingestion (components/csv_columns.py)
     ],

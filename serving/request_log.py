@@ -23,9 +23,11 @@ import queue
 import random
 import threading
 import time
-from typing import Mapping, Optional, Sequence, Union
+from typing import BinaryIO, Mapping, Optional, Sequence, Union
 
 import numpy as np
+
+from serving import tfrecord
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +121,9 @@ class RequestLog:
         self.written = 0
         self._random = random.Random(seed)
         self._queue: "queue.Queue" = queue.Queue(maxsize=max_queued)
-        self._writer = None
+        self._file: Optional[BinaryIO] = None  # the hidden file being written
         self._partial: Optional[str] = None
+        self._framed: list[bytes] = []  # records framed since the last write
         self._bytes = 0
         os.makedirs(self.folder, exist_ok=True)
         self._wake = threading.Event()  # set by close: the writer finishes at once
@@ -170,39 +173,46 @@ class RequestLog:
                 except Exception:  # a malformed request must not stop the log
                     log.exception("Request log: a sample of version %s was not written",
                                   version)
+            self._flush()  # what this pass framed, in one write
             if stopping and self._queue.empty():
                 self._finish_file()
                 return
             if len(items) < _BATCH:
                 self._wake.wait(_POLL_SECONDS)
-                if self._writer is not None and \
+                if self._file is not None and \
                         time.monotonic() - self._opened >= self.rotate_seconds:
                     self._finish_file()
 
     def _write(self, record: bytes) -> None:
-        import tensorflow as tf
-
-        if self._writer is None:
+        """Frames a record into the open file's buffer (`_flush` writes it)."""
+        if self._file is None:
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
             self._partial = os.path.join(
                 self.folder, f".requests-{stamp}-{time.monotonic_ns() % 10**9:09d}{SUFFIX}")
-            self._writer = tf.io.TFRecordWriter(self._partial)
+            self._file = open(self._partial, "wb")
             self._bytes = 0
             self._opened = time.monotonic()
-        self._writer.write(record)
-        self._bytes += len(record) + 16  # TFRecord framing: length, two CRCs
+        framed = tfrecord.frame(record)
+        self._framed.append(framed)
+        self._bytes += len(framed)
         self.written += 1
         if self._bytes >= self.max_file_bytes or \
                 time.monotonic() - self._opened >= self.rotate_seconds:
             self._finish_file()
 
+    def _flush(self) -> None:
+        if self._framed:
+            self._file.write(b"".join(self._framed))
+            self._framed = []
+
     def _finish_file(self) -> None:
-        if self._writer is None:
+        if self._file is None:
             return
-        self._writer.close()
+        self._flush()
+        self._file.close()
         final = os.path.join(self.folder, os.path.basename(self._partial).lstrip("."))
         os.replace(self._partial, final)
-        self._writer = self._partial = None
+        self._file = self._partial = None
         files = sorted(name for name in os.listdir(self.folder)
                        if name.startswith("requests-") and name.endswith(SUFFIX))
         for name in files[:-self.max_files]:
