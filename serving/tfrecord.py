@@ -1,9 +1,9 @@
 """TFRecord framing, for files written from a thread that shares the GIL with the event loop.
 
 `tf.io.TFRecordWriter.write` releases the GIL for every record and must win it back from
-the event loop each time; the request log wrote a second's samples that way, hundreds of
-hand-overs per second on the request path's thread (bench/serving_options, docs/
-performance.md). Framed here, a second's records leave in one file write.
+the event loop each time: a second's request-log samples written that way made hundreds of
+hand-overs per second on the request path's thread (bench/serving_options;
+docs/performance.md). Framed here, a second's records leave in one file write.
 
 The format is TensorFlow's (`tensorflow/core/lib/io/record_writer.cc`): per record, its
 length as a little-endian uint64, the length's masked CRC-32C, the data, the data's masked
