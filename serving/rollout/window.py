@@ -17,6 +17,7 @@ from __future__ import annotations
 import array
 import collections
 import dataclasses
+import math
 import random
 import threading
 from typing import Mapping, Optional
@@ -28,7 +29,7 @@ from serving.traffic import bucket
 
 # The output whose distribution is compared, by the names TF Serving's APIs give it.
 DIVERGENCE_OUTPUTS = ("scores", "probabilities", "outputs", "predictions")
-MAX_SAMPLED_ROWS = 20_000  # output rows kept per version and window (the first ones)
+MAX_SAMPLED_ROWS = 20_000  # output rows sampled per version and window (uniformly)
 MAX_AWAITING_LABELS = 200_000  # keyed answers remembered per model until labelled (newest)
 
 
@@ -43,32 +44,57 @@ class VersionWindow:
     # through the window, scattering the allocator's small blocks on the event loop.
     latencies_s: array.array = dataclasses.field(default_factory=lambda: array.array("d"))
     sampled_rows: int = 0
-    # The compared output's first MAX_SAMPLED_ROWS rows as flat doubles, `sample_width`
-    # per row, copied in through Python floats: numpy's casting copy releases the GIL, and
-    # on the event loop's thread each release hands it to a waiting model thread
-    # (bench/serving_options; docs/performance.md, "A rollout in progress").
+    # A uniform sample of the compared output's rows over the whole window (at most
+    # MAX_SAMPLED_ROWS) as flat doubles, `sample_width` per row, copied in through Python
+    # floats: numpy's casting copy releases the GIL, and on the event loop's thread each
+    # release hands it to a waiting model thread (docs/performance.md, "A rollout in
+    # progress").
     sample: array.array = dataclasses.field(default_factory=lambda: array.array("d"),
                                             repr=False)
     sample_width: int = 0
+    _reservoir: Optional["_Reservoir"] = dataclasses.field(default=None, repr=False)
 
     def add_outputs(self, outputs: Mapping[str, np.ndarray]) -> None:
-        """Copies an answer's compared output (`divergence_values`'s choice) into the
-        window's sample, until it holds MAX_SAMPLED_ROWS rows; rows of another width than
-        the first sampled (another signature's output) are left out."""
-        if self.sampled_rows >= MAX_SAMPLED_ROWS:
-            return
+        """Offers an answer's compared output (`divergence_values`'s choice) to the
+        window's sample; rows of another width than the first sampled (another
+        signature's output) are left out.
+
+        The sample is a reservoir: every row answered in the window is equally likely to
+        be in it, so two versions' samples cover the same seconds whatever their shares.
+        (Samples of the first rows would not: at 10 % the champion's fills in the
+        window's first seconds while the candidate's spans all of it, and traffic that
+        changes during the window would read as the versions' divergence.) Once full, a
+        row costs a countdown: replacements are drawn by skipping ahead (`_Reservoir`).
+        """
+        reservoir = self._reservoir
         values = _compared_output(outputs)
         if values is None:
             return
         rows = len(values)
+        if reservoir is not None and reservoir.skip >= rows:  # the common case when full
+            if values.size // rows == self.sample_width:
+                reservoir.skip -= rows
+            return
         width = values.size // rows
         if not self.sample_width:
             self.sample_width = width
         elif width != self.sample_width:
             return
         taken = min(rows, MAX_SAMPLED_ROWS - self.sampled_rows)
-        self.sample.extend(values[:taken].ravel().tolist())
-        self.sampled_rows += taken
+        if taken:
+            self.sample.extend(values[:taken].ravel().tolist())
+            self.sampled_rows += taken
+            if self.sampled_rows < MAX_SAMPLED_ROWS:
+                return
+            reservoir = self._reservoir = _Reservoir(MAX_SAMPLED_ROWS)
+        row = taken
+        while row + reservoir.skip < rows:
+            row += reservoir.skip
+            slot = reservoir.slot() * width
+            self.sample[slot:slot + width] = array.array("d", values[row].ravel().tolist())
+            row += 1
+            reservoir.next_skip()
+        reservoir.skip -= rows - row
 
     def output_rows(self) -> np.ndarray:
         """The sampled output rows, (rows, columns) as floats; empty when none was sampled."""
@@ -76,6 +102,30 @@ class VersionWindow:
             return np.zeros((0, 1))
         return np.frombuffer(self.sample, np.float64).reshape(self.sampled_rows,
                                                               self.sample_width)
+
+
+class _Reservoir:
+    """Which rows replace which once a sample of `size` rows is full: Li's Algorithm L
+    (ACM TOMS 20(4), 1994), which draws how many rows to pass over before the next
+    replacement, so a passed-over row costs a subtraction rather than a random draw."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.weight = math.exp(math.log(self._uniform()) / size)
+        self.skip = 0
+        self.next_skip()
+
+    def _uniform(self) -> float:
+        return random.random() or 5e-324  # log(0) is undefined; 0.0 is 1 in 2**53
+
+    def next_skip(self) -> None:
+        """Draws the rows to pass over before the next replacement."""
+        self.skip = int(math.log(self._uniform()) / math.log1p(-self.weight))
+        self.weight *= math.exp(math.log(self._uniform()) / self.size)
+
+    def slot(self) -> int:
+        """The sampled row the next one replaces, uniformly."""
+        return random.randrange(self.size)
 
 
 def _compared_output(outputs: Mapping[str, np.ndarray]) -> Optional[np.ndarray]:

@@ -2,8 +2,13 @@
 taken whole."""
 from __future__ import annotations
 
-import numpy as np
+import itertools
+import random
 
+import numpy as np
+import pytest
+
+from serving.rollout.checks import output_divergence
 from serving.rollout.window import MAX_SAMPLED_ROWS, Monitor, divergence_values
 
 
@@ -41,22 +46,62 @@ def test_the_compared_output_is_the_scores_else_a_numeric_one():
     assert divergence_values({"classes": np.array([b"a"])}) is None
 
 
-def test_sampling_copies_the_first_rows_up_to_the_limit():
-    """The sample is a copy (the answers are not kept alive through the window) of the
-    first MAX_SAMPLED_ROWS rows, whatever the requests' sizes."""
+def _answer_rows(monitor: Monitor, version: int, values) -> None:
+    watch = monitor.watch("m", version)
+    monitor.answered(watch, version, 0.001, {"y": np.asarray(values, np.float32)})
+
+
+def test_the_sample_is_a_copy_and_fills_with_the_first_rows():
+    """Until it is full the sample holds every row, whatever the requests' sizes, copied
+    (the answers are not kept alive through the window)."""
     monitor = Monitor()
     monitor.begin("m", 1, 2)
-    watch = monitor.watch("m", 1)
-    half = MAX_SAMPLED_ROWS // 2 + 1
-    for fill in range(3):
-        rows = np.full((half, 1), fill, np.float32)
-        monitor.answered(watch, 1, 0.001, {"y": rows})
-        rows[:] = -1  # the caller's arrays are its own again
+    rows = np.arange(10, dtype=np.float32).reshape(5, 2)
+    _answer_rows(monitor, 1, rows)
+    _answer_rows(monitor, 1, [[10, 11]])
+    rows[:] = -1  # the caller's arrays are its own again
+    champion, _ = monitor.take("m")
+    assert champion.output_rows().tolist() == np.arange(12).reshape(6, 2).tolist()
+
+
+def test_a_full_sample_is_uniform_over_the_window():
+    """Past MAX_SAMPLED_ROWS every row answered in the window is equally likely to be
+    sampled: five times the limit, in answers of 1 to 7 rows, leave about a fifth of
+    each fifth of the window in the sample, each row whole and at most once."""
+    random.seed(20261207)
+    monitor = Monitor()
+    monitor.begin("m", 1, 2)
+    total, sizes = 5 * MAX_SAMPLED_ROWS, itertools.cycle(range(1, 8))
+    start = 0
+    while start < total:
+        stop = min(total, start + next(sizes))
+        index = np.arange(start, stop)
+        _answer_rows(monitor, 1, np.stack([index, -index], axis=1))
+        start = stop
     champion, _ = monitor.take("m")
     sample = champion.output_rows()
-    assert champion.requests == 3 and sample.shape == (MAX_SAMPLED_ROWS, 1)
-    assert sample[:half, 0].tolist() == [0] * half
-    assert sample[half:, 0].tolist() == [1] * (MAX_SAMPLED_ROWS - half)
+    assert sample.shape == (MAX_SAMPLED_ROWS, 2)
+    assert (sample[:, 1] == -sample[:, 0]).all()  # rows are never mixed
+    assert len(np.unique(sample[:, 0])) == MAX_SAMPLED_ROWS
+    per_fifth = np.bincount((sample[:, 0] * 5 // total).astype(int), minlength=5)
+    assert per_fifth.tolist() == pytest.approx([MAX_SAMPLED_ROWS / 5] * 5, rel=0.05)
+
+
+def test_versions_at_unequal_shares_are_sampled_over_the_same_seconds():
+    """At a 10 % share the champion answers nine rows for each of the candidate's; with
+    the traffic drifting through the window (an output that rises with the time of day),
+    two versions that answer alike must not diverge: their samples cover the same
+    seconds."""
+    random.seed(7)
+    monitor = Monitor()
+    monitor.begin("m", 1, 2)
+    rows = 4 * MAX_SAMPLED_ROWS
+    for row in range(rows):
+        drift = row / rows  # both versions answer the hour's traffic alike
+        _answer_rows(monitor, 2 if row % 10 == 0 else 1, [[drift, 1 - drift]])
+    champion, candidate = monitor.take("m")
+    divergence, _ = output_divergence(champion.output_rows(), candidate.output_rows())
+    assert divergence < 0.01
 
 
 def test_rows_of_another_width_are_left_out_of_the_sample():
