@@ -244,8 +244,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._transport = None
-        self._cancel_timer()
-        if self._timer is not None:
+        self._clear_deadline()
+        if self._timer is not None:  # the loop must not keep a closed connection alive
             self._timer.cancel()
             self._timer = None
         self._shared.waiting.pop(self, None)
@@ -302,7 +302,7 @@ class _Connection(asyncio.Protocol):
         headers = self._headers
         self._reset()
         self._in_message = False
-        self._cancel_timer()  # in flight now: neither timeout applies until it is answered
+        self._clear_deadline()  # in flight now: neither timeout applies until it is answered
         self._in_flight += 1
         self._shared.in_flight.count += 1
         if self._in_flight >= MAX_PIPELINED and self._transport is not None:
@@ -359,9 +359,9 @@ class _Connection(asyncio.Protocol):
 
     # --- timeouts and refusals ---------------------------------------------------------------
 
-    def _cancel_timer(self) -> None:
-        """No timeout applies now (a request in flight); a pending timer will find no
-        deadline due when it fires."""
+    def _clear_deadline(self) -> None:
+        """No timeout applies now (a request in flight); a pending timer is left to fire
+        and find no deadline due (`_expired`)."""
         self._deadline = _NEVER
         self._reading_timer = False
 
@@ -383,7 +383,7 @@ class _Connection(asyncio.Protocol):
         timeout, never late.
         """
         if seconds <= 0:
-            self._cancel_timer()
+            self._clear_deadline()
             return
         loop = asyncio.get_running_loop()
         self._deadline = loop.time() + seconds
@@ -407,7 +407,7 @@ class _Connection(asyncio.Protocol):
             self._schedule(loop)
             return
         reading = self._reading_timer
-        self._cancel_timer()
+        self._clear_deadline()
         if reading:
             self._read_timed_out()
         else:

@@ -71,11 +71,11 @@ class VersionWindow:
         if values is None:
             return
         rows = len(values)
+        width = values.size // rows
         if reservoir is not None and reservoir.skip >= rows:  # the common case when full
-            if values.size // rows == self.sample_width:
+            if width == self.sample_width:
                 reservoir.skip -= rows
             return
-        width = values.size // rows
         if not self.sample_width:
             self.sample_width = width
         elif width != self.sample_width:
