@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from concurrent.futures import Executor
 from typing import Callable, Hashable, Mapping, Optional
@@ -21,7 +22,11 @@ import numpy as np
 from serving.config_files import BatchingParameters
 from serving.errors import Code, ServingError, invalid_argument
 
+log = logging.getLogger("serving.batching")
+
 RunFn = Callable[[object, str, Mapping[str, np.ndarray]], dict]
+# (servable, the batch's outputs without padding, [(measurement, row offset, rows)])
+AnsweredFn = Callable[[object, dict, list], None]
 
 
 @dataclasses.dataclass
@@ -30,6 +35,7 @@ class _Task:
     rows: int
     future: asyncio.Future
     enqueued: float
+    measurement: object = None  # the caller's, handed back with the batch (`on_answered`)
 
 
 @dataclasses.dataclass
@@ -59,14 +65,19 @@ class Batcher:
     `executor`); one Batcher serves every model of a server. `on_dispatch(servable)` is
     told, on the event loop, each time a batch leaves its queue for the model (the canary
     split ends its run of requests to that version there: `serving.traffic`).
+    `on_answered(servable, outputs, measured)` is told, on the event loop, of each batch
+    that answered requests queued with a `measurement`, once for all of them (a rollout
+    measures its requests so: `serving.rollout.window.Monitor.answered_batch`).
     """
 
     def __init__(self, params: BatchingParameters, run: RunFn, executor: Executor,
-                 on_dispatch: Optional[Callable[[object], None]] = None) -> None:
+                 on_dispatch: Optional[Callable[[object], None]] = None,
+                 on_answered: Optional[AnsweredFn] = None) -> None:
         self.params = params
         self._run = run
         self._executor = executor
         self._on_dispatch = on_dispatch
+        self.on_answered = on_answered
         self._queues: dict[Hashable, _Queue] = {}
         self._slots: asyncio.Semaphore | None = None
         # asyncio keeps only weak references to tasks: these keep them alive until done
@@ -79,13 +90,15 @@ class Batcher:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def run(self, servable, signature_name: str,
-                  inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def run(self, servable, signature_name: str, inputs: Mapping[str, np.ndarray],
+                  measurement: object = None) -> dict[str, np.ndarray]:
         """The signature's outputs for `inputs`, this request's rows only.
 
         The request waits in its queue (same version, signature, dtypes and inner shapes)
         until a batch of it runs; rows are padded to `allowed_batch_sizes`, and outputs
-        sliced back per request.
+        sliced back per request. A `measurement` is handed to `on_answered` with the
+        batch that answers the request; a request that runs alone (no rows to batch on,
+        or more than a batch with splitting on) is not reported: its caller measures it.
 
         Raises:
             ServingError: INVALID_ARGUMENT for more rows than `max_batch_size` (unless
@@ -112,7 +125,8 @@ class Batcher:
         if queue.rows + rows > capacity:
             raise ServingError(Code.UNAVAILABLE, "The batch scheduling queue to which this "
                                                  "task was submitted is full")
-        task = _Task(inputs, rows, loop.create_future(), time.monotonic())
+        task = _Task(inputs, rows, loop.create_future(), time.monotonic(),
+                     measurement if self.on_answered is not None else None)
         queue.tasks.append(task)
         queue.rows += rows
         if queue.worker is None:
@@ -171,20 +185,28 @@ class Batcher:
             outputs = await loop.run_in_executor(self._executor, self._run, servable,
                                                  signature_name, merged)
             self.batches_run += 1
-            offset = 0
+            for name, array in outputs.items():
+                if array.ndim == 0 or array.shape[0] != target:
+                    raise ServingError(Code.INTERNAL, f"Batched output {name} has no batch "
+                                       f"dimension of {target} rows")
+            offset, measured = 0, []
             for task in batch:
-                result = {}
-                for name, array in outputs.items():
-                    if array.ndim == 0 or array.shape[0] != target:
-                        raise ServingError(Code.INTERNAL, f"Batched output {name} has no batch "
-                                           f"dimension of {target} rows")
-                    result[name] = array[offset:offset + task.rows]
-                offset += task.rows
                 if not task.future.done():
-                    task.future.set_result(result)
+                    task.future.set_result({name: array[offset:offset + task.rows]
+                                            for name, array in outputs.items()})
+                    if task.measurement is not None:
+                        measured.append((task.measurement, offset, task.rows))
+                offset += task.rows
         except Exception as err:  # every waiting request learns why
             for task in batch:
                 if not task.future.done():
                     task.future.set_exception(err)
+            return
         finally:
             self._slots.release()
+        if measured:  # the answers are set: a failing report cannot fail a request
+            try:
+                self.on_answered(servable, {name: array[:size] if target > size else array
+                                            for name, array in outputs.items()}, measured)
+            except Exception:
+                log.exception("reporting a batch's measured requests failed")

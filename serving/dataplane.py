@@ -34,7 +34,7 @@ from serving.errors import ServingError, failed_precondition, invalid_argument, 
 from serving.labels import LabelFolder, parse_label_lines
 from serving.repository import ModelRepository
 from serving.request_log import RequestLogs
-from serving.rollout.window import Monitor, Watch
+from serving.rollout.window import Measurement, Monitor, Watch
 from serving.traffic import Router
 
 # A request's inputs as arrays, typed by the signature that will run them.
@@ -50,6 +50,10 @@ answering_version: contextvars.ContextVar[Optional[int]] = contextvars.ContextVa
 
 # Set in a shadow call's own task: its request is the client's already logged one.
 _shadowing: contextvars.ContextVar[bool] = contextvars.ContextVar("shadowing", default=False)
+# While a bare-URL request measured for a rollout runs: its measurement, which `_call` hands
+# to the batcher so that its batch records it (`Monitor.answered_batch`).
+_measuring: contextvars.ContextVar[Optional[Measurement]] = contextvars.ContextVar(
+    "measuring", default=None)
 MAX_SHADOW_CALLS = 64  # shadow calls in flight at most; more are not mirrored (load shed)
 
 INLINE_BUDGET_S = 0.005  # the longest a model call should block the event loop (InlineCalls)
@@ -291,15 +295,20 @@ class DataPlane:
         champion's error and the request counts against neither (it was the client's).
         In shadow mode the champion answers, and a share of its requests is also run on
         the candidate in the background (`_shadow`), only measured. Requests naming a
-        version or a label bypass the split and are not measured.
+        version or a label bypass the split and are not measured. A request answered by
+        a batch was measured with its batch (`Measurement`); others are measured here.
         """
         if self.monitor is None or spec.version is not None or spec.label or \
                 not self.monitor.watching(spec.name) or _shadowing.get():
             return await attempt(spec)
         answering_version.set(None)
-        started = time.perf_counter()
+        measurement = Measurement(time.perf_counter(), spec.request_key)
+        measuring = _measuring.set(measurement)
         try:
-            result = await attempt(spec)
+            try:
+                result = await attempt(spec)
+            finally:
+                _measuring.reset(measuring)  # a retry on the champion is not measured
         except ServingError:
             version = answering_version.get()
             watch = self.monitor.watch(spec.name, version) if version is not None else None
@@ -316,13 +325,16 @@ class DataPlane:
                 raise
             self.monitor.failed(watch, version, by_client=False)
             return result
-        watch = self.monitor.watch(spec.name, result.servable.version)
-        if watch is not None:
-            self.monitor.answered(watch, result.servable.version,
-                                  time.perf_counter() - started, result.outputs,
-                                  spec.request_key)
-            if result.servable.version == watch.champion:
-                self._shadow(spec, attempt, watch, champion_failed=False)
+        if measurement.recorded:
+            watch = measurement.watch
+        else:
+            watch = self.monitor.watch(spec.name, result.servable.version)
+            if watch is not None:
+                self.monitor.answered(watch, result.servable.version,
+                                      time.perf_counter() - measurement.started,
+                                      result.outputs, spec.request_key)
+        if watch is not None and watch.mirror and result.servable.version == watch.champion:
+            self._shadow(spec, attempt, watch, champion_failed=False)
         return result
 
     def _shadow(self, spec: ModelSpec, attempt: Callable[[ModelSpec], Awaitable[Result]],
@@ -347,6 +359,7 @@ class DataPlane:
                           attempt: Callable[[ModelSpec], Awaitable[Result]], watch: Watch,
                           champion_failed: bool) -> None:
         _shadowing.set(True)  # this task's own context: not sampled into the request log
+        _measuring.set(None)  # measured here, not with the batch
         started = time.perf_counter()
         try:
             result = await attempt(spec)
@@ -363,7 +376,7 @@ class DataPlane:
         if self.request_logs is not None and not _shadowing.get():
             self.request_logs.sample(servable, signature, inputs, key)
         if self._batcher is not None:
-            return await self._batcher.run(servable, signature.name, inputs)
+            return await self._batcher.run(servable, signature.name, inputs, _measuring.get())
         inline, rows = self.inline, _batch_rows(inputs)
         timings = inline.timings(servable)
         if counted and not _shadowing.get() and inline.allows(timings, signature.name, rows):

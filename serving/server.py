@@ -112,14 +112,15 @@ class ModelServer:
         self.metrics = Metrics(self._version_states)
         self.executor = ThreadPoolExecutor(options.num_model_threads,
                                            thread_name_prefix="model")
+        self.rollout_policy = options.rollout_policy()
+        self.monitor = Monitor() if self.rollout_policy else None
         batcher = (Batcher(self.batching, self._run_batch, self.executor,
-                           on_dispatch=self.router.batch_dispatched)
+                           on_dispatch=self.router.batch_dispatched,
+                           on_answered=self.monitor.answered_batch if self.monitor else None)
                    if self.batching else None)
         self.request_logs = (RequestLogs(options.request_log_dir,
                                          options.request_log_sample_rate)
                              if options.request_log_sample_rate else None)
-        self.rollout_policy = options.rollout_policy()
-        self.monitor = Monitor() if self.rollout_policy else None
         self.rollout: Optional[RolloutController] = None  # made once the first load is done
         self.labels = LabelFolder(options.request_log_dir) if options.request_log_dir else None
         self.dataplane = DataPlane(self.repository, self.executor, batcher, self.router,

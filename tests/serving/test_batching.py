@@ -104,3 +104,47 @@ def test_a_full_batch_runs_at_once_and_a_partial_one_at_its_timeout():
     first, second = asyncio.run(partial(runner))
     assert (first["y"].tolist(), second["y"].tolist()) == ([9.0], [11.0])
     assert runner.batches_run == 1 and model.calls[-1]["x"].shape == (2,)
+
+
+class Reports:
+    """Stands in for a rollout's monitor: what `on_answered` was told, batch by batch."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.batches: list[tuple[int, list[float], list[tuple[str, int, int]]]] = []
+        self.fail = fail
+
+    def __call__(self, servable, outputs, measured) -> None:
+        self.batches.append((servable.version, outputs["y"].tolist(), measured))
+        if self.fail:
+            raise RuntimeError("the monitor broke")
+
+
+def test_a_batch_reports_its_measured_requests_once_with_their_rows_and_no_padding():
+    model, runner = StandInServable(), batcher(allowed_batch_sizes=(8,))
+    runner.on_answered = reports = Reports()
+
+    async def requests():
+        return await asyncio.gather(runner.run(model, "serving_default", rows(1), "a"),
+                                    runner.run(model, "serving_default", rows(2, 3)),
+                                    runner.run(model, "serving_default", rows(4), "c"))
+
+    answers = asyncio.run(requests())
+    assert [a["y"].tolist() for a in answers] == [[3.0], [5.0, 7.0], [9.0]]
+    assert model.calls[0]["x"].shape == (8,)  # 4 rows padded to 8 for the model
+    # one report: the unmeasured request's rows are in the outputs, the padding is not
+    assert reports.batches == [(model.version, [3.0, 5.0, 7.0, 9.0], [("a", 0, 1), ("c", 3, 1)])]
+
+
+def test_a_failing_report_fails_no_request_and_a_failed_batch_reports_nothing():
+    model, runner = StandInServable(), batcher()
+    runner.on_answered = reports = Reports(fail=True)
+
+    async def measured(servable):
+        return await runner.run(servable, "serving_default", rows(5), "m")
+
+    assert asyncio.run(measured(model))["y"].tolist() == [11.0]  # though the report broke
+    assert len(reports.batches) == 1
+    without_rows = StandInServable(outputs=lambda inputs: {"y": np.float32(1.0)})
+    with pytest.raises(ServingError):
+        asyncio.run(measured(without_rows))
+    assert len(reports.batches) == 1  # a failed batch's requests are their callers' to count

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.config_files import single_model_config
+from serving.batching import Batcher
+from serving.config_files import BatchingParameters, single_model_config
 from serving.dataplane import DataPlane, ModelSpec, answering_version
 from serving.errors import Code, ServingError, invalid_argument
 from serving.labels import LabelFolder
@@ -42,9 +43,11 @@ def refusing_below(candidate_limit: float, champion_limit: float):
     return load
 
 
-@pytest.fixture
-def rollout(tmp_path: Path):
-    """A data plane in a rollout of version 2 against 1; `weight` sets the candidate's share."""
+@pytest.fixture(params=["direct", "batched"])
+def rollout(tmp_path: Path, request):
+    """A data plane in a rollout of version 2 against 1; `weight` sets the candidate's share.
+    Batched, the batcher reports what it answered to the monitor (as the server wires it),
+    and every test's counts must come out the same as when each request is measured alone."""
     for version in (CHAMPION, CANDIDATE):
         (tmp_path / "m" / str(version)).mkdir(parents=True)
     repository = ModelRepository(refusing_below(0.0, -100.0))
@@ -58,7 +61,11 @@ def rollout(tmp_path: Path):
     monitor = Monitor()
     monitor.begin("m", CHAMPION, CANDIDATE)
     router = Router()
-    plane = DataPlane(repository, ThreadPoolExecutor(2), router=router, monitor=monitor,
+    executor = ThreadPoolExecutor(2)
+    batcher = Batcher(BatchingParameters(max_batch_size=8, batch_timeout_micros=1000),
+                      lambda servable, name, inputs: servable.run(name, inputs), executor,
+                      on_answered=monitor.answered_batch) if request.param == "batched" else None
+    plane = DataPlane(repository, executor, batcher, router=router, monitor=monitor,
                       labels=LabelFolder(str(tmp_path / "request_logs")))
 
     def with_weight(weight: float) -> DataPlane:
@@ -180,3 +187,43 @@ def test_in_shadow_mode_the_champion_answers_and_the_candidate_is_only_measured(
     asyncio.run(shadowed(1.0, "c"))
     _, candidate = monitor.take("m")
     assert candidate.requests == 0  # a 0 % share mirrors nothing
+
+
+def test_a_batch_shared_with_requests_naming_a_version_measures_only_the_bare_ones(tmp_path):
+    """Bare-URL requests and requests naming the candidate run in one batch: the batch
+    reports the bare ones, each once, with their own rows and latencies; a keyed one waits
+    for its label; the named ones are not measured."""
+    for version in (CHAMPION, CANDIDATE):
+        (tmp_path / "m" / str(version)).mkdir(parents=True)
+    repository = ModelRepository(refusing_below(-100.0, -100.0))
+    config = single_model_config("m", str(tmp_path / "m"))
+    model = config.model_config_list.config[0]
+    model.model_version_policy.all.SetInParent()
+    model.version_labels["stable"], model.version_labels["canary"] = CHAMPION, CANDIDATE
+    repository.apply_config(config)
+    repository.poll()
+    monitor = Monitor()
+    monitor.begin("m", CHAMPION, CANDIDATE)
+    executor = ThreadPoolExecutor(2)
+    batcher = Batcher(BatchingParameters(max_batch_size=16, batch_timeout_micros=200_000),
+                      lambda servable, name, inputs: servable.run(name, inputs), executor,
+                      on_answered=monitor.answered_batch)
+    plane = DataPlane(repository, executor, batcher, router=Router({"m": Split(100)}),
+                      monitor=monitor)
+
+    async def one(x: float, **spec) -> float:
+        result = await plane.predict(ModelSpec("m", **spec),
+                                     lambda signature: {"x": np.asarray([x], np.float32)})
+        return float(result.outputs["y"][0])
+
+    async def load():
+        return await asyncio.gather(one(1.0), one(-2.0, version=CANDIDATE), one(3.0),
+                                    one(-4.0, label="canary"), one(5.0, request_key="k"))
+
+    assert asyncio.run(load()) == [4.0, -2.0, 8.0, -6.0, 12.0]
+    assert batcher.batches_run == 1  # all five shared one model call
+    champion, candidate = monitor.take("m")
+    assert (candidate.requests, len(candidate.latencies_s), champion.requests) == (3, 3, 0)
+    assert candidate.output_rows().tolist() == [[0.0, 1.0]] * 3  # x > 0 only: named rows out
+    assert min(candidate.latencies_s) > 0
+    assert monitor.label("m", "k", "1") and monitor.quality("m")[1].correct == 1
