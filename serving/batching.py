@@ -77,7 +77,7 @@ class Batcher:
         self._run = run
         self._executor = executor
         self._on_dispatch = on_dispatch
-        self.on_answered = on_answered
+        self._on_answered = on_answered
         self._queues: dict[Hashable, _Queue] = {}
         self._slots: asyncio.Semaphore | None = None
         # asyncio keeps only weak references to tasks: these keep them alive until done
@@ -126,7 +126,7 @@ class Batcher:
             raise ServingError(Code.UNAVAILABLE, "The batch scheduling queue to which this "
                                                  "task was submitted is full")
         task = _Task(inputs, rows, loop.create_future(), time.monotonic(),
-                     measurement if self.on_answered is not None else None)
+                     measurement if self._on_answered is not None else None)
         queue.tasks.append(task)
         queue.rows += rows
         if queue.worker is None:
@@ -206,7 +206,7 @@ class Batcher:
             self._slots.release()
         if measured:  # the answers are set: a failing report cannot fail a request
             try:
-                self.on_answered(servable, {name: array[:size] if target > size else array
-                                            for name, array in outputs.items()}, measured)
+                self._on_answered(servable, {name: array[:size] if target > size else array
+                                             for name, array in outputs.items()}, measured)
             except Exception:
                 log.exception("reporting a batch's measured requests failed")

@@ -15,11 +15,12 @@ from serving.errors import Code, ServingError
 from tests.serving.stand_ins import StandInServable
 
 
-def batcher(**params) -> Batcher:
+def batcher(on_answered=None, **params) -> Batcher:
     options = {"max_batch_size": 4, "batch_timeout_micros": 200_000, "num_batch_threads": 1,
                **params}
     return Batcher(BatchingParameters(**options), lambda servable, signature, inputs:
-                   servable.run(signature, inputs), ThreadPoolExecutor(2))
+                   servable.run(signature, inputs), ThreadPoolExecutor(2),
+                   on_answered=on_answered)
 
 
 def rows(*values: float) -> dict[str, np.ndarray]:
@@ -120,8 +121,8 @@ class Reports:
 
 
 def test_a_batch_reports_its_measured_requests_once_with_their_rows_and_no_padding():
-    model, runner = StandInServable(), batcher(allowed_batch_sizes=(8,))
-    runner.on_answered = reports = Reports()
+    reports = Reports()
+    model, runner = StandInServable(), batcher(reports, allowed_batch_sizes=(8,))
 
     async def requests():
         return await asyncio.gather(runner.run(model, "serving_default", rows(1), "a"),
@@ -136,8 +137,8 @@ def test_a_batch_reports_its_measured_requests_once_with_their_rows_and_no_paddi
 
 
 def test_a_failing_report_fails_no_request_and_a_failed_batch_reports_nothing():
-    model, runner = StandInServable(), batcher()
-    runner.on_answered = reports = Reports(fail=True)
+    reports = Reports(fail=True)
+    model, runner = StandInServable(), batcher(reports)
 
     async def measured(servable):
         return await runner.run(servable, "serving_default", rows(5), "m")

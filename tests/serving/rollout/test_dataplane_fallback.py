@@ -43,14 +43,11 @@ def refusing_below(candidate_limit: float, champion_limit: float):
     return load
 
 
-@pytest.fixture(params=["direct", "batched"])
-def rollout(tmp_path: Path, request):
-    """A data plane in a rollout of version 2 against 1; `weight` sets the candidate's share.
-    Batched, the batcher reports what it answered to the monitor (as the server wires it),
-    and every test's counts must come out the same as when each request is measured alone."""
+def serving_both(tmp_path: Path, load) -> ModelRepository:
+    """A repository serving versions 1 and 2 of model `m`, labelled stable and canary."""
     for version in (CHAMPION, CANDIDATE):
         (tmp_path / "m" / str(version)).mkdir(parents=True)
-    repository = ModelRepository(refusing_below(0.0, -100.0))
+    repository = ModelRepository(load)
     config = single_model_config("m", str(tmp_path / "m"))
     model = config.model_config_list.config[0]
     model.model_version_policy.all.SetInParent()
@@ -58,6 +55,15 @@ def rollout(tmp_path: Path, request):
     model.version_labels["canary"] = CANDIDATE
     repository.apply_config(config)
     repository.poll()
+    return repository
+
+
+@pytest.fixture(params=["direct", "batched"])
+def rollout(tmp_path: Path, request):
+    """A data plane in a rollout of version 2 against 1; `weight` sets the candidate's share.
+    Batched, the batcher reports what it answered to the monitor (as the server wires it),
+    and every test's counts must come out the same as when each request is measured alone."""
+    repository = serving_both(tmp_path, refusing_below(0.0, -100.0))
     monitor = Monitor()
     monitor.begin("m", CHAMPION, CANDIDATE)
     router = Router()
@@ -193,15 +199,7 @@ def test_a_batch_shared_with_requests_naming_a_version_measures_only_the_bare_on
     """Bare-URL requests and requests naming the candidate run in one batch: the batch
     reports the bare ones, each once, with their own rows and latencies; a keyed one waits
     for its label; the named ones are not measured."""
-    for version in (CHAMPION, CANDIDATE):
-        (tmp_path / "m" / str(version)).mkdir(parents=True)
-    repository = ModelRepository(refusing_below(-100.0, -100.0))
-    config = single_model_config("m", str(tmp_path / "m"))
-    model = config.model_config_list.config[0]
-    model.model_version_policy.all.SetInParent()
-    model.version_labels["stable"], model.version_labels["canary"] = CHAMPION, CANDIDATE
-    repository.apply_config(config)
-    repository.poll()
+    repository = serving_both(tmp_path, refusing_below(-100.0, -100.0))
     monitor = Monitor()
     monitor.begin("m", CHAMPION, CANDIDATE)
     executor = ThreadPoolExecutor(2)
