@@ -16,7 +16,8 @@ the keyed answers' predicted classes. Why: reported one by one, a request's book
 cost the running server's event loop about 10 µs (2 µs in a loop of them alone: amid the
 server's other work the caches are cold), about 5 % of its time; per batch, about half
 of that (docs/performance.md, "Where a rollout's cost is"). Requests that run outside a
-batch are reported one by one (`answered`). The controller's thread takes the finished window whole (`take`) under a lock.
+batch are reported one by one (`answered`). The controller's thread takes the finished
+window whole (`take`) under a lock.
 """
 from __future__ import annotations
 
