@@ -347,10 +347,7 @@ class Monitor:
             window.latencies_s.append(seconds)
             window.add_outputs(outputs)
             if predicted is not None:
-                awaiting = self._awaiting[watch.model_name]
-                awaiting[key] = (version, predicted)
-                if len(awaiting) > MAX_AWAITING_LABELS:
-                    awaiting.popitem(last=False)
+                self._await_labels(watch.model_name, version, [(key, predicted)])
 
     def answered_batch(self, servable, outputs: Mapping[str, np.ndarray],
                        measured: list[tuple[Measurement, int, int]]) -> None:
@@ -380,12 +377,18 @@ class Monitor:
                 for _, offset, rows in measured:
                     window.add_outputs(_rows(outputs, offset, rows))
             if keyed:
-                awaiting = self._awaiting[watch.model_name]
-                for key, predicted in keyed:
-                    if predicted is not None:
-                        awaiting[key] = (servable.version, predicted)
-                while len(awaiting) > MAX_AWAITING_LABELS:
-                    awaiting.popitem(last=False)
+                self._await_labels(watch.model_name, servable.version, keyed)
+
+    def _await_labels(self, model_name: str, version: int,
+                      keyed: list[tuple[str, Optional[str]]]) -> None:
+        """Remembers keyed answers' predicted classes (None: not one row of scores) for
+        the labels arriving later, the newest MAX_AWAITING_LABELS; under the lock."""
+        awaiting = self._awaiting[model_name]
+        for key, predicted in keyed:
+            if predicted is not None:
+                awaiting[key] = (version, predicted)
+        while len(awaiting) > MAX_AWAITING_LABELS:
+            awaiting.popitem(last=False)
 
     def failed(self, watch: Watch, version: int, by_client: bool) -> None:
         """`version` failed a measured request; `by_client`: the champion failed it too."""
