@@ -9,15 +9,16 @@ champion answers and `Watch.mirrors` says which requests the candidate also gets
 answer only measured. Requests naming a version or a label bypass the split and are not
 measured.
 
-Recording runs on the event loop. With batching on, a measured request carries a
-`Measurement` through the batch queue and the batcher reports each batch's measured
-requests in one call (`Monitor.answered_batch`): their latencies, the batch's output rows,
-the keyed answers' predicted classes. Why: reported one by one, a request's bookkeeping
-cost the running server's event loop about 10 µs (2 µs in a loop of them alone: amid the
-server's other work the caches are cold), about 5 % of its time; per batch, about half
-of that (docs/performance.md, "Where a rollout's cost is"). Requests that run outside a
-batch are reported one by one (`answered`). The controller's thread takes the finished
-window whole (`take`) under a lock.
+An answer is queued as it is reported and recorded into its window later, many at once
+(`Monitor.record`): every `RECORD_EVERY` answers, and before anything reads the windows
+(`take`, `quality`, `label`). Why: recorded one by one, the rollout's bookkeeping (above
+all the output sample's replacements, a few Python calls each) cost the running server's
+event loop 3-7 µs per request; recorded together, the sample takes their rows in a few
+array operations (docs/performance.md, "Where a rollout's cost is"). With batching on, a
+measured request carries a `Measurement` through the batch queue and the batcher
+reports each batch's measured requests in one call (`Monitor.answered_batch`); requests
+that run outside a batch are reported one by one (`answered`). Failures are counted at
+once. The controller's thread takes the finished window whole (`take`) under a lock.
 """
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ from serving.traffic import bucket
 DIVERGENCE_OUTPUTS = ("scores", "probabilities", "outputs", "predictions")
 MAX_SAMPLED_ROWS = 20_000  # output rows sampled per version and window (uniformly)
 MAX_AWAITING_LABELS = 200_000  # keyed answers remembered per model until labelled (newest)
+# Answers queued before the data plane records them, all at once: per answer, the cost
+# of a record falls with their number until about this many (a batch of requests, or one
+# alone, is an answer).
+RECORD_EVERY = 64
 
 
 @dataclasses.dataclass
@@ -48,123 +53,111 @@ class VersionWindow:
     requests: int = 0  # measured requests that reached this version
     failed: int = 0  # (candidate) failed, and the champion answered: its own fault
     client_errors: int = 0  # failed on both versions: not counted against either
-    # Answered calls' seconds, as doubles: a list kept a float object per request alive
-    # through the window, scattering the allocator's small blocks on the event loop.
+    # Answered calls' seconds, as doubles (a float object per request would be kept alive
+    # through the window).
     latencies_s: array.array = dataclasses.field(default_factory=lambda: array.array("d"))
     sampled_rows: int = 0
-    # A uniform sample of the compared output's rows over the whole window (at most
-    # MAX_SAMPLED_ROWS) as flat doubles, `sample_width` per row, copied in through Python
-    # floats: numpy's casting copy releases the GIL, and on the event loop's thread each
-    # release hands it to a waiting model thread (docs/performance.md, "A rollout in
-    # progress").
-    sample: array.array = dataclasses.field(default_factory=lambda: array.array("d"),
-                                            repr=False)
     sample_width: int = 0
+    # A uniform sample of the compared output's rows over the whole window: the first
+    # `sampled_rows` rows, `sample_width` columns (allocated with the first row).
+    _sample: Optional[np.ndarray] = dataclasses.field(default=None, repr=False)
     _reservoir: Optional["_Reservoir"] = dataclasses.field(default=None, repr=False)
 
     def add_outputs(self, outputs: Mapping[str, np.ndarray]) -> None:
         """Offers an answer's compared output (`divergence_values`'s choice) to the
-        window's sample; rows of another width than the first sampled (another
+        window's sample (`add_rows`)."""
+        values = _compared_output(outputs)
+        if values is not None:
+            self.add_rows(values.reshape(len(values), -1))
+
+    def add_rows(self, rows: np.ndarray) -> None:
+        """Offers output rows (rows, columns), in the order they were answered, to the
+        window's sample, copied; rows of another width than the first sampled (another
         signature's output) are left out.
 
         The sample is a reservoir: every row answered in the window is equally likely to
         be in it, so two versions' samples cover the same seconds whatever their shares.
         (Samples of the first rows would not: at 10 % the champion's fills in the
         window's first seconds while the candidate's spans all of it, and traffic that
-        changes during the window would read as the versions' divergence.) Once full, a
-        row costs a countdown: replacements are drawn by skipping ahead (`_Reservoir`).
+        changes during the window would read as the versions' divergence.) Once full,
+        the rows that replace sampled ones are drawn for all the offered rows at once
+        (`_Reservoir.replacements`).
         """
-        reservoir = self._reservoir
-        values = _compared_output(outputs)
-        if values is None:
+        count, width = rows.shape
+        if not count:
             return
-        rows = len(values)
-        width = values.size // rows
-        if reservoir is not None and reservoir.skip >= rows:  # the common case when full
-            if width == self.sample_width:
-                reservoir.skip -= rows
-            return
-        if not self.sample_width:
+        if self._sample is None:
             self.sample_width = width
+            self._sample = np.empty((MAX_SAMPLED_ROWS, width))
         elif width != self.sample_width:
             return
-        taken = min(rows, MAX_SAMPLED_ROWS - self.sampled_rows)
-        if taken:
-            self.sample.extend(values[:taken].ravel().tolist())
-            self.sampled_rows += taken
-            if self.sampled_rows < MAX_SAMPLED_ROWS:
-                return
-            reservoir = self._reservoir = _Reservoir(MAX_SAMPLED_ROWS)
-        row, replaced = taken, {}
-        while row + reservoir.skip < rows:
-            row += reservoir.skip
-            replaced[reservoir.slot()] = row  # a slot drawn twice keeps the later row
-            row += 1
-            reservoir.next_skip()
-        reservoir.skip -= rows - row
-        if replaced:
-            answered = values.reshape(rows, width).tolist()
-            for slot, row in replaced.items():
-                self.sample[slot * width:(slot + 1) * width] = array.array("d", answered[row])
+        taken = min(count, MAX_SAMPLED_ROWS - self.sampled_rows)
+        self._sample[self.sampled_rows:self.sampled_rows + taken] = rows[:taken]
+        self.sampled_rows += taken
+        if taken == count:
+            return
+        if self._reservoir is None:
+            self._reservoir = _Reservoir(MAX_SAMPLED_ROWS)
+        positions, slots = self._reservoir.replacements(count - taken)
+        self._sample[slots] = rows[taken + positions]
 
     def output_rows(self) -> np.ndarray:
         """The sampled output rows, (rows, columns) as floats; empty when none was sampled."""
         if not self.sampled_rows:
             return np.zeros((0, 1))
-        return np.frombuffer(self.sample, np.float64).reshape(self.sampled_rows,
-                                                              self.sample_width)
+        return self._sample[:self.sampled_rows]
 
 
 class _Reservoir:
     """Which rows replace which once a sample of `size` rows is full: Li's Algorithm L
     (ACM TOMS 20(4), 1994), which draws how many rows to pass over before the next
-    replacement, so a passed-over row costs a subtraction rather than a random draw.
-
-    Skips and slots are drawn `_BLOCK` at a time, the arithmetic in numpy: in a window
-    of a minute at thousands of rows a second, about a third of the rows replace one,
-    and drawn one by one in Python (three random numbers, four logarithms or exponentials)
-    the draws were most of the rollout's bookkeeping on the event loop. The uniforms
-    come from Python's `random`: numpy's generators release the GIL, and on the event
-    loop each release hands it to a waiting model thread.
-    """
+    replacement (each draw in numpy, `_BLOCK` at a time), so the rows between
+    replacements cost nothing."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.weight = math.exp(math.log(_uniform()) / size)
-        self._skips: list[int] = []  # drawn ahead, next last
-        self._slots: list[int] = []
-        self.skip = 0
-        self.next_skip()
+        self._random = np.random.default_rng(random.getrandbits(64))  # seeded by `random`
+        self._weight = math.exp(math.log(self._uniforms(1)[0]) / size)
+        self._offered = 0  # rows offered since the sample was full
+        self._last = -1  # the last drawn replacement's row (counted as `_offered`)
+        self._upcoming = np.zeros(0, np.int64)  # drawn replacements' rows, ascending
 
-    def next_skip(self) -> None:
-        """Draws the rows to pass over before the next replacement."""
-        if not self._skips:
-            self._draw_skips()
-        self.skip = self._skips.pop()
+    def replacements(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """For the next `count` offered rows: which replace a sampled row (their positions
+        among them, ascending) and the slot each replaces; where two rows draw the same
+        slot only the later is returned (it would have replaced the earlier)."""
+        end = self._offered + count
+        while self._last < end:
+            self._draw()
+        due = int(np.searchsorted(self._upcoming, end))
+        positions = self._upcoming[:due] - self._offered
+        self._upcoming, self._offered = self._upcoming[due:], end
+        slots = self._random.integers(0, self.size, due)
+        if due > 1:  # the last row drawn for a slot is the one left in it
+            _, first_from_end = np.unique(slots[::-1], return_index=True)
+            kept = due - 1 - first_from_end
+            positions, slots = positions[kept], slots[kept]
+        return positions, slots
 
-    def slot(self) -> int:
-        """The sampled row the next one replaces, uniformly."""
-        if not self._slots:
-            uniforms = np.array([random.random() for _ in range(_BLOCK)])
-            self._slots = (uniforms * self.size).astype(np.int64).tolist()
-        return self._slots.pop()
-
-    def _draw_skips(self) -> None:
-        """The next `_BLOCK` skips: skip i = floor(ln V_i / ln(1 - W_i)), then
+    def _draw(self) -> None:
+        """The next `_BLOCK` replacements: skip i = floor(ln V_i / ln(1 - W_i)) rows, then
         W_(i+1) = W_i * U_i^(1/size), with U, V uniform on (0, 1]."""
-        uniforms = np.array([_uniform() for _ in range(2 * _BLOCK)]).reshape(2, _BLOCK)
+        uniforms = self._uniforms(2 * _BLOCK).reshape(2, _BLOCK)
         steps = np.cumsum(np.log(uniforms[0]) / self.size)
-        weights = self.weight * np.exp(np.concatenate(([0.0], steps)))
+        weights = self._weight * np.exp(np.concatenate(([0.0], steps)))
         skips = np.floor(np.log(uniforms[1]) / np.log1p(-weights[:-1]))
-        self.weight = float(weights[-1])
-        self._skips = skips.astype(np.int64)[::-1].tolist()
+        self._weight = float(weights[-1])
+        rows = self._last + np.cumsum(np.minimum(skips, _MAX_SKIP).astype(np.int64) + 1)
+        self._upcoming = np.concatenate((self._upcoming, rows))
+        self._last = int(rows[-1])
+
+    def _uniforms(self, count: int) -> np.ndarray:
+        """Uniform on (0, 1]: log(0) is undefined."""
+        return 1.0 - self._random.random(count)
 
 
-_BLOCK = 256  # reservoir draws made at a time
-
-
-def _uniform() -> float:
-    return random.random() or 5e-324  # log(0) is undefined; 0.0 is 1 in 2**53
+_BLOCK = 256  # reservoir replacements drawn at a time
+_MAX_SKIP = 2 ** 40  # rows: more than a window answers; keeps the sums within int64
 
 
 def _compared_output(outputs: Mapping[str, np.ndarray]) -> Optional[np.ndarray]:
@@ -227,7 +220,7 @@ class Watch:
 class Measurement:
     """A bare-URL request measured for a rollout, from its routing (`started`,
     `time.perf_counter()`) to its answer; the data plane hands it to the batcher with the
-    request, and the batch that answers it records it (`Monitor.answered_batch`): then
+    request, and the batch that answers it reports it (`Monitor.answered_batch`): then
     `recorded` is set, with the rollout it was measured for (`watch`; None when the version
     that answered is in none)."""
 
@@ -238,6 +231,13 @@ class Measurement:
         self.key = key
         self.recorded = False
         self.watch: Optional[Watch] = None
+
+
+# An answer reported and not yet recorded: its rollout, the version that answered, when
+# (`time.perf_counter()`; minus a measured request's `started`, its latency), its
+# measured requests with their rows' offsets and counts (None: every row), and the outputs.
+_Answer = tuple[Watch, int, float, list[tuple[Measurement, int, Optional[int]]],
+                Mapping[str, np.ndarray]]
 
 
 class Monitor:
@@ -251,6 +251,50 @@ class Monitor:
         # request key -> (version, predicted label), oldest first, for labels arriving later
         self._awaiting: dict[str, collections.OrderedDict] = {}
         self._tallies: dict[tuple[str, int], Tally] = {}
+        # Appended by the data plane without the lock (a deque's append and popleft are
+        # atomic), emptied by `record` under it.
+        self._answers: collections.deque[_Answer] = collections.deque()
+
+    # --- recording ------------------------------------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        """Answers reported and not yet recorded."""
+        return len(self._answers)
+
+    def record(self) -> None:
+        """Records the answers queued since the last call into their windows."""
+        with self._lock:
+            self._record()
+
+    def _record(self) -> None:
+        """`record`, under the lock: each window's answers in one pass, their output rows
+        offered to its sample together."""
+        rows_by_window: dict[int, tuple[VersionWindow, list[np.ndarray]]] = {}
+        for _ in range(len(self._answers)):
+            watch, version, finished, measured, outputs = self._answers.popleft()
+            window = self._windows.get((watch.model_name, version))
+            if window is None:  # the rollout ended meanwhile
+                continue
+            window.requests += len(measured)
+            window.latencies_s.extend([finished - measurement.started
+                                       for measurement, _, _ in measured])
+            values = _compared_output(outputs)
+            if values is not None:
+                parts = rows_by_window.setdefault(id(window), (window, []))[1]
+                if measured[0][2] is None or \
+                        sum(rows for _, _, rows in measured) == len(values):
+                    parts.append(values)  # every row measured: the common case
+                else:  # requests naming the version shared the batch: their rows left out
+                    parts.extend(values[offset:offset + rows] for _, offset, rows in measured)
+            keyed = [(measurement.key, predicted_label(
+                          outputs if rows is None else _rows(outputs, offset, rows)))
+                     for measurement, offset, rows in measured
+                     if measurement.key and rows in (None, 1)]
+            if keyed:
+                self._await_labels(watch.model_name, version, keyed)
+        for window, parts in rows_by_window.values():
+            window.add_rows(_same_width(parts, window.sample_width))
 
     # --- the controller's side ------------------------------------------------------------
 
@@ -258,6 +302,7 @@ class Monitor:
               mirror: float = 0.0) -> None:
         """Starts measuring a model's rollout (empty windows); `mirror`: shadow mode's share."""
         with self._lock:
+            self._record()  # what an earlier rollout answered goes to its windows
             self._rollouts[model_name] = Watch(model_name, champion, candidate, mirror)
             self._windows[(model_name, champion)] = VersionWindow()
             self._windows[(model_name, candidate)] = VersionWindow()
@@ -275,6 +320,7 @@ class Monitor:
     def end(self, model_name: str) -> None:
         """Stops measuring a model (promoted, aborted, or the server stops)."""
         with self._lock:
+            self._record()
             watch = self._rollouts.pop(model_name, None)
             if watch is not None:
                 for version in (watch.champion, watch.candidate):
@@ -283,8 +329,10 @@ class Monitor:
             self._awaiting.pop(model_name, None)
 
     def take(self, model_name: str) -> Optional[tuple[VersionWindow, VersionWindow]]:
-        """(champion's, candidate's) windows since the last take; new ones start now."""
+        """(champion's, candidate's) windows since the last take, with every answer
+        reported until now; new ones start now."""
         with self._lock:
+            self._record()
             watch = self._rollouts.get(model_name)
             if watch is None:
                 return None
@@ -297,6 +345,7 @@ class Monitor:
     def quality(self, model_name: str) -> Optional[tuple[Tally, Tally]]:
         """(champion's, candidate's) labelled answers since the rollout began."""
         with self._lock:
+            self._record()  # every answer reported until now counts
             watch = self._rollouts.get(model_name)
             if watch is None:
                 return None
@@ -308,6 +357,8 @@ class Monitor:
         answer is counted once; a label for an unknown key is not an error: it may label
         a request outside the rollout, or one answered before the server restarted)."""
         with self._lock:
+            if self._answers:  # an answer reported a moment ago can be labelled already
+                self._record()
             awaiting = self._awaiting.get(model_name)
             found = awaiting.pop(key, None) if awaiting is not None else None
             if found is None:
@@ -336,54 +387,37 @@ class Monitor:
 
     def answered(self, watch: Watch, version: int, seconds: float,
                  outputs: Mapping[str, np.ndarray], key: Optional[str] = None) -> None:
-        """`version` answered a measured request in `seconds` with `outputs`; a keyed
-        one-row answer waits for its label (`label`)."""
-        predicted = predicted_label(outputs) if key else None
-        with self._lock:
-            window = self._windows.get((watch.model_name, version))
-            if window is None:
-                return
-            window.requests += 1
-            window.latencies_s.append(seconds)
-            window.add_outputs(outputs)
-            if predicted is not None:
-                self._await_labels(watch.model_name, version, [(key, predicted)])
+        """`version` answered a measured request in `seconds` with `outputs` (which the
+        caller leaves as they are: they are recorded later); a keyed one-row answer
+        waits for its label (`label`)."""
+        self._queue((watch, version, seconds, [(Measurement(0.0, key), 0, None)], outputs))
 
     def answered_batch(self, servable, outputs: Mapping[str, np.ndarray],
                        measured: list[tuple[Measurement, int, int]]) -> None:
         """A batch of `servable` (`.name`, `.version`) answered: `outputs` are the batch's
-        rows (padding cut off), `measured` its requests measured for the rollout, each with
-        the offset and count of its rows. Each is recorded as `answered` would (latency
-        until now, output rows, a keyed one-row answer's predicted class) and marked
-        `recorded`, in one pass under the lock."""
+        rows (padding cut off; left as they are by the caller), `measured` its requests
+        measured for the rollout, each with the offset and count of its rows. Each is
+        marked `recorded` and will be recorded as `answered` would (latency until now,
+        output rows, a keyed one-row answer's predicted class)."""
         now = time.perf_counter()
         watch = self.watch(servable.name, servable.version)
         for measurement, _, _ in measured:
             measurement.recorded, measurement.watch = True, watch
-        if watch is None:
-            return
-        keyed = [(measurement.key, predicted_label(_rows(outputs, offset, rows)))
-                 for measurement, offset, rows in measured if measurement.key and rows == 1]
-        with self._lock:
-            window = self._windows.get((watch.model_name, servable.version))
-            if window is None:
-                return
-            window.requests += len(measured)
-            window.latencies_s.extend([now - measurement.started
-                                       for measurement, _, _ in measured])
-            if sum(rows for _, _, rows in measured) == _batch_rows(outputs):
-                window.add_outputs(outputs)  # every row measured: the common case
-            else:  # requests naming the version shared the batch: their rows left out
-                for _, offset, rows in measured:
-                    window.add_outputs(_rows(outputs, offset, rows))
-            if keyed:
-                self._await_labels(watch.model_name, servable.version, keyed)
+        if watch is not None:
+            self._queue((watch, servable.version, now, measured, outputs))
+
+    def _queue(self, answer: _Answer) -> None:
+        self._answers.append(answer)
+        if len(self._answers) >= RECORD_EVERY:
+            self.record()
 
     def _await_labels(self, model_name: str, version: int,
                       keyed: list[tuple[str, Optional[str]]]) -> None:
         """Remembers keyed answers' predicted classes (None: not one row of scores) for
         the labels arriving later, the newest MAX_AWAITING_LABELS; under the lock."""
-        awaiting = self._awaiting[model_name]
+        awaiting = self._awaiting.get(model_name)
+        if awaiting is None:
+            return
         for key, predicted in keyed:
             if predicted is not None:
                 awaiting[key] = (version, predicted)
@@ -408,5 +442,11 @@ def _rows(outputs: Mapping[str, np.ndarray], offset: int, rows: int) -> dict:
     return {name: values[offset:offset + rows] for name, values in outputs.items()}
 
 
-def _batch_rows(outputs: Mapping[str, np.ndarray]) -> int:
-    return len(next(iter(outputs.values()))) if outputs else 0
+def _same_width(parts: list[np.ndarray], width: int) -> np.ndarray:
+    """Output rows of several answers as one (rows, columns) array: those as wide as
+    `width` (0: as the first), in order."""
+    shaped = [part.reshape(len(part), -1) for part in parts if len(part)]
+    if not shaped:
+        return np.zeros((0, width or 1))
+    width = width or shaped[0].shape[1]
+    return np.concatenate([part for part in shaped if part.shape[1] == width])

@@ -235,6 +235,9 @@ class RunningServer:
         self.grpc_target = f"127.0.0.1:{self.server.grpc_port}"
 
     def stop(self) -> None:
+        """Stops the server and its loop (again: nothing; a test may stop one itself)."""
+        if not self._thread.is_alive():
+            return
         asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from serving.rollout.checks import output_divergence
+from serving.rollout import window
 from serving.rollout.window import MAX_SAMPLED_ROWS, Monitor, divergence_values
 
 
@@ -53,21 +54,63 @@ def _answer_rows(monitor: Monitor, version: int, values) -> None:
 
 def test_the_sample_is_a_copy_and_fills_with_the_first_rows():
     """Until it is full the sample holds every row, whatever the requests' sizes, copied
-    (the answers are not kept alive through the window)."""
+    once recorded (the answers are not kept alive through the window)."""
     monitor = Monitor()
     monitor.begin("m", 1, 2)
     rows = np.arange(10, dtype=np.float32).reshape(5, 2)
     _answer_rows(monitor, 1, rows)
     _answer_rows(monitor, 1, [[10, 11]])
+    monitor.record()
     rows[:] = -1  # the caller's arrays are its own again
     champion, _ = monitor.take("m")
     assert champion.output_rows().tolist() == np.arange(12).reshape(6, 2).tolist()
 
 
-def test_a_full_sample_is_uniform_over_the_window():
+def test_answers_are_recorded_together_every_few(monkeypatch):
+    """Answers wait in a queue until RECORD_EVERY of them are recorded at once; a take
+    records what waits, so a window holds every answer reported before it."""
+    monkeypatch.setattr(window, "RECORD_EVERY", 5)
+    monitor = Monitor()
+    monitor.begin("m", 1, 2)
+    for answers in range(1, 5):
+        _answer_rows(monitor, 1, [[0.5, 0.5]])
+        assert monitor.queued == answers
+    _answer_rows(monitor, 1, [[0.5, 0.5]])
+    assert monitor.queued == 0
+    _answer_rows(monitor, 1, [[0.5, 0.5]])
+    champion, _ = monitor.take("m")
+    assert champion.requests == 6 and len(champion.latencies_s) == 6
+
+
+def test_a_label_finds_an_answer_not_yet_recorded():
+    monitor = Monitor()
+    monitor.begin("m", 1, 2)
+    watch = monitor.watch("m", 2)
+    monitor.answered(watch, 2, 0.001, {"scores": np.array([[0.2, 0.8]])}, key="k")
+    assert monitor.queued == 1
+    assert monitor.label("m", "k", "1")
+    assert monitor.quality("m")[1].correct == 1
+
+
+def test_answers_queued_before_a_rollout_ends_are_not_counted_in_the_next():
+    monitor = Monitor()
+    monitor.begin("m", 1, 2)
+    _answer_rows(monitor, 2, [[0.5, 0.5]])
+    monitor.end("m")
+    monitor.begin("m", 1, 2)  # the same versions again: new windows
+    _answer_rows(monitor, 1, [[0.5, 0.5]])
+    champion, candidate = monitor.take("m")
+    assert (champion.requests, candidate.requests) == (1, 0)
+
+
+@pytest.mark.parametrize("record_every", [1, 50, None],
+                         ids=["each", "fifty", "as-the-monitor-does"])
+def test_a_full_sample_is_uniform_over_the_window(record_every):
     """Past MAX_SAMPLED_ROWS every row answered in the window is equally likely to be
     sampled: five times the limit, in answers of 1 to 7 rows, leave about a fifth of
-    each fifth of the window in the sample, each row whole and at most once."""
+    each fifth of the window in the sample, each row whole and at most once; whether
+    the answers are recorded one by one, fifty at a time or as the monitor does
+    (RECORD_EVERY)."""
     random.seed(20261207)
     monitor = Monitor()
     monitor.begin("m", 1, 2)
@@ -77,6 +120,8 @@ def test_a_full_sample_is_uniform_over_the_window():
         stop = min(total, start + next(sizes))
         index = np.arange(start, stop)
         _answer_rows(monitor, 1, np.stack([index, -index], axis=1))
+        if record_every and monitor.queued >= record_every:
+            monitor.record()
         start = stop
     champion, _ = monitor.take("m")
     sample = champion.output_rows()
