@@ -297,18 +297,22 @@ class DataPlane:
         the candidate in the background (`_shadow`), only measured. Requests naming a
         version or a label bypass the split and are not measured. A request answered by
         a batch was measured with its batch (`Measurement`); others are measured here.
+        In a busy window only a share of the requests is measured, the rest counted
+        (`Monitor.measures`); every one falls back to the champion alike.
         """
         if self.monitor is None or spec.version is not None or spec.label or \
                 not self.monitor.watching(spec.name) or _shadowing.get():
             return await attempt(spec)
         answering_version.set(None)
-        measurement = Measurement(time.perf_counter(), spec.request_key)
-        measuring = _measuring.set(measurement)
+        measurement = (Measurement(time.perf_counter(), spec.request_key)
+                       if self.monitor.measures(spec.name, spec.request_key) else None)
+        measuring = _measuring.set(measurement) if measurement is not None else None
         try:
             try:
                 result = await attempt(spec)
             finally:
-                _measuring.reset(measuring)  # a retry on the champion is not measured
+                if measuring is not None:
+                    _measuring.reset(measuring)  # a retry on the champion is not measured
         except ServingError:
             version = answering_version.get()
             watch = self.monitor.watch(spec.name, version) if version is not None else None
@@ -325,7 +329,11 @@ class DataPlane:
                 raise
             self.monitor.failed(watch, version, by_client=False)
             return result
-        if measurement.recorded:
+        if measurement is None:
+            watch = self.monitor.watch(spec.name, result.servable.version)
+            if watch is not None:
+                self.monitor.counted(watch, result.servable.version)
+        elif measurement.recorded:
             watch = measurement.watch
         else:
             watch = self.monitor.watch(spec.name, result.servable.version)

@@ -71,7 +71,8 @@ class ModelRollout:
                      self.state.candidate, self.state.weight)
             self._begin_interval()
             self.controller.monitor.begin(self.name, self.state.champion, self.state.candidate,
-                                          self.controller.policy.mirror_share(self.state.step))
+                                          self.controller.policy.mirror_share(self.state.step),
+                                          self.controller.policy.interval_seconds)
 
     def tick(self, base_path: str) -> None:
         """Does what is due: pin, start a candidate, or judge the interval that ended
@@ -118,7 +119,8 @@ class ModelRollout:
         self.state = RolloutState(self.name, champion=champion, candidate=candidate,
                                   weight=weight, started_at=records.now_iso(),
                                   decided=self.state.decided)
-        self.controller.monitor.begin(self.name, champion, candidate, policy.mirror_share(0))
+        self.controller.monitor.begin(self.name, champion, candidate, policy.mirror_share(0),
+                                      policy.interval_seconds)
         self.controller.apply_files()
         self._begin_interval()
         self._save(records.PROGRESSING, self._share(candidate, weight))

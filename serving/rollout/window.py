@@ -14,11 +14,13 @@ An answer is queued as it is reported and recorded into its window later, many a
 (`take`, `quality`, `label`). Why: recorded one by one, the rollout's bookkeeping (above
 all the output sample's replacements, a few Python calls each) cost the running server's
 event loop 3-7 µs per request; recorded together, the sample takes their rows in a few
-array operations (docs/performance.md, "Where a rollout's cost is"). With batching on, a
-measured request carries a `Measurement` through the batch queue and the batcher
-reports each batch's measured requests in one call (`Monitor.answered_batch`); requests
-that run outside a batch are reported one by one (`answered`). Failures are counted at
-once. The controller's thread takes the finished window whole (`take`) under a lock.
+array operations (docs/performance.md, "A rollout's answers recorded together"). With
+batching on, a measured request carries a `Measurement` through the batch queue and the
+batcher reports each batch's measured requests in one call (`Monitor.answered_batch`);
+requests that run outside a batch are reported one by one (`answered`). Failures are
+counted at once. In a busy window only a share of the requests is measured, every one
+counted (`Monitor.measures`, `counted`). The controller's thread takes the finished
+window whole (`take`) under a lock.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ import math
 import random
 import threading
 import time
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 
@@ -44,6 +46,14 @@ MAX_AWAITING_LABELS = 200_000  # keyed answers remembered per model until labell
 # of a record falls with their number until about this many (a batch of requests, or one
 # alone, is an answer).
 RECORD_EVERY = 64
+# Requests the busier version measures (latency, output rows) in a window, about: in a
+# busy window a uniform share of the requests is measured (`Monitor.measures`), the same
+# for both versions, decided once the busier has measured CALIBRATION, from its rate so
+# far. Every request is still counted. Why: measuring every request cost a busy server
+# several per cent of its throughput (docs/performance.md, "Measuring a share of a busy
+# window's requests").
+MEASURED_PER_WINDOW = 20_000
+CALIBRATION = 2_000
 
 
 @dataclasses.dataclass
@@ -100,6 +110,19 @@ class VersionWindow:
             self._reservoir = _Reservoir(MAX_SAMPLED_ROWS)
         positions, slots = self._reservoir.replacements(count - taken)
         self._sample[slots] = rows[taken + positions]
+
+    def keep_share(self, share: float, generator: np.random.Generator) -> None:
+        """Keeps each measured latency and sampled row with probability `share`: what was
+        measured before a window's share was decided, thinned to it, so that the whole
+        window is measured at one rate. The share is decided before the sample holds half
+        its rows, so it has not begun replacing rows then (unless one answer of thousands
+        of rows filled it: then the sample is kept whole)."""
+        latencies = np.frombuffer(self.latencies_s, np.float64)
+        self.latencies_s = array.array("d", latencies[generator.random(len(latencies)) < share])
+        if self.sampled_rows and self._reservoir is None:
+            kept = self._sample[:self.sampled_rows][generator.random(self.sampled_rows) < share]
+            self._sample[:len(kept)] = kept
+            self.sampled_rows = len(kept)
 
     def output_rows(self) -> np.ndarray:
         """The sampled output rows, (rows, columns) as floats; empty when none was sampled."""
@@ -244,7 +267,7 @@ class Monitor:
     """The windows of the models in a rollout, filled by the data plane, taken by the
     controller. Thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._rollouts: dict[str, Watch] = {}
         self._windows: dict[tuple[str, int], VersionWindow] = {}
@@ -254,6 +277,8 @@ class Monitor:
         # Appended by the data plane without the lock (a deque's append and popleft are
         # atomic), emptied by `record` under it.
         self._answers: collections.deque[_Answer] = collections.deque()
+        self._clock = clock
+        self._shares: dict[str, _Share] = {}
 
     # --- recording ------------------------------------------------------------------------
 
@@ -295,14 +320,40 @@ class Monitor:
                 self._await_labels(watch.model_name, version, keyed)
         for window, parts in rows_by_window.values():
             window.add_rows(_same_width(parts, window.sample_width))
+        for model_name, share in self._shares.items():
+            if share.undecided:
+                self._decide_share(model_name, share)
+
+    def _decide_share(self, model_name: str, share: "_Share") -> None:
+        """Once the busier version has measured CALIBRATION requests (or half a sample
+        of rows), the share of requests the rest of the window measures: enough for
+        MEASURED_PER_WINDOW at the rate so far; what was measured is thinned to it."""
+        watch = self._rollouts[model_name]
+        windows = [self._windows[(model_name, version)]
+                   for version in (watch.champion, watch.candidate)]
+        if max(len(window.latencies_s) for window in windows) < CALIBRATION and \
+                max(window.sampled_rows for window in windows) < MAX_SAMPLED_ROWS // 2:
+            return
+        share.undecided = False
+        elapsed = max(self._clock() - share.window_started, 1e-3)
+        expected = max(window.requests for window in windows) * share.interval_s / elapsed
+        share.value = min(1.0, MEASURED_PER_WINDOW / expected)
+        if share.value < 1.0:
+            for window in windows:
+                window.keep_share(share.value, share.generator)
 
     # --- the controller's side ------------------------------------------------------------
 
     def begin(self, model_name: str, champion: int, candidate: int,
-              mirror: float = 0.0) -> None:
-        """Starts measuring a model's rollout (empty windows); `mirror`: shadow mode's share."""
+              mirror: float = 0.0, interval_seconds: Optional[float] = None) -> None:
+        """Starts measuring a model's rollout (empty windows); `mirror`: shadow mode's share;
+        `interval_seconds`: the windows' length, from which a busy window measures a
+        share of its requests (None: every request)."""
         with self._lock:
             self._record()  # what an earlier rollout answered goes to its windows
+            self._shares.pop(model_name, None)
+            if interval_seconds:
+                self._shares[model_name] = _Share(interval_seconds, self._clock())
             self._rollouts[model_name] = Watch(model_name, champion, candidate, mirror)
             self._windows[(model_name, champion)] = VersionWindow()
             self._windows[(model_name, candidate)] = VersionWindow()
@@ -327,6 +378,7 @@ class Monitor:
                     self._windows.pop((model_name, version), None)
                     self._tallies.pop((model_name, version), None)
             self._awaiting.pop(model_name, None)
+            self._shares.pop(model_name, None)
 
     def take(self, model_name: str) -> Optional[tuple[VersionWindow, VersionWindow]]:
         """(champion's, candidate's) windows since the last take, with every answer
@@ -340,6 +392,9 @@ class Monitor:
                      self._windows[(model_name, watch.candidate)])
             self._windows[(model_name, watch.champion)] = VersionWindow()
             self._windows[(model_name, watch.candidate)] = VersionWindow()
+            share = self._shares.get(model_name)
+            if share is not None:
+                share.begin_window(self._clock())
             return taken
 
     def quality(self, model_name: str) -> Optional[tuple[Tally, Tally]]:
@@ -384,6 +439,21 @@ class Monitor:
         if watch is None or version not in (watch.champion, watch.candidate):
             return None
         return watch
+
+    def measures(self, model_name: str, key: Optional[str]) -> bool:
+        """Whether a request in the model's rollout is measured (latency, outputs) or only
+        counted: keyed ones always (a label may come for them), others with the window's
+        share (every one until it is decided, or without an interval)."""
+        share = self._shares.get(model_name)
+        return share is None or share.value >= 1.0 or key is not None or \
+            random.random() < share.value
+
+    def counted(self, watch: Watch, version: int) -> None:
+        """`version` answered a request of the rollout that was not measured."""
+        with self._lock:
+            window = self._windows.get((watch.model_name, version))
+            if window is not None:
+                window.requests += 1
 
     def answered(self, watch: Watch, version: int, seconds: float,
                  outputs: Mapping[str, np.ndarray], key: Optional[str] = None) -> None:
@@ -450,3 +520,17 @@ def _same_width(parts: list[np.ndarray], width: int) -> np.ndarray:
         return np.zeros((0, width or 1))
     width = width or shaped[0].shape[1]
     return np.concatenate([part for part in shaped if part.shape[1] == width])
+
+
+class _Share:
+    """The share of a model's requests its current window measures (`Monitor.measures`)."""
+
+    def __init__(self, interval_s: float, now: float) -> None:
+        self.interval_s = interval_s
+        self.generator = np.random.default_rng(random.getrandbits(64))  # seeded by `random`
+        self.begin_window(now)
+
+    def begin_window(self, now: float) -> None:
+        self.window_started = now
+        self.value = 1.0
+        self.undecided = True

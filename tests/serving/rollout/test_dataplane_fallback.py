@@ -1,6 +1,7 @@
 """A rollout seen from the data plane (stand-in versions, a real repository and split, no
 server): the candidate's failures never reach the client, and every bare-URL request is
-measured for the version that answered."""
+counted, and measured unless a busy window's share leaves it out, for the version that
+answered."""
 from __future__ import annotations
 
 import asyncio
@@ -225,3 +226,19 @@ def test_a_batch_shared_with_requests_naming_a_version_measures_only_the_bare_on
     assert candidate.output_rows().tolist() == [[0.0, 1.0]] * 3  # x > 0 only: named rows out
     assert min(candidate.latencies_s) > 0
     assert monitor.label("m", "k", "1") and monitor.quality("m")[1].correct == 1
+
+
+def test_requests_left_unmeasured_in_a_busy_window_are_counted_and_fall_back_alike(rollout,
+                                                                                   monkeypatch):
+    """With the window's share at zero (a busy window), no request is measured, yet each
+    is counted for the version that answered, and the candidate's failures are still
+    answered by the champion and blamed on it."""
+    with_weight, monitor = rollout
+    monkeypatch.setattr(monitor, "measures", lambda model_name, key: False)
+    plane = with_weight(100)
+    assert [ask(plane, x) for x in (1.0, 2.0, -1.0)] == [(4.0, CANDIDATE), (6.0, CANDIDATE),
+                                                         (-1.0, CHAMPION)]
+    champion, candidate = monitor.take("m")
+    assert (candidate.requests, candidate.failed) == (3, 1)
+    assert len(candidate.latencies_s) == 0 and len(candidate.output_rows()) == 0
+    assert champion.requests == 0

@@ -160,3 +160,68 @@ def test_rows_of_another_width_are_left_out_of_the_sample():
     champion, _ = monitor.take("m")
     assert champion.requests == 4
     assert champion.output_rows().tolist() == [[0.2, 0.8], [0.75, 0.25]]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _serve(monitor: Monitor, clock: FakeClock, requests: int, per_second: float,
+           version: int = 1) -> None:
+    """`requests` one-row requests to `version` at `per_second`, as the data plane reports
+    them: measured ones with their index as latency and output, the others counted."""
+    watch = monitor.watch("m", version)
+    for index in range(requests):
+        clock.now += 1 / per_second
+        if monitor.measures("m", None):
+            monitor.answered(watch, version, float(index), {"y": np.array([[index]], np.float32)})
+        else:
+            monitor.counted(watch, version)
+
+
+def test_a_busy_window_measures_a_uniform_share_and_counts_every_request():
+    """At 1,000 requests/s a 60-s window would measure 60,000; it measures about
+    MEASURED_PER_WINDOW of them, spread evenly over the window (those measured before
+    the share was decided thinned to it), and counts all."""
+    random.seed(3)
+    clock = FakeClock()
+    monitor = Monitor(clock)
+    monitor.begin("m", 1, 2, interval_seconds=60)
+    _serve(monitor, clock, 60_000, per_second=1000)
+    champion, _ = monitor.take("m")
+    assert champion.requests == 60_000
+    measured = np.frombuffer(champion.latencies_s, np.float64)
+    assert len(measured) == pytest.approx(window.MEASURED_PER_WINDOW, rel=0.05)
+    per_fifth = np.bincount((measured * 5 // 60_000).astype(int), minlength=5)
+    assert per_fifth.tolist() == pytest.approx([len(measured) / 5] * 5, rel=0.08)
+    rows = champion.output_rows()[:, 0]  # thinned on their own: about as many, as even
+    assert len(rows) == pytest.approx(len(measured), rel=0.05)
+    per_fifth = np.bincount((rows * 5 // 60_000).astype(int), minlength=5)
+    assert per_fifth.tolist() == pytest.approx([len(rows) / 5] * 5, rel=0.08)
+
+
+def test_a_quiet_window_measures_every_request_and_keyed_ones_are_always_measured():
+    random.seed(4)
+    clock = FakeClock()
+    monitor = Monitor(clock)
+    monitor.begin("m", 1, 2, interval_seconds=60)
+    _serve(monitor, clock, 3_000, per_second=50)  # 3,000 in the window: all measured
+    champion, _ = monitor.take("m")
+    assert champion.requests == len(champion.latencies_s) == 3_000
+    _serve(monitor, clock, 3_000, per_second=5_000)  # busy: the share is decided low
+    assert not all(monitor.measures("m", None) for _ in range(100))
+    assert all(monitor.measures("m", f"key-{i}") for i in range(100))
+    monitor.take("m")
+    assert all(monitor.measures("m", None) for _ in range(100))  # a new window: undecided
+
+
+def test_without_an_interval_every_request_is_measured():
+    monitor = Monitor()
+    monitor.begin("m", 1, 2)
+    _serve(monitor, FakeClock(), 5_000, per_second=100_000)
+    champion, _ = monitor.take("m")
+    assert champion.requests == len(champion.latencies_s) == 5_000
