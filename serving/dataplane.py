@@ -330,9 +330,7 @@ class DataPlane:
             self.monitor.failed(watch, version, by_client=False)
             return result
         if measurement is None:
-            watch = self.monitor.watch(spec.name, result.servable.version)
-            if watch is not None:
-                self.monitor.counted(watch, result.servable.version)
+            watch = self.monitor.counted(spec.name, result.servable.version)
         elif measurement.recorded:
             watch = measurement.watch
         else:

@@ -60,7 +60,7 @@ CALIBRATION = 2_000
 class VersionWindow:
     """One version's measurements over one window."""
 
-    requests: int = 0  # measured requests that reached this version
+    requests: int = 0  # requests that reached this version (measured or only counted)
     failed: int = 0  # (candidate) failed, and the champion answered: its own fault
     client_errors: int = 0  # failed on both versions: not counted against either
     # Answered calls' seconds, as doubles (a float object per request would be kept alive
@@ -139,7 +139,7 @@ class _Reservoir:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._random = np.random.default_rng(random.getrandbits(64))  # seeded by `random`
+        self._random = _generator()
         self._weight = math.exp(math.log(self._uniforms(1)[0]) / size)
         self._offered = 0  # rows offered since the sample was full
         self._last = -1  # the last drawn replacement's row (counted as `_offered`)
@@ -177,6 +177,11 @@ class _Reservoir:
     def _uniforms(self, count: int) -> np.ndarray:
         """Uniform on (0, 1]: log(0) is undefined."""
         return 1.0 - self._random.random(count)
+
+
+def _generator() -> np.random.Generator:
+    """numpy's generator, seeded from `random` (so a test's `random.seed` fixes it too)."""
+    return np.random.default_rng(random.getrandbits(64))
 
 
 _BLOCK = 256  # reservoir replacements drawn at a time
@@ -448,12 +453,16 @@ class Monitor:
         return share is None or share.value >= 1.0 or key is not None or \
             random.random() < share.value
 
-    def counted(self, watch: Watch, version: int) -> None:
-        """`version` answered a request of the rollout that was not measured."""
-        with self._lock:
-            window = self._windows.get((watch.model_name, version))
-            if window is not None:
-                window.requests += 1
+    def counted(self, model_name: str, version: int) -> Optional[Watch]:
+        """`version` answered a request that was not measured: counted when the version is
+        in the model's rollout, whose `Watch` is returned (None: it is in none)."""
+        watch = self.watch(model_name, version)
+        if watch is not None:
+            with self._lock:
+                window = self._windows.get((model_name, version))
+                if window is not None:
+                    window.requests += 1
+        return watch
 
     def answered(self, watch: Watch, version: int, seconds: float,
                  outputs: Mapping[str, np.ndarray], key: Optional[str] = None) -> None:
@@ -527,7 +536,7 @@ class _Share:
 
     def __init__(self, interval_s: float, now: float) -> None:
         self.interval_s = interval_s
-        self.generator = np.random.default_rng(random.getrandbits(64))  # seeded by `random`
+        self.generator = _generator()
         self.begin_window(now)
 
     def begin_window(self, now: float) -> None:

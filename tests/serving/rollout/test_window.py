@@ -180,7 +180,7 @@ def _serve(monitor: Monitor, clock: FakeClock, requests: int, per_second: float,
         if monitor.measures("m", None):
             monitor.answered(watch, version, float(index), {"y": np.array([[index]], np.float32)})
         else:
-            monitor.counted(watch, version)
+            monitor.counted("m", version)
 
 
 def test_a_busy_window_measures_a_uniform_share_and_counts_every_request():
