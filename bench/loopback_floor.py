@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/loopback_floor.py http   # prints its port, answers until killed
     .venv/bin/python bench/loopback_floor.py grpc
+    .venv/bin/python bench/loopback_floor.py rest-codec [--processes N]
 
 ``http``: a blocking socket that answers every read with one fixed HTTP/1.1 response, no
 parsing (a one-client load generator sends one request at a time, so a read is a
@@ -20,11 +21,16 @@ HTTP layer (``serving.protocol.http``) answering a fixed body; ``rest-codec`` al
 decodes each predict body into the signature's arrays and encodes a two-output answer
 with ``serving.protocol.json_codec``, as the REST API does around the data plane. No
 Python server of this shape carries more REST requests on this machine than these;
-bench/serving prints them beside its many-client figures.
+bench/serving prints them beside its many-client figures. ``--processes N``: N such
+servers sharing the port (SO_REUSEPORT), as the embedded server's ``--rest_api_workers``
+are: the most N processes of this shape carry (the first prints the port and starts the
+others; stop them all by their process group).
 """
 from __future__ import annotations
 
+import argparse
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -72,9 +78,10 @@ def serve_grpc() -> None:
     event_loop.run(serve())
 
 
-def serve_rest_layers(decode: bool) -> None:
+def serve_rest_layers(decode: bool, processes: int = 1, port: int = 0) -> None:
     """The embedded server's HTTP layer, answering a fixed body, or (``decode``) with the
-    REST API's JSON codec on both sides of the call the model would make."""
+    REST API's JSON codec on both sides of the call the model would make; ``processes``
+    of them on one port (``port``: the one the first bound, for the others)."""
     sys.path.insert(0, str(REPO))
     import asyncio
 
@@ -106,13 +113,31 @@ def serve_rest_layers(decode: bool) -> None:
 
     async def serve() -> None:
         server = HttpServer(handler, Limits(max_body_bytes=1 << 20))
-        print(await server.listen("127.0.0.1", 0), flush=True)
+        bound = await server.listen("127.0.0.1", port, reuse_port=processes > 1 or port > 0)
+        if not port:
+            for _ in range(processes - 1):
+                subprocess.Popen([sys.executable, __file__, "rest-codec" if decode
+                                  else "rest-layer", f"--port={bound}"])
+            print(bound, flush=True)
         await asyncio.Event().wait()
 
     event_loop.run(serve())
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=("http", "grpc", "rest-layer", "rest-codec"))
+    parser.add_argument("--processes", type=int, default=1,
+                        help="rest-layer, rest-codec: servers sharing the port (default 1)")
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)  # the others'
+    args = parser.parse_args()
+    if args.kind == "http":
+        serve_http()
+    elif args.kind == "grpc":
+        serve_grpc()
+    else:
+        serve_rest_layers(args.kind == "rest-codec", args.processes, args.port)
+
+
 if __name__ == "__main__":
-    {"http": serve_http, "grpc": serve_grpc,
-     "rest-layer": lambda: serve_rest_layers(decode=False),
-     "rest-codec": lambda: serve_rest_layers(decode=True)}[sys.argv[1]]()
+    main()

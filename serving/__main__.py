@@ -1,8 +1,13 @@
 """``python -m serving``: the embedded server, with tensorflow_model_server's flags."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
 import sys
+import tempfile
+from typing import Iterator
 
 
 def main(argv=None) -> int:
@@ -21,20 +26,28 @@ def main(argv=None) -> int:
     quiet_libraries(verbose)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname).1s %(name)s] %(message)s")
-    from serving import event_loop
-    from serving.server import serve_forever
+    with _shared_metrics(options.rest_api_workers > 1):
+        from serving.server import run
 
+        return run(options)
+
+
+@contextlib.contextmanager
+def _shared_metrics(needed: bool) -> Iterator[None]:
+    """With REST workers: a new folder for prometheus_client's multiprocess mode, named in
+    the environment before anything imports prometheus_client (it picks its mode once, at
+    import; the workers inherit the variable), removed when the server stops."""
+    if not needed:
+        yield
+        return
+    from serving.process import MULTIPROC_ENV  # (serving.metrics would import the client)
+
+    folder = tempfile.mkdtemp(prefix="serving-metrics-")
+    os.environ[MULTIPROC_ENV] = folder
     try:
-        event_loop.run(serve_forever(options))
-    except ServingError as err:
-        print(f"error: {err.message}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"error: cannot listen: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        pass
-    return 0
+        yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

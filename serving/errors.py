@@ -7,8 +7,10 @@ the REST and gRPC adapters translate it here and nowhere else, so a client's mis
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
 
-import grpc
+if TYPE_CHECKING:
+    import grpc
 
 
 class Code(enum.Enum):
@@ -55,8 +57,10 @@ class ServingError(Exception):
         return _HTTP_STATUS[self.code]
 
     @property
-    def grpc_status(self) -> grpc.StatusCode:
+    def grpc_status(self) -> "grpc.StatusCode":
         """The gRPC status code of the same name."""
+        import grpc  # here, not at the top: flags are parsed before gRPC reads its log level
+
         return grpc.StatusCode[self.code.value]
 
 

@@ -49,6 +49,8 @@ _HELP = {
                             "gets 503 when all are busy (0: no bound)",
     "rest_ssl_config_file": "[embedded server] SSLConfig text proto, as --ssl_config_file: "
                             "HTTPS on the REST port",
+    "rest_api_workers": "[embedded server] processes answering the REST port (SO_REUSEPORT); "
+                        "each loads every model, gRPC stays on the first",
     "request_log_sample_rate": "[embedded server] share of requests logged as tf.Examples "
                                "for `mlops skew` (0: none)",
     "request_log_dir": "[embedded server] where the request log goes (a folder per model)",

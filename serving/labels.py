@@ -129,7 +129,7 @@ class LabelFolder:
         folder = self.folder(model_name)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{POSTED_PREFIX}{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-" \
-                        f"{time.monotonic_ns() % 10**9:09d}.csv"
+                        f"{os.getpid()}-{time.monotonic_ns() % 10**9:09d}.csv"
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow([KEY_COLUMN, LABEL_COLUMN])

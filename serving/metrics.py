@@ -15,32 +15,59 @@ their outcome; a request for an unknown model or version has no version to count
 """
 from __future__ import annotations
 
-import threading
-from collections import Counter
+import os
 from typing import Callable, Iterable, Optional
 
 import prometheus_client
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from serving.process import MULTIPROC_ENV
 
 prometheus_client.disable_created_metrics()  # TF Serving exports no *_created series
 
+_REQUEST_COUNT = ":tensorflow:serving:request_count"
+_VERSION_COUNT = ":mlops:serving:request_count"
+# The two request counters: help text and label names, in the order they are written.
+_COUNTS = {
+    _REQUEST_COUNT: ("The total number of requests.", ("model_name", "status")),
+    _VERSION_COUNT: ("The total number of requests, by the model version that answered.",
+                     ("model_name", "version", "API", "entrypoint", "status")),
+}
 LATENCY_BUCKETS_US = (500, 1_000, 2_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
                       500_000, 1_000_000, 5_000_000)
 
 
 class Metrics:
     """The server's Prometheus registry: request counts and latencies (TF Serving's names,
-    and per version), batch sizes and version states; thread-safe."""
+    and per version), batch sizes and version states; thread-safe.
 
-    def __init__(self, loaded_versions: Callable[[], Iterable[tuple[str, int, str]]]) -> None:
-        """``loaded_versions`` yields (model, version, state) for every known version."""
+    With ``shared_dir`` (the server runs REST worker processes, `serving.workers`), every
+    process writes its counts into that folder through prometheus_client's multiprocess
+    mode, and the metrics page, whichever process answers it, sums them all: a scrape sees
+    the server, not the one process that happened to accept the connection. The version
+    states are the answering process's own (every process loads the same versions).
+    """
+
+    def __init__(self, loaded_versions: Callable[[], Iterable[tuple[str, int, str]]],
+                 shared_dir: Optional[str] = None) -> None:
+        """``loaded_versions`` yields (model, version, state) for every known version.
+
+        Raises:
+            RuntimeError: ``shared_dir`` is given but prometheus_client was imported
+                without ``PROMETHEUS_MULTIPROC_DIR`` naming it (`shared_metrics_dir`).
+        """
+        if shared_dir is not None and not _writes_to(shared_dir):
+            raise RuntimeError("the server's processes share metrics through "
+                               f"PROMETHEUS_MULTIPROC_DIR={shared_dir}, which must be set "
+                               "before prometheus_client is imported")
         self.registry = CollectorRegistry(auto_describe=True)
-        self._counts: Counter = Counter()
-        self._version_counts: Counter = Counter()
-        self._histograms: dict[tuple, tuple] = {}  # labels -> children (`_histograms_for`)
-        self._lock = threading.Lock()
+        self._children: dict[tuple, tuple] = {}  # labels -> children (`_children_for`)
         self._loaded_versions = loaded_versions
+        self._count, self._version_count = (
+            Counter(name, documentation, labels, registry=self.registry)
+            for name, (documentation, labels) in _COUNTS.items())
         self._latency = Histogram(
             ":tensorflow:serving:request_latency",
             "Distribution of wall time (in microseconds) for TensorFlow Serving request.",
@@ -56,39 +83,46 @@ class Metrics:
             ["model_name"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
             registry=self.registry)
         self.registry.register(self)
+        if shared_dir is None:
+            self._exposed = self.registry
+        else:  # the live objects write the files; the page reads every process's files
+            self._exposed = CollectorRegistry(auto_describe=True)
+            MultiProcessCollector(self._exposed, path=shared_dir)
+            self._exposed.register(self)
 
     def observe(self, model_name: str, api: str, entrypoint: str, status: str,
                 seconds: float, version: Optional[int] = None) -> None:
         """Counts one request; ``version``: the one it was resolved to, if any."""
-        key = (model_name, api, entrypoint, version)
-        histograms = self._histograms.get(key) or self._histograms_for(key)
-        with self._lock:
-            self._counts[(model_name, status)] += 1
-            if version is not None:
-                self._version_counts[(model_name, str(version), api, entrypoint,
-                                      status)] += 1
+        key = (model_name, api, entrypoint, status, version)
+        counters, histograms = self._children.get(key) or self._children_for(key)
+        for counter in counters:
+            counter.inc()
         microseconds = seconds * 1e6
         for histogram in histograms:
             histogram.observe(microseconds)
 
-    def _histograms_for(self, key: tuple) -> tuple:
-        """The latency histograms' labelled children a request is observed in, found once
-        per (model, API, entrypoint, version): `labels()` checks and locks on every call,
-        which on the REST port's event loop cost as much as the observations themselves."""
-        model_name, api, entrypoint, version = key
-        children = (self._latency.labels(model_name, api, entrypoint),)
+    def _children_for(self, key: tuple) -> tuple:
+        """The metrics' labelled children a request is counted in, found once per (model,
+        API, entrypoint, status, version): `labels()` checks and locks on every call,
+        which on the REST port's event loop cost as much as the observations themselves.
+        Returns (counters, histograms)."""
+        model_name, api, entrypoint, status, version = key
+        counters: tuple = (self._count.labels(model_name, status),)
+        histograms: tuple = (self._latency.labels(model_name, api, entrypoint),)
         if version is not None:
-            children += (self._version_latency.labels(model_name, str(version), api,
-                                                      entrypoint),)
-        self._histograms[key] = children
-        return children
+            counters += (self._version_count.labels(model_name, str(version), api,
+                                                    entrypoint, status),)
+            histograms += (self._version_latency.labels(model_name, str(version), api,
+                                                        entrypoint),)
+        self._children[key] = counters, histograms
+        return counters, histograms
 
     def observe_batch(self, model_name: str, rows: int) -> None:
         """Records the rows of one batched model call, to judge the batching settings."""
         self._batch_size.labels(model_name).observe(rows)
 
     def collect(self) -> Iterable[Metric]:
-        """The version-state gauge (the request counter is written by :meth:`exposition`)."""
+        """The version-state gauge."""
         versions = GaugeMetricFamily(":tensorflow:serving:model_version_state",
                                      "1 for each model version in the given state.",
                                      labels=["model_name", "version", "state"])
@@ -100,29 +134,51 @@ class Metrics:
         """Nothing, so registering does not call `collect` (and the repository) early."""
         return []
 
-    def _request_count_text(self) -> str:
-        """``:tensorflow:serving:request_count`` exactly as TF Serving writes it: a counter
-        without the ``_total`` suffix prometheus_client would add, labelled model_name and
-        status."""
-        name = ":tensorflow:serving:request_count"
-        lines = [f"# HELP {name} The total number of requests.", f"# TYPE {name} counter"]
-        with self._lock:
-            counts = sorted(self._counts.items())
-        for (model, status), value in counts:
-            lines.append(f'{name}{{model_name="{_escape(model)}",status="{status}"}} {value}')
-        name = ":mlops:serving:request_count"
-        lines += [f"# HELP {name} The total number of requests, by the model version that "
-                  "answered.", f"# TYPE {name} counter"]
-        with self._lock:
-            by_version = sorted(self._version_counts.items())
-        for (model, version, api, entrypoint, status), value in by_version:
-            lines.append(f'{name}{{model_name="{_escape(model)}",version="{version}",'
-                         f'API="{api}",entrypoint="{entrypoint}",status="{status}"}} {value}')
-        return "\n".join(lines) + "\n"
-
     def exposition(self) -> bytes:
-        """The metrics page's body, in Prometheus's text format."""
-        return self._request_count_text().encode() + generate_latest(self.registry)
+        """The metrics page's body, in Prometheus's text format: the request counts first,
+        written as TF Serving writes them (a counter without the ``_total`` suffix
+        prometheus_client would add), then everything else as prometheus_client does."""
+        families = list(self._exposed.collect())
+        counted = {family.name: family.samples for family in families if family.name in _COUNTS}
+        lines = []
+        for name, (documentation, label_names) in _COUNTS.items():
+            lines += [f"# HELP {name} {documentation}", f"# TYPE {name} counter"]
+            rows = sorted((tuple(sample.labels[label] for label in label_names), sample.value)
+                          for sample in counted.get(name, ()) if sample.name == f"{name}_total")
+            for label_values, value in rows:
+                labels = ",".join(f'{label}="{_escape(text)}"'
+                                  for label, text in zip(label_names, label_values))
+                lines.append(f"{name}{{{labels}}} {_number(value)}")
+        others = _Families([f for f in families if f.name not in _COUNTS])
+        return ("\n".join(lines) + "\n").encode() + generate_latest(others)
+
+
+class _Families:
+    """Collected families, in the shape `generate_latest` reads (anything with `collect`)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+def shared_metrics_dir() -> Optional[str]:
+    """The folder this process's metrics are shared through, if it is in multiprocess mode."""
+    return os.environ.get(MULTIPROC_ENV) if _multiprocess() else None
+
+
+def _multiprocess() -> bool:
+    return bool(getattr(values.ValueClass, "_multiprocess", False))
+
+
+def _writes_to(folder: str) -> bool:
+    return _multiprocess() and os.path.realpath(os.environ.get(MULTIPROC_ENV, "")) == \
+        os.path.realpath(folder)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else repr(value)
 
 
 def _escape(value: str) -> str:

@@ -15,6 +15,7 @@ from serving.errors import invalid_argument
 from serving.rollout.policy import RolloutPolicy, optional_policy
 
 _ROLLOUT = RolloutPolicy()  # the flags' defaults are the policy's
+MAX_REST_API_WORKERS = 64  # each loads every model: more would be a typo, not a plan
 
 
 @dataclasses.dataclass
@@ -43,6 +44,8 @@ class ServerOptions:
     rest_idle_timeout_seconds: float = 60.0
     rest_max_connections: int = 1024
     rest_ssl_config_file: str = ""  # SSLConfig text proto too: HTTPS on the REST port
+    # Ours: processes answering the REST port (serving.workers); each loads every model.
+    rest_api_workers: int = 1
     # Ours: a sample of the requests as tf.Examples, for `mlops skew` (0: off).
     request_log_sample_rate: float = 0.0
     request_log_dir: str = ""
@@ -68,6 +71,12 @@ class ServerOptions:
                      "rest_max_connections", "max_request_bytes"):
             if getattr(self, name) < 0:
                 raise invalid_argument(f"--{name} must not be negative")
+        if not 1 <= self.rest_api_workers <= MAX_REST_API_WORKERS:
+            raise invalid_argument(f"--rest_api_workers must be between 1 and "
+                                   f"{MAX_REST_API_WORKERS}, not {self.rest_api_workers}")
+        if self.rest_api_workers > 1 and self.rollout:
+            raise invalid_argument("--rollout needs --rest_api_workers=1: a rollout's "
+                                   "measurements and decisions live in one process")
         if not 0 <= self.request_log_sample_rate <= 1:
             raise invalid_argument("--request_log_sample_rate must be between 0 and 1")
         if self.request_log_sample_rate and not self.request_log_dir:

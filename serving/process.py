@@ -8,6 +8,9 @@ import sys
 import warnings
 from typing import NoReturn
 
+# prometheus_client's multiprocess mode: the folder its values are written to, read once at
+# its import (the REST workers' shared metrics, `serving.metrics`).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _NOISY_LOGGERS = ("absl", "apache_beam", "tensorflow", "tfx", "ml_metadata", "google",
                   "tensorflow_transform", "tensorflow_model_analysis", "tensorflow_data_validation",
                   "urllib3", "h5py", "numexpr")

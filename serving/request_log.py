@@ -17,6 +17,7 @@ empty list), so TFDV reads requests and training data alike.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -103,7 +104,11 @@ def _with_key(record: bytes, key: str) -> bytes:
 
 
 class RequestLog:
-    """Samples requests of one model into `<directory>/<model>/requests-*.tfrecord`."""
+    """Samples requests of one model into `<directory>/<model>/requests-*.tfrecord`.
+
+    A file's name holds its time, then the writing process's id, so the REST workers of
+    one server (`serving.workers`) log into the same folder without clashing.
+    """
 
     def __init__(self, directory: str, model_name: str, sample_rate: float,
                  max_file_bytes: int = 64 << 20, max_files: int = 20,
@@ -188,7 +193,8 @@ class RequestLog:
         if self._file is None:
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
             self._partial = os.path.join(
-                self.folder, f".requests-{stamp}-{time.monotonic_ns() % 10**9:09d}{SUFFIX}")
+                self.folder, f".requests-{stamp}-{os.getpid()}-"
+                             f"{time.monotonic_ns() % 10**9:09d}{SUFFIX}")
             self._file = open(self._partial, "wb")
             self._bytes = 0
             self._opened = time.monotonic()
@@ -215,8 +221,9 @@ class RequestLog:
         self._file = self._partial = None
         files = sorted(name for name in os.listdir(self.folder)
                        if name.startswith("requests-") and name.endswith(SUFFIX))
-        for name in files[:-self.max_files]:
-            os.remove(os.path.join(self.folder, name))
+        for name in files[:-self.max_files]:  # another process of the server may have
+            with contextlib.suppress(FileNotFoundError):  # removed it first
+                os.remove(os.path.join(self.folder, name))
 
 
 def rows_of(signature, inputs: Mapping[str, np.ndarray]) -> Rows:

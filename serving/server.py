@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
+from typing import Callable, Optional
 
 import grpc
 
@@ -27,9 +27,9 @@ from serving import config_files, tls, traffic
 from serving.batching import Batcher
 from serving.config_files import BatchingParameters, ModelServerConfig
 from serving.dataplane import DataPlane
-from serving.errors import ServingError
+from serving.errors import ServingError, failed_precondition
 from serving.labels import LabelFolder
-from serving.metrics import Metrics
+from serving.metrics import Metrics, shared_metrics_dir
 from serving.options import ServerOptions
 from serving.protocol import grpc_service
 from serving.protocol.http import Limits
@@ -38,6 +38,7 @@ from serving.repository import ModelRepository
 from serving.request_log import RequestLogs
 from serving.rollout.controller import RolloutController
 from serving.rollout.window import Monitor
+from serving.workers import WorkerPool
 
 log = logging.getLogger("serving.server")
 
@@ -117,13 +118,27 @@ class ModelServer:
     """The embedded tensorflow_model_server: a model repository, its poller, the data
     plane, and the gRPC and REST ports, configured by TF Serving's own flags.
 
+    With ``--rest_api_workers`` above 1 it is the primary of that many processes answering
+    the REST port (`serving.workers`); ``worker`` makes it one of the others: REST on the
+    primary's port, gRPC on a loopback port of its own for the primary's ReloadConfig.
+
     Raises (from the constructor): ServingError INVALID_ARGUMENT for a batching,
     monitoring, models.config or SSL config file that does not parse or holds impossible
-    values (an unreadable, empty or mismatched key or certificate).
+    values (an unreadable, empty or mismatched key or certificate); FAILED_PRECONDITION
+    for REST workers in a process whose metrics cannot be shared (not started by
+    ``python -m serving``).
     """
 
-    def __init__(self, options: ServerOptions) -> None:
+    def __init__(self, options: ServerOptions, worker: bool = False) -> None:
         self.options = options
+        self.worker = worker
+        shares_port = worker or options.rest_api_workers > 1
+        metrics_dir = shared_metrics_dir() if shares_port else None
+        if shares_port and metrics_dir is None:
+            raise failed_precondition(
+                "--rest_api_workers above 1 needs the server's own process (`python -m "
+                "serving` or `mlops serve`): its processes share metrics through "
+                "prometheus_client's multiprocess folder, chosen before it is imported")
         self.batching = (BatchingParameters.from_file(options.batching_parameters_file)
                          if options.enable_batching else None)
         self.metrics_path = config_files.prometheus_path(options.monitoring_config_file)
@@ -140,7 +155,7 @@ class ModelServer:
         self.repository = ModelRepository(load_servable(options.enable_model_warmup),
                                           on_loaded=_freeze_loaded,
                                           on_unload=self._collect_later)
-        self.metrics = Metrics(self._version_states)
+        self.metrics = Metrics(self._version_states, shared_dir=metrics_dir)
         self.executor = ThreadPoolExecutor(options.num_model_threads,
                                            thread_name_prefix="model")
         self.rollout_policy = options.rollout_policy()
@@ -166,6 +181,7 @@ class ModelServer:
         self._poller: Optional[threading.Thread] = None
         self._http = None
         self._grpc = None
+        self.workers: Optional[WorkerPool] = None  # the other REST processes (the primary's)
 
     def _run_batch(self, servable, signature_name: str, inputs) -> dict:
         rows = next(iter(inputs.values())).shape[0]
@@ -213,10 +229,11 @@ class ModelServer:
             ("grpc.max_receive_message_length", self.options.max_request_bytes),
             ("grpc.max_send_message_length", self.options.max_request_bytes)])
         grpc_service.add_services(self._grpc, self.dataplane, self.reload_config, self.metrics)
-        address = f"{self.options.host}:{self.options.port}"
+        address = "127.0.0.1:0" if self.worker else f"{self.options.host}:{self.options.port}"
         self.grpc_port = (self._grpc.add_secure_port(address,
                                                      tls.grpc_credentials(self.grpc_tls))
-                          if self.grpc_tls else self._grpc.add_insecure_port(address))
+                          if self.grpc_tls and not self.worker
+                          else self._grpc.add_insecure_port(address))
         if not self.grpc_port:
             raise OSError(f"cannot listen for gRPC on {self.options.host}:{self.options.port}")
         await self._grpc.start()
@@ -228,10 +245,19 @@ class ModelServer:
             max_connections=self.options.rest_max_connections))
         self.rest_port = await self._http.listen(
             self.options.host, self.options.rest_api_port,
-            tls.rest_context(self.rest_tls) if self.rest_tls else None)
-        log.info("Serving gRPC%s on %s:%d and REST%s on %s:%d",
+            tls.rest_context(self.rest_tls) if self.rest_tls else None,
+            reuse_port=self.worker or self.options.rest_api_workers > 1)
+        if self.worker:
+            log.info("Serving REST on %s:%d", self.options.host, self.rest_port)
+            return
+        if self.options.rest_api_workers > 1:
+            self.workers = WorkerPool(self.options, self.rest_port,
+                                      verbose=logging.getLogger().isEnabledFor(logging.DEBUG))
+            await self.workers.start()
+        log.info("Serving gRPC%s on %s:%d and REST%s on %s:%d%s",
                  " (TLS)" if self.grpc_tls else "", self.options.host, self.grpc_port,
-                 " (HTTPS)" if self.rest_tls else "", self.options.host, self.rest_port)
+                 " (HTTPS)" if self.rest_tls else "", self.options.host, self.rest_port,
+                 f" ({self.options.rest_api_workers} processes)" if self.workers else "")
 
     async def stop(self) -> None:
         """Stops listening, lets in-flight calls finish (1 s grace), closes the request
@@ -239,6 +265,8 @@ class ModelServer:
         self._stop.set()
         if self._http is not None:
             self._http.stop()
+        if self.workers is not None:
+            await self.workers.stop()
         if self._grpc is not None:
             await self._grpc.stop(grace=1)
         await self.dataplane.shadow_calls_done()
@@ -255,9 +283,11 @@ class ModelServer:
     async def reload_config(self, config: ModelServerConfig) -> None:
         """ModelService.HandleReloadConfigRequest: validate, apply, load what it asks for.
 
+        With REST workers, the primary applies it first, then each worker.
+
         Raises:
             ServingError: INVALID_ARGUMENT for a config TF Serving would refuse; the
-                running config is kept.
+                running config is kept. INTERNAL when a REST worker did not apply it.
         """
         text = config_files.model_server_config_text(config)
         checked = config_files.parse_model_server_config(text, "ReloadConfigRequest")
@@ -266,6 +296,8 @@ class ModelServer:
         self.repository.apply_config(checked)
         await loop.run_in_executor(None, self.repository.poll)
         await loop.run_in_executor(None, self._collect_unloaded)  # the poller may be off
+        if self.workers is not None:
+            await self.workers.reload_config(checked)
 
     def _poll_forever(self) -> None:
         """The poller thread: file-system polls, config re-reads, collections, on their clocks.
@@ -351,24 +383,32 @@ class ModelServer:
                 or "none")
 
 
-async def serve_forever(options: ServerOptions) -> None:
+async def serve_forever(options: ServerOptions, worker: bool = False,
+                        on_started: Optional[Callable[[ModelServer, Callable[[str], None]],
+                                                      None]] = None) -> None:
     """Serves until SIGTERM or SIGINT, then stops cleanly (``ModelServer.stop``: calls in
     flight finish, the request log is written out). SIGTERM is how docker, Kubernetes and
     process managers ask a server to stop; left to its default, it killed the process with
-    the request log's last file unfinished under its hidden name."""
-    server = ModelServer(options)
+    the request log's last file unfinished under its hidden name.
+
+    ``on_started(server, stop)``, once the server listens: ``stop(reason)``, callable from
+    any thread, stops it as a signal would (a REST worker's stdin closing).
+    """
+    server = ModelServer(options, worker=worker)
     await server.start()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
 
-    def stop_on(signal_name: str) -> None:  # run by the loop, not in the signal's context
+    def stop_on(reason: str) -> None:  # run by the loop, not in the signal's context
         if not stopping.is_set():
             log.info("%s: stopping (calls in flight finish, the request log is written out)",
-                     signal_name)
+                     reason)
         stopping.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop_on, signum.name)
+    if on_started is not None:
+        on_started(server, lambda reason: loop.call_soon_threadsafe(stop_on, reason))
     try:
         await stopping.wait()
     finally:
@@ -376,3 +416,30 @@ async def serve_forever(options: ServerOptions) -> None:
             loop.remove_signal_handler(signum)
         await server.stop()
     log.info("Stopped")
+
+
+def run(options: ServerOptions, worker: bool = False,
+        on_started: Optional[Callable[[ModelServer, Callable[[str], None]], None]] = None
+        ) -> int:
+    """`serve_forever` on the server's event loop, as a process's exit code: errors a user
+    can fix are one line on stderr, not a traceback (2: a bad flag or file; 1: a port
+    that cannot be listened on, or a REST worker that did not start)."""
+    import sys
+
+    from serving import event_loop
+    from serving.workers import WorkerFailed
+
+    try:
+        event_loop.run(serve_forever(options, worker=worker, on_started=on_started))
+    except ServingError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: cannot listen: {err}", file=sys.stderr)
+        return 1
+    except WorkerFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0

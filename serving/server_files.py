@@ -132,7 +132,8 @@ def server_command(settings: ServingSettings, files: ServerFiles, python: str,
         argv += [f"--host={s.host}", f"--max_request_bytes={s.max_request_bytes}",
                  f"--rest_read_timeout_seconds={s.rest_read_timeout_seconds:g}",
                  f"--rest_idle_timeout_seconds={s.rest_idle_timeout_seconds:g}",
-                 f"--rest_max_connections={s.rest_max_connections}"]
+                 f"--rest_max_connections={s.rest_max_connections}",
+                 f"--rest_api_workers={s.rest_api_workers}"]
         if s.tls.rest_ssl_config_file:
             argv += [f"--rest_ssl_config_file={s.tls.rest_ssl_config_file}"]
         if s.request_log.sample_rate:

@@ -16,6 +16,7 @@ from typing import Callable, ClassVar, Optional
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from serving.errors import ServingError
+from serving.options import MAX_REST_API_WORKERS
 from serving.rollout.policy import RolloutPolicy
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*$"  # Kubernetes and Kubeflow v2 names
@@ -281,6 +282,8 @@ class ServingSection(StrictSection):
     rest_read_timeout_seconds: float = Field(30.0, ge=0)
     rest_idle_timeout_seconds: float = Field(60.0, ge=0)
     rest_max_connections: int = Field(1024, ge=0)
+    # Processes answering the REST port (serving.workers); each loads every model.
+    rest_api_workers: int = Field(1, ge=1, le=MAX_REST_API_WORKERS)
     batching: BatchingSection = Field(default_factory=BatchingSection)
     canary: CanarySection = Field(default_factory=CanarySection)
     request_log: RequestLogSection = Field(default_factory=lambda: RequestLogSection())
@@ -294,6 +297,13 @@ class ServingSection(StrictSection):
         if self.grpc_port and self.grpc_port == self.rest_api_port:
             raise ValueError(f"grpc_port and rest_api_port are both {self.grpc_port}: the "
                              "two APIs need a port each")
+        return self
+
+    @model_validator(mode="after")
+    def _one_process_for_a_rollout(self) -> "ServingSection":
+        if self.rollout.enabled and self.rest_api_workers > 1:
+            raise ValueError("rollout.enabled needs rest_api_workers: 1 (a rollout's "
+                             "measurements and decisions live in one process)")
         return self
 
     @property

@@ -185,8 +185,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         try:
             await self._reload_config(request.config)
             response.status.error_code = 0
-        except ServingError as err:
-            response.status.error_code = 3  # INVALID_ARGUMENT
+        except ServingError as err:  # INVALID_ARGUMENT, or INTERNAL from a REST worker
+            response.status.error_code = err.grpc_status.value[0]
             response.status.error_message = err.message
         return response
 

@@ -539,10 +539,13 @@ class HttpServer:
         return self._shared.open if self._shared is not None else 0
 
     async def listen(self, host: str, port: int,
-                     ssl_context: Optional[ssl.SSLContext] = None) -> int:
+                     ssl_context: Optional[ssl.SSLContext] = None,
+                     reuse_port: bool = False) -> int:
         """Starts listening (HTTPS with ``ssl_context``); returns the bound port (useful
         with port 0). Over TLS the read timeout bounds the handshake too, and a connection
-        is counted against the bound once its handshake is done."""
+        is counted against the bound once its handshake is done. ``reuse_port``: other
+        processes may listen on the same port (SO_REUSEPORT; the kernel spreads new
+        connections over them), as the server's REST workers do."""
         loop = asyncio.get_running_loop()
         if self.limits.max_connections:
             _ensure_descriptors(self.limits.max_connections)
@@ -554,7 +557,8 @@ class HttpServer:
             if self.limits.read_timeout > 0:
                 tls["ssl_handshake_timeout"] = self.limits.read_timeout
         self._server = await loop.create_server(
-            lambda: _Connection(shared), host, port, reuse_address=True, backlog=1024, **tls)
+            lambda: _Connection(shared), host, port, reuse_address=True, reuse_port=reuse_port,
+            backlog=1024, **tls)
         return self._server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:

@@ -8,12 +8,15 @@ event loop on a thread) and stops it at the end of the test.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import shutil
 import socket
 import stat
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -44,6 +47,23 @@ ROWS = [
      "pickup_community_area": 32, "dropoff_community_area": 8, "trip_start_hour": 9,
      "trip_start_day": 2, "trip_start_month": 3},
 ]
+MODEL_PATH = f"/v1/models/{MODEL_NAME}"
+METRICS_PATH = "/monitoring/prometheus/metrics"
+PREDICT_BODY = json.dumps({"instances": [ROWS[0]]}).encode()  # one row, as REST sends it
+
+
+def version_counts(rest_url: str) -> Counter:
+    """OK REST predict requests by the version that answered, from the metrics page
+    (`:mlops:serving:request_count`; every process's, with REST workers)."""
+    import httpx
+
+    text = httpx.get(rest_url + METRICS_PATH, timeout=30).text
+    counts: Counter = Counter()
+    for version, value in re.findall(
+            rf'^:mlops:serving:request_count\{{model_name="{MODEL_NAME}",version="(\d+)",'
+            r'API="Predict",entrypoint="REST",status="OK"\} (\S+)$', text, re.MULTILINE):
+        counts[int(version)] += float(value)
+    return counts
 
 
 def dtype_of(name: str) -> "tf.DType":  # noqa: F821 (TensorFlow is imported on use)
@@ -205,6 +225,25 @@ def add_version(base_path: Path, model: Path, version: int) -> Path:
     target = base_path / str(version)
     staging.rename(target)
     return target
+
+
+def serving_site(root: Path, model: Path, versions: tuple[int, ...] = (1,)):
+    """A serving directory as `mlops serve` lays it out (models.config, batching and
+    monitoring files), polled every second, holding ``versions`` of ``model``: (the
+    serving settings, the files)."""
+    from pipeline.definition.config import load_config
+    from serving import server_files
+    from tests.conftest import write_config
+
+    settings = load_config(write_config(root, {
+        "serving.file_system_poll_wait_seconds": 1,
+        "serving.model_config_file_poll_wait_seconds": 1}),
+        check_files=False).serving_settings()
+    base = Path(settings.serving_model_dir)
+    base.mkdir(parents=True)
+    for version in versions:
+        add_version(base, model, version)
+    return settings, server_files.write_server_files(settings)
 
 
 @pytest.fixture

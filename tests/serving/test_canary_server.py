@@ -11,34 +11,32 @@ promoted through the `mlops` operations: not one request may fail.
 from __future__ import annotations
 
 import itertools
-import re
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Callable
 
 import grpc
 import httpx
 import pytest
 
-from pipeline.definition.config import load_config
-from serving import operations, server_files, traffic
-from tests.conftest import write_config
+from serving import operations, traffic
 from tests.serving.conftest import (
     MODEL_NAME,
+    MODEL_PATH,
+    PREDICT_BODY,
     ROWS,
     BackgroundClients,
-    add_version,
     dtype_of,
+    serving_site,
+    version_counts,
     wait_for,
 )
 
 pytestmark = pytest.mark.slow
 
-MODEL = f"/v1/models/{MODEL_NAME}"
-METRICS_PATH = "/monitoring/prometheus/metrics"
-BODY = httpx.Request("POST", "/", json={"instances": [ROWS[0]]}).content
+MODEL = MODEL_PATH
+BODY = PREDICT_BODY
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +44,7 @@ def site(pipeline_model, tmp_path_factory):
     from tests.serving.conftest import RunningServer
 
     root = tmp_path_factory.mktemp("canary")
-    settings = load_config(write_config(root, {
-        "serving.file_system_poll_wait_seconds": 1,
-        "serving.model_config_file_poll_wait_seconds": 1}),
-        check_files=False).serving_settings()
-    base = Path(settings.serving_model_dir)
-    base.mkdir(parents=True)
-    add_version(base, pipeline_model, 1)
-    add_version(base, pipeline_model, 2)
-    files = server_files.write_server_files(settings)
+    settings, files = serving_site(root, pipeline_model, (1, 2))
     operations.start_canary(settings, 2, 20)  # no server yet: it reads the split at start
     server = RunningServer(model_config_file=str(files.models_config),
                            monitoring_config_file=str(files.monitoring_config),
@@ -71,17 +61,6 @@ def predict(client: httpx.Client, path: str = f"{MODEL}:predict", key=None) -> i
     assert response.status_code == 200, response.text
     assert list(response.json()) == ["predictions"]  # the body stays TF Serving's
     return int(response.headers["X-Model-Version"])
-
-
-def version_counts(url: str) -> Counter:
-    text = httpx.get(url + METRICS_PATH, timeout=30).text
-    counts: Counter = Counter()
-    pattern = re.compile(r'^:mlops:serving:request_count\{model_name="chicago-taxi",'
-                         r'version="(\d+)",API="Predict",entrypoint="REST",status="OK"\} (\S+)$',
-                         re.MULTILINE)
-    for version, value in pattern.findall(text):
-        counts[int(version)] += float(value)
-    return counts
 
 
 def grpc_request():

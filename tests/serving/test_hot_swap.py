@@ -16,10 +16,14 @@ import grpc
 import httpx
 import pytest
 
-from pipeline.definition.config import load_config
-from serving import operations, server_files
-from tests.conftest import write_config
-from tests.serving.conftest import MODEL_NAME, BackgroundClients, add_version, dtype_of, wait_for
+from serving import operations
+from tests.serving.conftest import (
+    MODEL_NAME,
+    BackgroundClients,
+    dtype_of,
+    serving_site,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -82,13 +86,8 @@ def test_versions_swap_under_load_without_a_failed_request(tmp_path: Path, pipel
                                                            start_server):
     from components import versioned_pusher
 
-    config = load_config(write_config(tmp_path, {
-        "serving.file_system_poll_wait_seconds": 1,
-        "serving.model_config_file_poll_wait_seconds": 1}), check_files=False).serving_settings()
+    config, files = serving_site(tmp_path, pipeline_model)
     base = Path(config.serving_model_dir)
-    base.mkdir(parents=True)
-    add_version(base, pipeline_model, 1)
-    files = server_files.write_server_files(config)
     server = start_server(model_config_file=str(files.models_config),
                           file_system_poll_wait_seconds=1,
                           model_config_file_poll_wait_seconds=1, enable_batching=True,

@@ -125,14 +125,17 @@ def test_serve_passes_the_rest_ports_limits_to_the_embedded_server_only(workspac
     path = write_config(workspace, {"serving.max_request_bytes": 5000,
                                     "serving.rest_read_timeout_seconds": 2.5,
                                     "serving.rest_idle_timeout_seconds": 0,
-                                    "serving.rest_max_connections": 77})
+                                    "serving.rest_max_connections": 77,
+                                    "serving.rest_api_workers": 3})
     config = load_config(path, check_files=False).serving_settings()
     files = server_files.write_server_files(config)
     embedded = server_files.server_command(config, files, "python")
     options, _ = flags.parse(embedded[3:])
     assert (options.max_request_bytes, options.rest_read_timeout_seconds,
-            options.rest_idle_timeout_seconds, options.rest_max_connections) == (5000, 2.5, 0, 77)
+            options.rest_idle_timeout_seconds, options.rest_max_connections,
+            options.rest_api_workers) == (5000, 2.5, 0, 77, 3)
     real = server_files.server_command(config, files, "python", "/bin/tensorflow_model_server")
     assert not [flag for flag in real if flag.startswith(("--rest_read", "--rest_idle",
                                                           "--rest_max", "--max_request",
+                                                          "--rest_api_workers",
                                                           "--host"))]

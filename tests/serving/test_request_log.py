@@ -64,6 +64,32 @@ def test_files_rotate_and_only_the_newest_are_kept(tmp_path: Path):
     assert all(os.path.getsize(f) < 2000 + 200 for f in files)
 
 
+def test_two_processes_logging_into_one_folder_keep_its_bound_together(tmp_path: Path,
+                                                                        monkeypatch):
+    """A server's REST workers log into one folder (`serving.workers`): each names its
+    files by its pid, and the newest `max_files` of the folder are kept whoever wrote
+    them; a file another process removed first is not an error (here every removal finds
+    the file gone, as when the other process got there first)."""
+    real_remove = os.remove
+
+    def removed_by_another_process_first(path):
+        real_remove(path)
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(os, "remove", removed_by_another_process_first)
+    logs = [RequestLog(str(tmp_path), "m", sample_rate=1.0, max_file_bytes=2000, max_files=4)
+            for _ in range(2)]
+    for _ in range(300):
+        for log in logs:
+            log.sample(1, COLUMNS)
+    for log in logs:
+        log.close()
+    files = sorted(glob.glob(str(tmp_path / "m" / "*.tfrecord")))
+    assert len(files) == 4
+    assert {Path(f).name.split("-")[2] for f in files} == {str(os.getpid())}
+    assert [log.written for log in logs] == [600, 600]
+
+
 def test_a_stop_does_not_wait_for_the_writer_s_next_poll(tmp_path: Path, monkeypatch):
     """The writer takes its queue once a poll interval; a stop wakes it instead of waiting
     that long (here an interval of a minute), and still writes everything sampled."""
