@@ -405,14 +405,17 @@ async def serve_forever(options: ServerOptions, worker: bool = False,
                      reason)
         stopping.set()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    # A REST worker leaves Ctrl-C (SIGINT, sent to the terminal's whole process group) to
+    # its primary, which stops it: stopping on its own, it could be taken for a crash.
+    signals = (signal.SIGTERM,) if worker else (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
         loop.add_signal_handler(signum, stop_on, signum.name)
     if on_started is not None:
         on_started(server, lambda reason: loop.call_soon_threadsafe(stop_on, reason))
     try:
         await stopping.wait()
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in signals:
             loop.remove_signal_handler(signum)
         await server.stop()
     log.info("Stopped")

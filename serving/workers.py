@@ -27,7 +27,8 @@ What holds across the processes, and how:
   worker's own gRPC port (loopback only, its port known to the primary alone), and again
   to a worker that restarts.
 - **Lifetime.** A worker reads its options from its stdin and stops when stdin closes:
-  when the primary stops it, or dies, even by SIGKILL. A worker that exits on its own is
+  when the primary stops it, or dies, even by SIGKILL (then the worker also removes the
+  shared metrics folder, which the primary had no chance to). A worker that exits on its own is
   started again after a pause (1 s, doubling to 30 s while it keeps failing).
 - A rollout (``--rollout``) keeps its measurements in one process, so it needs one
   (`serving.options` refuses both together).
@@ -39,6 +40,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -50,6 +52,7 @@ import grpc
 from serving.config_files import ModelServerConfig
 from serving.errors import Code, ServingError
 from serving.options import ServerOptions
+from serving.process import MULTIPROC_ENV
 
 log = logging.getLogger("serving.workers")
 
@@ -130,7 +133,7 @@ class WorkerPool:
     # --- one worker ----------------------------------------------------------------------
 
     async def _start(self, worker: _Worker) -> None:
-        spec = {"index": worker.index, "verbose": self.verbose,
+        spec = {"index": worker.index, "verbose": self.verbose, "primary": os.getpid(),
                 "options": dataclasses.asdict(self.worker_options)}
         worker.grpc_port = None
         worker.started_at = time.monotonic()
@@ -242,7 +245,10 @@ def main() -> int:
         ready.write(json.dumps({"grpc_port": server.grpc_port}) + "\n")
         ready.flush()
 
-    return run(options, worker=True, on_started=started)
+    code = run(options, worker=True, on_started=started)
+    if os.getppid() != spec["primary"]:  # orphaned: the primary died without cleaning up
+        shutil.rmtree(os.environ.get(MULTIPROC_ENV, ""), ignore_errors=True)
+    return code
 
 if __name__ == "__main__":
     from serving.process import exit_now

@@ -286,12 +286,19 @@ def test_a_killed_worker_is_started_again_with_the_reloaded_config(lone):
 
 
 def test_a_worker_stops_by_itself_when_its_primary_is_killed(lone):
+    """...and removes the metrics folder its primary made and had no chance to remove."""
     server, _ = lone
     worker = server.worker_pid()
+    environment = Path(f"/proc/{worker}/environ").read_bytes().split(b"\0")
+    metrics_dir = Path(next(v for v in environment
+                            if v.startswith(b"PROMETHEUS_MULTIPROC_DIR=")).split(b"=", 1)[1]
+                       .decode())
+    assert metrics_dir.is_dir()
     server.process.kill()
     server.process.wait(30)
     wait_for(lambda: not Path(f"/proc/{worker}").exists() or
              "State:\tZ" in Path(f"/proc/{worker}/status").read_text(),
              "the orphaned worker to exit", timeout=60)
+    assert not metrics_dir.exists()
     with pytest.raises(httpx.ConnectError):
         httpx.get(server.rest_url + MODEL, timeout=5)
