@@ -39,3 +39,4 @@ def test_workers_in_a_process_that_cannot_share_its_metrics_are_refused():
     with pytest.raises(ServingError, match="needs the server's own process") as raised:
         ModelServer(ServerOptions(model_base_path="m", rest_api_workers=2))
     assert raised.value.code is Code.FAILED_PRECONDITION
+
