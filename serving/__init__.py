@@ -6,7 +6,8 @@ The embedded server (`python -m serving`, for laptops and tests where
 SavedModel; `warmup.py`), one data plane (`dataplane.py`: every API once, with batching,
 the canary split, metrics and the request log) and the protocol adapters over it
 (`protocol/`: REST and gRPC), assembled by `server.py` from `tensorflow_model_server`'s
-flags (`flags.py`, `options.py`, `config_files.py`, `tls.py`). Errors map to HTTP and gRPC
+flags (`flags.py`, `options.py`, `config_files.py`, `tls.py`); `workers.py` runs more
+processes on its REST port (`--rest_api_workers`). Errors map to HTTP and gRPC
 codes in one place (`errors.py`). `rollout/` rolls each push out as a canary that live
 checks promote or abort; `labels.py` takes the labels that arrive later.
 

@@ -72,7 +72,6 @@ class _Worker:
     process: Optional[asyncio.subprocess.Process] = None
     grpc_port: Optional[int] = None
     started_at: float = 0.0
-    restarts: int = 0
 
 
 class WorkerPool:
@@ -89,12 +88,6 @@ class WorkerPool:
         self._reloaded: Optional[ModelServerConfig] = None  # the last ReloadConfig
         self._stopping = False
         self._watchers: list[asyncio.Task] = []
-
-    @property
-    def pids(self) -> list[int]:
-        """The running workers' process ids (the primary's not included)."""
-        return [w.process.pid for w in self.workers
-                if w.process is not None and w.process.returncode is None]
 
     async def start(self) -> None:
         """Starts every worker and returns once each listens on the REST port.
@@ -177,7 +170,6 @@ class WorkerPool:
                 return
             try:
                 await self._start(worker)
-                worker.restarts += 1
             except WorkerFailed as err:
                 log.error("%s", err)
             except Exception:  # keep watching: a failed restart is retried

@@ -49,7 +49,8 @@ pytestmark = pytest.mark.slow
 
 MODEL = MODEL_PATH
 BODY = PREDICT_BODY
-READY = re.compile(r"Serving gRPC on [^\s:]+:(\d+) and REST on [^\s:]+:(\d+) \((\d+) processes\)")
+READY = re.compile(r"Serving gRPC(?: \(TLS\))? on [^\s:]+:(\d+) and REST(?: \(HTTPS\))? on "
+                   r"[^\s:]+:(\d+) \((\d+) processes\)")
 WORKER_READY = re.compile(r"REST worker (\d+) ready \(pid (\d+)\)")
 QUIET = {**os.environ, "PYTHONWARNINGS": "ignore", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
@@ -58,12 +59,15 @@ class ServerProcesses:
     """``python -m serving --rest_api_workers=2 ...`` in its own process, its log in a file."""
 
     def __init__(self, folder: Path, *flags: str) -> None:
+        """Started in a process group of its own, as a terminal's job is (Ctrl-C: SIGINT to
+        the whole group)."""
         self.log = folder / "server.log"
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "serving", "--port=0", "--rest_api_port=0",
                  "--rest_api_workers=2", *flags],
-                cwd=REPO, env=QUIET, stdout=log, stderr=subprocess.STDOUT)
+                cwd=REPO, env=QUIET, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
         wait_for(lambda: READY.search(self.text()) or self.process.poll() is not None,
                  "the server's ready line", timeout=180)
         ready = READY.search(self.text())
@@ -78,9 +82,14 @@ class ServerProcesses:
         """The worker's pid, from its latest ready line (the primary logs each start)."""
         return int(WORKER_READY.findall(self.text())[-1][1])
 
-    def stop(self) -> Optional[int]:
+    def stop(self, signum: int = signal.SIGTERM) -> Optional[int]:
+        """``signum`` to the primary (SIGINT: to the whole group, as Ctrl-C sends it);
+        returns its exit code."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            if signum == signal.SIGINT:
+                os.killpg(self.process.pid, signum)
+            else:
+                self.process.send_signal(signum)
             try:
                 self.process.wait(60)
             except subprocess.TimeoutExpired:
@@ -302,3 +311,39 @@ def test_a_worker_stops_by_itself_when_its_primary_is_killed(lone):
     assert not metrics_dir.exists()
     with pytest.raises(httpx.ConnectError):
         httpx.get(server.rest_url + MODEL, timeout=5)
+
+
+# --- TLS on both ports, and Ctrl-C ---------------------------------------------------------
+
+
+def test_https_on_every_process_grpc_tls_on_the_primary_and_ctrl_c_stops_them_all(
+        pipeline_model, tmp_path):
+    """The workers serve the primary's REST certificate; gRPC keeps its TLS on the primary
+    (the workers' own gRPC ports, for ReloadConfig, are loopback-only and plain). Ctrl-C
+    reaches the whole group: the workers leave it to the primary, which stops them and
+    then itself, all cleanly."""
+    from tests.serving.pki import make_pki, write_ssl_config
+    from tests.serving.test_tls import AVAILABLE, grpc_status, https_context
+
+    pki = make_pki()
+    base = tmp_path / "models" / MODEL_NAME
+    base.mkdir(parents=True)
+    add_version(base, pipeline_model, 1)
+    config = write_ssl_config(tmp_path / "ssl.config", pki, False)
+    server = ServerProcesses(tmp_path, f"--model_name={MODEL_NAME}",
+                             f"--model_base_path={base}", f"--ssl_config_file={config}",
+                             f"--rest_ssl_config_file={config}")
+    try:
+        https_url = server.rest_url.replace("http://127.0.0.1", "https://localhost")
+        with httpx.Client(base_url=https_url, timeout=60, verify=https_context(pki.ca.pem),
+                          limits=httpx.Limits(max_keepalive_connections=0)) as client:
+            assert {predict(client) for _ in range(60)} == {1}
+        assert grpc_status(server.grpc_target.replace("127.0.0.1", "localhost"),
+                           pki.ca.pem) == AVAILABLE
+        worker = server.worker_pid()
+    finally:
+        code = server.stop(signal.SIGINT)
+    assert code == 0, server.text()
+    assert "REST worker 1] SIGINT" not in server.text()  # it was stopped, not interrupted
+    assert "exited with code" not in server.text()  # nor taken for a crash and restarted
+    wait_for(lambda: not Path(f"/proc/{worker}").exists(), "the worker to exit", timeout=30)
