@@ -9,10 +9,11 @@ both.
   request log of every request on: the metrics page counts every process's requests; a
   push swaps versions in both with load running and no request failing; a canary split
   keeps a key on one side whichever process answers, and its promotion reaches both;
-  SIGTERM stops both with the request log complete, written by both.
-- The second serves a base path: ReloadConfig (gRPC, on the primary) reaches the worker,
-  a killed worker is started again and takes the config too, and a worker whose primary
-  is killed (SIGKILL: no chance to clean up) stops by itself.
+  Ctrl-C stops both with the request log complete, written by both.
+- The second serves a base path with TLS on both ports: HTTPS from both processes,
+  ReloadConfig (gRPC over TLS, on the primary) reaches the worker, a killed worker is
+  started again and takes the config too, and a worker whose primary is killed (SIGKILL:
+  no chance to clean up) stops by itself.
 """
 from __future__ import annotations
 
@@ -22,12 +23,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
-import grpc
 import httpx
 import pytest
 
@@ -58,9 +57,10 @@ QUIET = {**os.environ, "PYTHONWARNINGS": "ignore", "TF_CPP_MIN_LOG_LEVEL": "3"}
 class ServerProcesses:
     """``python -m serving --rest_api_workers=2 ...`` in its own process, its log in a file."""
 
-    def __init__(self, folder: Path, *flags: str) -> None:
+    def __init__(self, folder: Path, *flags: str, https_ca: Optional[str] = None) -> None:
         """Started in a process group of its own, as a terminal's job is (Ctrl-C: SIGINT to
-        the whole group)."""
+        the whole group). ``https_ca``: the REST port serves HTTPS with a certificate of
+        this CA, for localhost."""
         self.log = folder / "server.log"
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
@@ -74,6 +74,12 @@ class ServerProcesses:
         assert ready, self.text()
         self.grpc_target = f"127.0.0.1:{ready.group(1)}"
         self.rest_url = f"http://127.0.0.1:{ready.group(2)}"
+        self.verify = True  # httpx's TLS setting for the REST port
+        if https_ca is not None:
+            from tests.serving.pki import https_context
+
+            self.rest_url = f"https://localhost:{ready.group(2)}"
+            self.verify = https_context(https_ca)
 
     def text(self) -> str:
         return self.log.read_text()
@@ -97,10 +103,10 @@ class ServerProcesses:
         return self.process.returncode
 
 
-def new_connections(url: str) -> httpx.Client:
+def new_connections(server: ServerProcesses) -> httpx.Client:
     """A client that opens a new connection for every request: the kernel chooses the
     process for each, so a few dozen requests reach both."""
-    return httpx.Client(base_url=url, timeout=60,
+    return httpx.Client(base_url=server.rest_url, timeout=60, verify=server.verify,
                         limits=httpx.Limits(max_keepalive_connections=0))
 
 
@@ -111,24 +117,24 @@ def predict(client: httpx.Client, path: str = f"{MODEL}:predict",
     return int(response.headers["X-Model-Version"])
 
 
-def in_every_process(url: str, check, tries: int = 60) -> bool:
+def in_every_process(server: ServerProcesses, check, tries: int = 60) -> bool:
     """``check(client)`` holds for ``tries`` requests in a row on new connections (with two
     processes, the chance that all missed one of them is 2^-59)."""
-    with new_connections(url) as client:
+    with new_connections(server) as client:
         return all(check(client) for _ in range(tries))
 
 
 class Load(BackgroundClients):
     """Three REST clients on the bare URL, on new connections; failures recorded."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, server: ServerProcesses) -> None:
+        self.server = server
         self.failures: list[str] = []
         self.answered = 0
         super().__init__(*[self._client] * 3)
 
     def _client(self) -> None:
-        with new_connections(self.url) as client:
+        with new_connections(self.server) as client:
             while not self._stop.is_set():
                 response = client.post(f"{MODEL}:predict", content=BODY)
                 if response.status_code != 200:
@@ -159,7 +165,7 @@ def test_the_metrics_page_counts_the_requests_of_every_process(site):
     before = version_counts(server.rest_url)
 
     def fifty(_: int) -> None:
-        with new_connections(server.rest_url) as client:
+        with new_connections(server) as client:
             for _ in range(50):
                 predict(client)
 
@@ -177,62 +183,65 @@ def test_the_metrics_page_counts_the_requests_of_every_process(site):
 def test_a_push_swaps_versions_in_every_process_without_a_failed_request(site):
     settings, server, _, model = site
     base = Path(settings.serving_model_dir)
-    with Load(server.rest_url) as load:
+    with Load(server) as load:
         time.sleep(1)
         add_version(base, model, 2)
         wait_for(lambda: in_every_process(
-            server.rest_url, lambda c: c.post(f"{MODEL}/versions/1:predict",
+            server, lambda c: c.post(f"{MODEL}/versions/1:predict",
                                               content=BODY).status_code == 404),
             "version 1 unloaded in both processes", timeout=90)
         time.sleep(1)
     assert load.failures == [] and load.answered > 100
-    with new_connections(server.rest_url) as client:
+    with new_connections(server) as client:
         assert {predict(client) for _ in range(60)} == {2}
 
 
 def test_a_canary_keeps_each_key_on_one_side_in_every_process_until_promoted(site):
-    """The split's side is the key's BLAKE2b hash, the same in every process; each key is
-    asked three times, on new connections, so most keys reach both processes."""
+    """The split's side is the key's BLAKE2b hash (`serving.traffic.bucket`), the same in
+    every process: each of 600 keys, asked twice on new connections (most keys reach both
+    processes), is answered by the side its hash names."""
     settings, server, _, model = site
     add_version(Path(settings.serving_model_dir), model, 3)
-    wait_for(lambda: in_every_process(server.rest_url, lambda c: predict(c) == 3),
+    wait_for(lambda: in_every_process(server, lambda c: predict(c) == 3),
              "version 3 served by both processes", timeout=90)
     operations.start_canary(settings, 3, 20, stable=2)
-    keys = [f"customer-{i}" for i in range(1500)]
-    stable_key = next(k for k in keys if traffic.bucket(MODEL_NAME, k) >= 20)
-    wait_for(lambda: in_every_process(server.rest_url,
-                                      lambda c: predict(c, key=stable_key) == 2),
+    keys = [f"customer-{i}" for i in range(600)]
+    sides = {key: 3 if traffic.bucket(MODEL_NAME, key) < 20 else 2 for key in keys}
+    stable_key = next(key for key in keys if sides[key] == 2)
+    wait_for(lambda: in_every_process(server, lambda c: predict(c, key=stable_key) == 2),
              "the split in both processes", timeout=90)
 
-    def versions_of(chunk: list[str]) -> list[int]:
-        with new_connections(server.rest_url) as client:
-            return [predict(client, key=key) for key in chunk]
+    def answers(chunk: list[str]) -> dict[str, int]:
+        with new_connections(server) as client:
+            return {key: predict(client, key=key) for key in chunk}
 
-    def ask_all() -> list[int]:
+    for _ in range(2):
         with ThreadPoolExecutor(4) as pool:
-            return [v for chunk in pool.map(versions_of, [keys[i::4] for i in range(4)])
-                    for v in chunk]
-
-    first = ask_all()
-    assert set(first) == {2, 3}
-    assert abs(first.count(3) / 1500 * 100 - 20) < 2.5, Counter(first)
-    assert ask_all() == first and ask_all() == first
-    with Load(server.rest_url) as load:
+            chosen = {k: v for part in pool.map(answers, [keys[i::4] for i in range(4)])
+                      for k, v in part.items()}
+        assert chosen == sides
+    assert 0.15 < sum(v == 3 for v in sides.values()) / len(keys) < 0.25
+    with Load(server) as load:
         operations.promote(settings)
-        wait_for(lambda: in_every_process(server.rest_url, lambda c: predict(c) == 3),
+        wait_for(lambda: in_every_process(server, lambda c: predict(c) == 3),
                  "version 3 alone in both processes", timeout=90)
     assert load.failures == []
 
 
-def test_sigterm_stops_every_process_with_the_request_log_complete(site):
+def test_ctrl_c_stops_every_process_with_the_request_log_complete(site):
     """Every request so far was logged (rate 1) by the process that answered it, into
-    files of its own: after SIGTERM, both processes' files are finished and hold them all."""
+    files of its own. Ctrl-C reaches the whole group: the worker leaves it to the primary,
+    which stops it (stdin closed: calls finish, its log is written out), then itself; the
+    same path as SIGTERM to the primary. After it, both processes' files are finished and
+    hold every request."""
     import tensorflow as tf
 
     _, server, logs, _ = site
     answered = sum(version_counts(server.rest_url).values())
     worker = server.worker_pid()
-    assert server.stop() == 0, server.text()
+    assert server.stop(signal.SIGINT) == 0, server.text()
+    assert "REST worker 1] SIGINT" not in server.text()  # it was stopped, not interrupted
+    assert "exited with code" not in server.text()  # nor taken for a crash and restarted
     wait_for(lambda: not Path(f"/proc/{worker}").exists(), "the worker to exit", timeout=30)
     folder = logs / MODEL_NAME
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
@@ -248,16 +257,25 @@ def test_sigterm_stops_every_process_with_the_request_log_complete(site):
 
 @pytest.fixture(scope="module")
 def lone(pipeline_model, tmp_path_factory):
+    """Two processes on a base path, with TLS on both ports: the workers serve the
+    primary's REST certificate; gRPC keeps TLS on the primary (the workers' own gRPC
+    ports, for ReloadConfig, are loopback-only and plain)."""
+    from tests.serving.pki import make_pki, write_ssl_config
+
     root = tmp_path_factory.mktemp("workers-lone")
     base = root / "models" / MODEL_NAME
     base.mkdir(parents=True)
     add_version(base, pipeline_model, 1)
-    server = ServerProcesses(root, f"--model_name={MODEL_NAME}", f"--model_base_path={base}")
-    yield server, base
+    pki = make_pki()
+    tls = write_ssl_config(root / "ssl.config", pki, False)
+    server = ServerProcesses(root, f"--model_name={MODEL_NAME}", f"--model_base_path={base}",
+                             f"--ssl_config_file={tls}", f"--rest_ssl_config_file={tls}",
+                             https_ca=pki.ca.pem)
+    yield server, base, pki
     server.stop()
 
 
-def reload_config(server: ServerProcesses, base: Path, names: list[str]):
+def reload_config(server: ServerProcesses, base: Path, names: list[str], ca_pem: str):
     from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
 
     from serving import config_files
@@ -266,7 +284,9 @@ def reload_config(server: ServerProcesses, base: Path, names: list[str]):
     for name in names[1:]:
         config.model_config_list.config.add().CopyFrom(config.model_config_list.config[0])
         config.model_config_list.config[-1].name = name
-    with grpc.insecure_channel(server.grpc_target) as channel:
+    from tests.serving.test_tls import grpc_channel
+
+    with grpc_channel(server.grpc_target, ca_pem) as channel:
         return model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
             model_management_pb2.ReloadConfigRequest(config=config), timeout=120)
 
@@ -276,27 +296,27 @@ def answers_as(name: str):
                                       content=BODY).status_code == 200
 
 
-def test_reload_config_on_the_primary_reaches_the_worker(lone):
-    server, base = lone
-    response = reload_config(server, base, [MODEL_NAME, "taxi-copy"])
+def test_reload_config_over_tls_on_the_primary_reaches_the_https_worker(lone):
+    server, base, pki = lone
+    response = reload_config(server, base, [MODEL_NAME, "taxi-copy"], pki.ca.pem)
     assert response.status.error_code == 0, response.status.error_message
-    assert in_every_process(server.rest_url, answers_as("taxi-copy"))
-    assert in_every_process(server.rest_url, answers_as(MODEL_NAME))
+    assert in_every_process(server, answers_as("taxi-copy"))
+    assert in_every_process(server, answers_as(MODEL_NAME))
 
 
 def test_a_killed_worker_is_started_again_with_the_reloaded_config(lone):
-    server, _ = lone
+    server, _, _ = lone
     worker = server.worker_pid()
     os.kill(worker, signal.SIGKILL)
     wait_for(lambda: server.worker_pid() != worker, "the worker started again", timeout=120)
     assert f"REST worker 1 (pid {worker}) exited with code -9: starting it again" \
         in server.text()
-    assert in_every_process(server.rest_url, answers_as("taxi-copy"))
+    assert in_every_process(server, answers_as("taxi-copy"))
 
 
 def test_a_worker_stops_by_itself_when_its_primary_is_killed(lone):
     """...and removes the metrics folder its primary made and had no chance to remove."""
-    server, _ = lone
+    server, _, _ = lone
     worker = server.worker_pid()
     environment = Path(f"/proc/{worker}/environ").read_bytes().split(b"\0")
     metrics_dir = Path(next(v for v in environment
@@ -310,40 +330,4 @@ def test_a_worker_stops_by_itself_when_its_primary_is_killed(lone):
              "the orphaned worker to exit", timeout=60)
     assert not metrics_dir.exists()
     with pytest.raises(httpx.ConnectError):
-        httpx.get(server.rest_url + MODEL, timeout=5)
-
-
-# --- TLS on both ports, and Ctrl-C ---------------------------------------------------------
-
-
-def test_https_on_every_process_grpc_tls_on_the_primary_and_ctrl_c_stops_them_all(
-        pipeline_model, tmp_path):
-    """The workers serve the primary's REST certificate; gRPC keeps its TLS on the primary
-    (the workers' own gRPC ports, for ReloadConfig, are loopback-only and plain). Ctrl-C
-    reaches the whole group: the workers leave it to the primary, which stops them and
-    then itself, all cleanly."""
-    from tests.serving.pki import make_pki, write_ssl_config
-    from tests.serving.test_tls import AVAILABLE, grpc_status, https_context
-
-    pki = make_pki()
-    base = tmp_path / "models" / MODEL_NAME
-    base.mkdir(parents=True)
-    add_version(base, pipeline_model, 1)
-    config = write_ssl_config(tmp_path / "ssl.config", pki, False)
-    server = ServerProcesses(tmp_path, f"--model_name={MODEL_NAME}",
-                             f"--model_base_path={base}", f"--ssl_config_file={config}",
-                             f"--rest_ssl_config_file={config}")
-    try:
-        https_url = server.rest_url.replace("http://127.0.0.1", "https://localhost")
-        with httpx.Client(base_url=https_url, timeout=60, verify=https_context(pki.ca.pem),
-                          limits=httpx.Limits(max_keepalive_connections=0)) as client:
-            assert {predict(client) for _ in range(60)} == {1}
-        assert grpc_status(server.grpc_target.replace("127.0.0.1", "localhost"),
-                           pki.ca.pem) == AVAILABLE
-        worker = server.worker_pid()
-    finally:
-        code = server.stop(signal.SIGINT)
-    assert code == 0, server.text()
-    assert "REST worker 1] SIGINT" not in server.text()  # it was stopped, not interrupted
-    assert "exited with code" not in server.text()  # nor taken for a crash and restarted
-    wait_for(lambda: not Path(f"/proc/{worker}").exists(), "the worker to exit", timeout=30)
+        httpx.get(server.rest_url + MODEL, timeout=5, verify=server.verify)
