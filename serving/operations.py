@@ -165,6 +165,7 @@ class Change:
 
 
 Waiter = Callable[[int], bool]  # version -> True once a running server serves it
+CONFIRMATIONS_PER_PROCESS = 16  # see `_held_everywhere`
 
 
 def _save(settings: ServingSettings, models: ModelServerConfig) -> None:
@@ -309,24 +310,44 @@ def remove_label(settings: ServingSettings, label: str) -> str:
     return f"{model.name}: label {label!r} removed"
 
 
-def waiter(url: str, name: str, timeout_s: float = 60.0, verify=True) -> Waiter:
+def waiter(url: str, name: str, timeout_s: float = 60.0, verify=True,
+           processes: int = 1) -> Waiter:
     """Waits for a running server to report a version AVAILABLE (True at once if none runs).
 
-    The returned function raises OperationError as `server_status` does (TLS refused).
+    ``processes``: how many answer its REST port (`serving.rest_api_workers`); each loads
+    a version on its own, so the version must be reported by every one (see
+    `_held_everywhere`). The returned function raises OperationError as `server_status`
+    does (TLS refused).
     """
 
-    def wait(version: int) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            status = server_status(url, name, verify=verify)
-            if status is None:
-                return True  # no server: it applies labels after its initial load
-            if status.get(version, {}).get("state") == "AVAILABLE":
-                return True
-            time.sleep(0.5)
-        return False
+    def served(version: int) -> Optional[bool]:
+        status = server_status(url, name, verify=verify)
+        return None if status is None else \
+            status.get(version, {}).get("state") == "AVAILABLE"
 
-    return wait
+    return lambda version: _held_everywhere(lambda: served(version), processes, timeout_s,
+                                            0.5)
+
+
+def _held_everywhere(holds: Callable[[], Optional[bool]], processes: int, timeout_s: float,
+                     pause_s: float) -> bool:
+    """True once ``holds()`` is true in every process of a server: on one answer with one
+    process, on ``CONFIRMATIONS_PER_PROCESS`` x ``processes`` answers in a row with more
+    (each status request opens a new connection, which the kernel gives any of them; the
+    chance that one process was never asked is below 2^-30). ``holds()`` None: no server
+    answers, True at once. False when ``timeout_s`` passes first."""
+    needed = 1 if processes <= 1 else CONFIRMATIONS_PER_PROCESS * processes
+    deadline, in_a_row = time.monotonic() + timeout_s, 0
+    while time.monotonic() < deadline:
+        answer = holds()
+        if answer is None:
+            return True  # no server: it applies the change when it starts
+        in_a_row = in_a_row + 1 if answer else 0
+        if in_a_row >= needed:
+            return True
+        if not answer:
+            time.sleep(pause_s)
+    return False
 
 
 # --- the canary split (embedded server only) -------------------------------------------------
@@ -625,19 +646,18 @@ _STILL_SPLIT = (" (The server has not let version {} go yet: traffic_split.json 
                 "weight of 0, all to stable, until it does; run the command again later.)")
 
 
-def unload_waiter(url: str, name: str, timeout_s: float = 60.0, **status_options) -> VersionGone:
-    """Waits for a running server to stop serving a version (True at once if none runs).
+def unload_waiter(url: str, name: str, timeout_s: float = 60.0, processes: int = 1,
+                  **status_options) -> VersionGone:
+    """Waits for a running server to stop serving a version (True at once if none runs):
+    in every one of its ``processes``, as `waiter`.
 
     The returned function raises OperationError as `server_status` does (TLS refused).
     """
 
-    def wait(version: int) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            status = server_status(url, name, **status_options)
-            if status is None or status.get(version, {}).get("state") != "AVAILABLE":
-                return True
-            time.sleep(0.25)
-        return False
+    def gone(version: int) -> Optional[bool]:
+        status = server_status(url, name, **status_options)
+        return None if status is None else \
+            status.get(version, {}).get("state") != "AVAILABLE"
 
-    return wait
+    return lambda version: _held_everywhere(lambda: gone(version), processes, timeout_s,
+                                            0.25)

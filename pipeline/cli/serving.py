@@ -302,7 +302,8 @@ def _load_waiter(settings: ServingSettings) -> Callable[[int], bool]:
     from serving import operations, server_files
 
     return operations.waiter(server_files.rest_url(settings), settings.serving.model_name,
-                             verify=server_files.rest_verify(settings))
+                             verify=server_files.rest_verify(settings),
+                             processes=settings.serving.rest_api_workers)
 
 
 def _report_served(settings: ServingSettings, change: Any) -> None:
@@ -327,5 +328,6 @@ def _end_canary(settings: ServingSettings, action: Callable[..., Any]) -> None:
 
     gone = operations.unload_waiter(server_files.rest_url(settings),
                                     settings.serving.model_name,
-                                    verify=server_files.rest_verify(settings))
+                                    verify=server_files.rest_verify(settings),
+                                    processes=settings.serving.rest_api_workers)
     console.print(action(settings, gone).message, highlight=False)

@@ -139,3 +139,32 @@ def test_serve_passes_the_rest_ports_limits_to_the_embedded_server_only(workspac
                                                           "--rest_max", "--max_request",
                                                           "--rest_api_workers",
                                                           "--host"))]
+
+
+def test_a_waiter_asks_until_every_rest_process_serves_the_version(monkeypatch):
+    """With REST workers each process loads a version on its own, and each status
+    request lands on any of them: here two, answering in turn, the second loading version
+    2 only at its fifth answer. One process: the first AVAILABLE is enough; two: the
+    waiter goes on until both say so, many times in a row."""
+    from serving import operations
+
+    calls = []
+
+    def status(url, name, **options):
+        calls.append(1)
+        second_has_it = len(calls) >= 10  # its fifth answer
+        first = len(calls) % 2 == 1
+        state = "AVAILABLE" if first or second_has_it else "LOADING"
+        return {2: {"state": state}}
+
+    monkeypatch.setattr(operations, "server_status", status)
+    monkeypatch.setattr(operations.time, "sleep", lambda seconds: None)
+    assert operations.waiter("http://x", "m")(2) is True
+    assert len(calls) == 1
+    calls.clear()
+    assert operations.waiter("http://x", "m", processes=2)(2) is True
+    # the second's last LOADING is the 8th answer; from the 9th on, every one is AVAILABLE
+    assert len(calls) == 8 + operations.CONFIRMATIONS_PER_PROCESS * 2
+    calls.clear()
+    gone = operations.unload_waiter("http://x", "m", processes=2, timeout_s=0.5)
+    assert gone(2) is False  # the first process keeps serving it: not gone everywhere
