@@ -38,7 +38,7 @@ from serving.repository import ModelRepository
 from serving.request_log import RequestLogs
 from serving.rollout.controller import RolloutController
 from serving.rollout.window import Monitor
-from serving.workers import WorkerPool
+from serving.workers import WorkerPool, ensure_port_free
 
 log = logging.getLogger("serving.server")
 
@@ -243,6 +243,8 @@ class ModelServer:
             read_timeout=self.options.rest_read_timeout_seconds,
             idle_timeout=self.options.rest_idle_timeout_seconds,
             max_connections=self.options.rest_max_connections))
+        if self.options.rest_api_workers > 1 and not self.worker and self.options.rest_api_port:
+            ensure_port_free(self.options.host, self.options.rest_api_port)
         self.rest_port = await self._http.listen(
             self.options.host, self.options.rest_api_port,
             tls.rest_context(self.rest_tls) if self.rest_tls else None,

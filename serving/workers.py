@@ -62,6 +62,28 @@ RESTART_PAUSE_S = (1.0, 30.0)  # first pause before a restart, and the longest
 _STEADY_S = 60.0  # a worker up this long that exits is restarted after the first pause
 
 
+def ensure_port_free(host: str, port: int) -> None:
+    """Binds ``port`` once without SO_REUSEPORT, then lets it go: the primary's check
+    before it listens with SO_REUSEPORT. Otherwise a second server with workers started on
+    the same port would start too, silently splitting the first one's connections with it
+    (tensorflow_model_server would refuse to start: the port is in use).
+
+    Raises:
+        OSError: the port is in use, naming it.
+    """
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # as the listener will: a port a stopped server left in TIME_WAIT is free
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise OSError(err.errno, f"REST port {host}:{port} is in use "
+                                     f"({err.strerror})") from None
+
+
 class WorkerFailed(Exception):
     """A REST worker could not start (it exited, or was not ready in time)."""
 

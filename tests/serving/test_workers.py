@@ -331,3 +331,28 @@ def test_a_worker_stops_by_itself_when_its_primary_is_killed(lone):
     assert not metrics_dir.exists()
     with pytest.raises(httpx.ConnectError):
         httpx.get(server.rest_url + MODEL, timeout=5, verify=server.verify)
+
+
+def test_a_port_another_server_shares_is_refused_not_split(pipeline_model, tmp_path):
+    """A listener with SO_REUSEPORT already on the port (another server with workers):
+    a plain bind would share it silently, splitting that server's connections; the
+    server says the port is in use and exits 1, as tensorflow_model_server would."""
+    import socket
+
+    base = tmp_path / "models" / MODEL_NAME
+    base.mkdir(parents=True)
+    add_version(base, pipeline_model, 1)
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "serving", "--port=0", f"--rest_api_port={port}",
+             "--rest_api_workers=2", f"--model_name={MODEL_NAME}",
+             f"--model_base_path={base}"],
+            cwd=REPO, env=QUIET, capture_output=True, text=True, timeout=90)
+    assert result.returncode == 1, result.stderr
+    assert f"error: cannot listen: [Errno 98] REST port 127.0.0.1:{port} is in use" \
+        in result.stderr
+    assert "Traceback" not in result.stderr
