@@ -68,10 +68,14 @@ class ServerProcesses:
                  "--rest_api_workers=2", *flags],
                 cwd=REPO, env=QUIET, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
-        wait_for(lambda: READY.search(self.text()) or self.process.poll() is not None,
-                 "the server's ready line", timeout=180)
-        ready = READY.search(self.text())
-        assert ready, self.text()
+        try:
+            wait_for(lambda: READY.search(self.text()) or self.process.poll() is not None,
+                     "the server's ready line", timeout=180)
+            ready = READY.search(self.text())
+            assert ready, self.text()
+        except AssertionError:  # no server left behind by a failed start
+            self.stop()
+            raise
         self.grpc_target = f"127.0.0.1:{ready.group(1)}"
         self.rest_url = f"http://127.0.0.1:{ready.group(2)}"
         self.verify = True  # httpx's TLS setting for the REST port
