@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from serving.errors import failed_precondition
 from serving.process import MULTIPROC_ENV
 
 prometheus_client.disable_created_metrics()  # TF Serving exports no *_created series
@@ -43,25 +44,28 @@ class Metrics:
     """The server's Prometheus registry: request counts and latencies (TF Serving's names,
     and per version), batch sizes and version states; thread-safe.
 
-    With ``shared_dir`` (the server runs REST worker processes, `serving.workers`), every
-    process writes its counts into that folder through prometheus_client's multiprocess
-    mode, and the metrics page, whichever process answers it, sums them all: a scrape sees
-    the server, not the one process that happened to accept the connection. The version
+    ``shared`` (the server runs REST worker processes, `serving.workers`): every process
+    writes its counts into the folder ``PROMETHEUS_MULTIPROC_DIR`` names, through
+    prometheus_client's multiprocess mode, and the metrics page, whichever process answers
+    it, sums them all: a scrape sees the server, not the one process that happened to
+    accept the connection. The version
     states are the answering process's own (every process loads the same versions).
     """
 
     def __init__(self, loaded_versions: Callable[[], Iterable[tuple[str, int, str]]],
-                 shared_dir: Optional[str] = None) -> None:
+                 shared: bool = False) -> None:
         """``loaded_versions`` yields (model, version, state) for every known version.
 
         Raises:
-            RuntimeError: ``shared_dir`` is given but prometheus_client was imported
-                without ``PROMETHEUS_MULTIPROC_DIR`` naming it (`shared_metrics_dir`).
+            ServingError: FAILED_PRECONDITION when ``shared`` but prometheus_client was
+                imported without ``PROMETHEUS_MULTIPROC_DIR`` (not by ``python -m serving``).
         """
-        if shared_dir is not None and not _writes_to(shared_dir):
-            raise RuntimeError("the server's processes share metrics through "
-                               f"PROMETHEUS_MULTIPROC_DIR={shared_dir}, which must be set "
-                               "before prometheus_client is imported")
+        shared_dir = os.environ.get(MULTIPROC_ENV) if shared else None
+        if shared and not (shared_dir and getattr(values.ValueClass, "_multiprocess", False)):
+            raise failed_precondition(
+                "--rest_api_workers above 1 needs the server's own process (`python -m "
+                "serving` or `mlops serve`): its processes share metrics through "
+                "prometheus_client's multiprocess folder, chosen before it is imported")
         self.registry = CollectorRegistry(auto_describe=True)
         self._children: dict[tuple, tuple] = {}  # labels -> children (`_children_for`)
         self._loaded_versions = loaded_versions
@@ -161,20 +165,6 @@ class _Families:
 
     def collect(self) -> Iterable[Metric]:
         return self._families
-
-
-def shared_metrics_dir() -> Optional[str]:
-    """The folder this process's metrics are shared through, if it is in multiprocess mode."""
-    return os.environ.get(MULTIPROC_ENV) if _multiprocess() else None
-
-
-def _multiprocess() -> bool:
-    return bool(getattr(values.ValueClass, "_multiprocess", False))
-
-
-def _writes_to(folder: str) -> bool:
-    return _multiprocess() and os.path.realpath(os.environ.get(MULTIPROC_ENV, "")) == \
-        os.path.realpath(folder)
 
 
 def _number(value: float) -> str:

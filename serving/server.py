@@ -16,6 +16,7 @@ import asyncio
 import gc
 import logging
 import signal
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,9 +28,9 @@ from serving import config_files, tls, traffic
 from serving.batching import Batcher
 from serving.config_files import BatchingParameters, ModelServerConfig
 from serving.dataplane import DataPlane
-from serving.errors import ServingError, failed_precondition
+from serving.errors import ServingError
 from serving.labels import LabelFolder
-from serving.metrics import Metrics, shared_metrics_dir
+from serving.metrics import Metrics
 from serving.options import ServerOptions
 from serving.protocol import grpc_service
 from serving.protocol.http import Limits
@@ -132,13 +133,8 @@ class ModelServer:
     def __init__(self, options: ServerOptions, worker: bool = False) -> None:
         self.options = options
         self.worker = worker
-        shares_port = worker or options.rest_api_workers > 1
-        metrics_dir = shared_metrics_dir() if shares_port else None
-        if shares_port and metrics_dir is None:
-            raise failed_precondition(
-                "--rest_api_workers above 1 needs the server's own process (`python -m "
-                "serving` or `mlops serve`): its processes share metrics through "
-                "prometheus_client's multiprocess folder, chosen before it is imported")
+        self.shares_port = worker or options.rest_api_workers > 1  # SO_REUSEPORT
+        self.metrics = Metrics(self._version_states, shared=self.shares_port)
         self.batching = (BatchingParameters.from_file(options.batching_parameters_file)
                          if options.enable_batching else None)
         self.metrics_path = config_files.prometheus_path(options.monitoring_config_file)
@@ -155,7 +151,6 @@ class ModelServer:
         self.repository = ModelRepository(load_servable(options.enable_model_warmup),
                                           on_loaded=_freeze_loaded,
                                           on_unload=self._collect_later)
-        self.metrics = Metrics(self._version_states, shared_dir=metrics_dir)
         self.executor = ThreadPoolExecutor(options.num_model_threads,
                                            thread_name_prefix="model")
         self.rollout_policy = options.rollout_policy()
@@ -243,16 +238,17 @@ class ModelServer:
             read_timeout=self.options.rest_read_timeout_seconds,
             idle_timeout=self.options.rest_idle_timeout_seconds,
             max_connections=self.options.rest_max_connections))
-        if self.options.rest_api_workers > 1 and not self.worker and self.options.rest_api_port:
+        primary_of_workers = self.shares_port and not self.worker
+        if primary_of_workers and self.options.rest_api_port:
             ensure_port_free(self.options.host, self.options.rest_api_port)
         self.rest_port = await self._http.listen(
             self.options.host, self.options.rest_api_port,
             tls.rest_context(self.rest_tls) if self.rest_tls else None,
-            reuse_port=self.worker or self.options.rest_api_workers > 1)
+            reuse_port=self.shares_port)
         if self.worker:
             log.info("Serving REST on %s:%d", self.options.host, self.rest_port)
             return
-        if self.options.rest_api_workers > 1:
+        if primary_of_workers:
             self.workers = WorkerPool(self.options, self.rest_port,
                                       verbose=logging.getLogger().isEnabledFor(logging.DEBUG))
             await self.workers.start()
@@ -429,8 +425,6 @@ def run(options: ServerOptions, worker: bool = False,
     """`serve_forever` on the server's event loop, as a process's exit code: errors a user
     can fix are one line on stderr, not a traceback (2: a bad flag or file; 1: a port
     that cannot be listened on, or a REST worker that did not start)."""
-    import sys
-
     from serving import event_loop
     from serving.workers import WorkerFailed
 

@@ -35,8 +35,6 @@ from tests.serving.conftest import (
 
 pytestmark = pytest.mark.slow
 
-MODEL = MODEL_PATH
-BODY = PREDICT_BODY
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +53,8 @@ def site(pipeline_model, tmp_path_factory):
     server.stop()
 
 
-def predict(client: httpx.Client, path: str = f"{MODEL}:predict", key=None) -> int:
-    response = client.post(path, content=BODY,
+def predict(client: httpx.Client, path: str = f"{MODEL_PATH}:predict", key=None) -> int:
+    response = client.post(path, content=PREDICT_BODY,
                            headers={"X-Request-Key": key} if key else None)
     assert response.status_code == 200, response.text
     assert list(response.json()) == ["predictions"]  # the body stays TF Serving's
@@ -109,14 +107,14 @@ def test_with_batching_on_a_lone_client_s_requests_alternate_at_the_share(site):
 def test_a_version_or_a_label_bypasses_the_split(site):
     _, server = site
     with httpx.Client(base_url=server.rest_url, timeout=60) as client:
-        for path, version in ((f"{MODEL}/versions/1:predict", 1),
-                              (f"{MODEL}/versions/2:predict", 2),
-                              (f"{MODEL}/labels/stable:predict", 1),
-                              (f"{MODEL}/labels/canary:predict", 2)):
+        for path, version in ((f"{MODEL_PATH}/versions/1:predict", 1),
+                              (f"{MODEL_PATH}/versions/2:predict", 2),
+                              (f"{MODEL_PATH}/labels/stable:predict", 1),
+                              (f"{MODEL_PATH}/labels/canary:predict", 2)):
             assert {predict(client, path) for _ in range(60)} == {version}, path
-        metadata = client.get(f"{MODEL}/versions/1/metadata")
+        metadata = client.get(f"{MODEL_PATH}/versions/1/metadata")
         assert metadata.headers["X-Model-Version"] == "1"
-        assert "X-Model-Version" not in client.get(MODEL).headers  # status: every version
+        assert "X-Model-Version" not in client.get(MODEL_PATH).headers  # status: every version
 
 
 def test_a_request_key_gets_the_same_version_on_rest_and_grpc(site):
@@ -157,7 +155,7 @@ class Load(BackgroundClients):
     def _rest(self) -> None:
         with httpx.Client(base_url=self.rest_url, timeout=30) as client:
             while not self._stop.is_set():
-                response = client.post(f"{MODEL}:predict", content=BODY)
+                response = client.post(f"{MODEL_PATH}:predict", content=PREDICT_BODY)
                 if response.status_code != 200 or "predictions" not in response.json():
                     self.failures.append(f"REST {response.status_code} {response.text}")
                 else:
@@ -186,7 +184,7 @@ class Load(BackgroundClients):
 
 
 def states(url: str) -> dict[int, str]:
-    body = httpx.get(f"{url}{MODEL}", timeout=30).json()
+    body = httpx.get(f"{url}{MODEL_PATH}", timeout=30).json()
     return {int(s["version"]): s["state"] for s in body["model_version_status"]}
 
 

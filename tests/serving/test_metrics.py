@@ -16,7 +16,7 @@ import os, sys
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = {str(tmp_path)!r}
 sys.path.insert(0, {str(REPO)!r})
 from serving.metrics import Metrics
-metrics = Metrics(lambda: [], shared_dir={str(tmp_path)!r})
+metrics = Metrics(lambda: [], shared=True)
 metrics.observe("m", "Predict", "REST", "OK", 0.001, version=1)
 child = os.fork()
 if child == 0:

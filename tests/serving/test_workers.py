@@ -46,8 +46,6 @@ from tests.serving.conftest import (
 
 pytestmark = pytest.mark.slow
 
-MODEL = MODEL_PATH
-BODY = PREDICT_BODY
 READY = re.compile(r"Serving gRPC(?: \(TLS\))? on [^\s:]+:(\d+) and REST(?: \(HTTPS\))? on "
                    r"[^\s:]+:(\d+) \((\d+) processes\)")
 WORKER_READY = re.compile(r"REST worker (\d+) ready \(pid (\d+)\)")
@@ -114,9 +112,10 @@ def new_connections(server: ServerProcesses) -> httpx.Client:
                         limits=httpx.Limits(max_keepalive_connections=0))
 
 
-def predict(client: httpx.Client, path: str = f"{MODEL}:predict",
+def predict(client: httpx.Client, path: str = f"{MODEL_PATH}:predict",
             key: Optional[str] = None) -> int:
-    response = client.post(path, content=BODY, headers={"X-Request-Key": key} if key else None)
+    response = client.post(path, content=PREDICT_BODY,
+                           headers={"X-Request-Key": key} if key else None)
     assert response.status_code == 200, response.text
     return int(response.headers["X-Model-Version"])
 
@@ -140,7 +139,7 @@ class Load(BackgroundClients):
     def _client(self) -> None:
         with new_connections(self.server) as client:
             while not self._stop.is_set():
-                response = client.post(f"{MODEL}:predict", content=BODY)
+                response = client.post(f"{MODEL_PATH}:predict", content=PREDICT_BODY)
                 if response.status_code != 200:
                     self.failures.append(f"{response.status_code} {response.text}")
                 self.answered += 1
@@ -191,8 +190,8 @@ def test_a_push_swaps_versions_in_every_process_without_a_failed_request(site):
         time.sleep(1)
         add_version(base, model, 2)
         wait_for(lambda: in_every_process(
-            server, lambda c: c.post(f"{MODEL}/versions/1:predict",
-                                              content=BODY).status_code == 404),
+            server, lambda c: c.post(f"{MODEL_PATH}/versions/1:predict",
+                                              content=PREDICT_BODY).status_code == 404),
             "version 1 unloaded in both processes", timeout=90)
         time.sleep(1)
     assert load.failures == [] and load.answered > 100
@@ -297,7 +296,7 @@ def reload_config(server: ServerProcesses, base: Path, names: list[str], ca_pem:
 
 def answers_as(name: str):
     return lambda client: client.post(f"/v1/models/{name}:predict",
-                                      content=BODY).status_code == 200
+                                      content=PREDICT_BODY).status_code == 200
 
 
 def test_reload_config_over_tls_on_the_primary_reaches_the_https_worker(lone):
@@ -334,7 +333,7 @@ def test_a_worker_stops_by_itself_when_its_primary_is_killed(lone):
              "the orphaned worker to exit", timeout=60)
     assert not metrics_dir.exists()
     with pytest.raises(httpx.ConnectError):
-        httpx.get(server.rest_url + MODEL, timeout=5, verify=server.verify)
+        httpx.get(server.rest_url + MODEL_PATH, timeout=5, verify=server.verify)
 
 
 def test_a_port_another_server_shares_is_refused_not_split(pipeline_model, tmp_path):
