@@ -49,6 +49,9 @@ def exit_now(code: int) -> NoReturn:
     after a clean stop. Nothing is left to release by then, so skip the teardown.
     """
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken stream: nothing more to say
+            pass
     os._exit(code)

@@ -26,9 +26,9 @@ Each task runs as its own OS process (its "pod") in a private mount namespace, w
 pod-local paths the launcher uses (`/tmp/kfp_outputs/output_metadata.json`,
 `/tmp/kfp/outputs/<parameter>`), the task's PVC mounts and its Secret volumes are bind
 mounts of folders this module reads afterwards (a Secret's stand-in is a folder holding one
-file per key, as Kubernetes mounts one, but not read-only here). Tasks run one at a time in
-dependency order; like Argo's DAG (`failFast`, true by default) nothing new starts after a
-task fails.
+file per key, as Kubernetes mounts one, but not read-only here). Tasks run as Argo runs
+KFP's DAG: each as soon as its upstream tasks have succeeded, beside the others that are
+ready, and nothing new starts after a task fails (Argo's DAG `failFast`, true by default).
 
 The pipeline root is a bucket (gs://, s3://; KFP accepts only those and minio://,
 `objectstore.ParseBucketConfig`), reached with this process's credentials and endpoints as
@@ -44,6 +44,7 @@ use raise `NotEmulated` instead of guessing.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -54,6 +55,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -382,6 +384,24 @@ def _check_parameter_type(name: str, kind: int, value: struct_pb2.Value) -> None
 # ML Metadata, as backend/src/v2/metadata/client.go writes and reads it
 
 
+class _OneCallAtATime:
+    """An ML Metadata store that the tasks running side by side call one at a time: one
+    SQLite connection, which this process's threads must not use at once (on a cluster
+    each pod's driver and launcher are clients of the metadata gRPC server instead)."""
+
+    def __init__(self, store: metadata_store.MetadataStore):
+        self._store = store
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._store, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return method(*args, **kwargs)
+        return call
+
+
 class _Metadata:
     """The subset of KFP's MLMD client the driver and launcher use, on a real store."""
 
@@ -389,7 +409,7 @@ class _Metadata:
         config = mlmd.ConnectionConfig()
         config.sqlite.filename_uri = str(path)
         config.sqlite.connection_mode = mlmd.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
-        self.store = metadata_store.MetadataStore(config)
+        self.store = _OneCallAtATime(metadata_store.MetadataStore(config))
         self.backend = backend
         self.contexts: list[mlmd.Context] = []
 
@@ -1078,7 +1098,8 @@ def run_package(package: Union[str, Path], pipeline_root: Union[str, Path], *,
     emulation its own `metadata_path`: KFP registers artifact types by name only, which a
     store shared with TFX's local runner (typed properties) would refuse.
     `on_task(task, event)` reports progress; `on_result(task_run)` receives each task's
-    final TaskRun as soon as it is known (a SKIPPED one too), in run order; the emulation
+    final TaskRun as soon as it is known, in the order they end (SKIPPED ones last); both
+    are called from the calling thread, while tasks run on threads of their own; the emulation
     itself prints nothing. Raises PipelineRejected or NotEmulated before anything runs.
     `warm` forks each `python -m` task from one process that imported the entrypoint
     (`warm_pods.py`; as root only, else ignored): the same run without a new interpreter's
@@ -1159,15 +1180,20 @@ def _executors(spec: pb.PipelineSpec) -> dict[str, Json]:
     return json_format.MessageToDict(spec.deployment_spec).get("executors", {})
 
 
+def _upstream(task: pb.PipelineTaskSpec) -> set[str]:
+    """The tasks `task` waits for: its dependentTasks and the producers of its inputs, as
+    the Argo compiler adds them (`argocompiler/dag.go` `addImplicitDependencies`)."""
+    return (set(task.dependent_tasks)
+            | {p.task_output_parameter.producer_task for p in task.inputs.parameters.values()
+               if p.HasField("task_output_parameter")}
+            | {a.task_output_artifact.producer_task for a in task.inputs.artifacts.values()
+               if a.HasField("task_output_artifact")})
+
+
 def _task_order(spec: pb.PipelineSpec) -> list[str]:
     """Dependency order (dependentTasks and producers of inputs); ties by name."""
     tasks = spec.root.dag.tasks
-    needs = {key: set(task.dependent_tasks)
-             | {p.task_output_parameter.producer_task for p in task.inputs.parameters.values()
-                if p.HasField("task_output_parameter")}
-             | {a.task_output_artifact.producer_task for a in task.inputs.artifacts.values()
-                if a.HasField("task_output_artifact")}
-             for key, task in tasks.items()}
+    needs = {key: _upstream(task) for key, task in tasks.items()}
     order: list[str] = []
     while len(order) < len(needs):
         ready = sorted(k for k, deps in needs.items() if k not in order and deps <= set(order))
@@ -1179,20 +1205,47 @@ def _task_order(spec: pb.PipelineSpec) -> list[str]:
 
 def _run_tasks(tasks: list[_Task], run: _Run, store: _Metadata, on_task: TaskListener,
                on_result: ResultListener) -> list[TaskRun]:
-    results: list[TaskRun] = []
-    for task in tasks:
-        if any(r.state == "FAILED" for r in results):
-            results.append(TaskRun(name=task.key, state="SKIPPED"))
-            on_result(results[-1])
-            continue
-        started = time.monotonic()
-        on_task(task.key, "running")
-        result = _run_task(task, run, store)
-        result.seconds = time.monotonic() - started
-        on_task(task.key, {"SUCCEEDED": "finished", "CACHED": "cached"}.get(result.state, "failed"))
-        results.append(result)
-        on_result(result)
-    return results
+    """Runs the DAG as Argo runs KFP's: a task starts as soon as every task it waits for
+    has succeeded (or was cached), beside any other that is ready: each DAG task's
+    `depends` is `<upstream>.Succeeded && ...` (`argocompiler/dag.go` `depends`) and the
+    workflow sets no `parallelism`. Once a task fails nothing new starts and the running
+    ones finish (Argo's DAG `failFast`, true by default); the rest are SKIPPED. Returns
+    the tasks' runs in dependency order, whatever order they finished in."""
+    needs = {task.key: _upstream(task.spec) for task in tasks}
+    results: dict[str, TaskRun] = {}
+    waiting = list(tasks)
+    with concurrent.futures.ThreadPoolExecutor(max(len(tasks), 1),
+                                               thread_name_prefix="pod") as pool:
+        running: dict[concurrent.futures.Future, _Task] = {}
+        while waiting or running:
+            passed = {key for key, result in results.items()
+                      if result.state in ("SUCCEEDED", "CACHED")}
+            failed = any(result.state == "FAILED" for result in results.values())
+            for task in [t for t in waiting if not failed and needs[t.key] <= passed]:
+                waiting.remove(task)
+                on_task(task.key, "running")
+                running[pool.submit(_timed_task, task, run, store)] = task
+            if not running:
+                break
+            finished, _ = concurrent.futures.wait(
+                running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in finished:
+                result = future.result()
+                results[running.pop(future).key] = result
+                on_task(result.name, {"SUCCEEDED": "finished", "CACHED": "cached"}.get(
+                    result.state, "failed"))
+                on_result(result)
+    for task in waiting:
+        results[task.key] = TaskRun(name=task.key, state="SKIPPED")
+        on_result(results[task.key])
+    return [results[task.key] for task in tasks]
+
+
+def _timed_task(task: _Task, run: _Run, store: _Metadata) -> TaskRun:
+    started = time.monotonic()
+    result = _run_task(task, run, store)
+    result.seconds = time.monotonic() - started
+    return result
 
 
 def _run_task(task: _Task, run: _Run, store: _Metadata) -> TaskRun:

@@ -26,8 +26,8 @@ On a bucket root it also leaves the store as KFP's launcher can copy it:
   executor has succeeded, those markers are removed from under every output artifact
   (`object_store.remove_folder_markers`); readers see the same folders without them.
 - `s3://` (MinIO, S3) is readable by TensorFlow only through tensorflow-io, loaded here
-  when an artifact lives there, and the process then ends through
-  `filesystems.exit_now` (tensorflow-io aborts the interpreter's normal exit).
+  when an artifact lives there (it aborts the interpreter's normal exit: every task ends
+  its process itself once its work is written, `run`).
 
 Everything else (artifact names, which the Evaluator turns into model ids; URIs;
 metadata; exec properties) is handed over unchanged, and TFX's entrypoint does the rest.
@@ -35,12 +35,12 @@ metadata; exec properties) is handed over unchanged, and TFX's entrypoint does t
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 from absl import logging
 
 from pipeline.kubeflow import object_store
-from pipeline.runtime import filesystems
+from pipeline.runtime import filesystems, process
 
 KFP_TYPE_PREFIX = "system."
 
@@ -89,12 +89,15 @@ def repair(executor_input: dict[str, Any],
     return repaired, dropped
 
 
-def run(parsed: tuple[Any, list[str]]) -> None:
-    """Runs the executor TFX's entrypoint would, on the repaired ExecutorInput.
+def run(parsed: tuple[Any, list[str]]) -> NoReturn:
+    """Runs the executor TFX's entrypoint would, on the repaired ExecutorInput, then ends
+    the process at once: 0 once the executor succeeded and its outputs are written, 1
+    (with the error logged) if anything failed.
 
-    Raises:
-        ExecutorInputError: as `repair`.
-        ValueError: the invocation or inputs-spec argument is not JSON.
+    Why it never returns: by then everything the task hands on is written (the artifacts,
+    TFX's `executor_output.json`), and the interpreter's teardown of TensorFlow, TFX and
+    Beam costs seconds a task (docs/performance.md, "Kubeflow"); with tensorflow-io
+    loaded for `s3://` it even aborts, which KFP would record as a failed task.
     """
     from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor as tfx_entry
 
@@ -104,25 +107,25 @@ def run(parsed: tuple[Any, list[str]]) -> None:
     from pipeline.runtime import beam_tuning
 
     beam_tuning.apply()  # as a local run does: the executors' Beam pipelines run in here
-
-    args, beam_args = parsed
-    inputs_spec = json.loads(args.json_serialized_inputs_spec_args or "{}")
-    repaired, dropped = repair(json.loads(args.json_serialized_invocation_args), inputs_spec)
-    if dropped:
-        logging.info("Outputs left to Kubeflow (not TFX artifacts): %s", ", ".join(dropped))
-    args.json_serialized_invocation_args = json.dumps(repaired)
-    needs_hard_exit = filesystems.enable_for(_artifact_uris(repaired, "inputs") +
-                                             _artifact_uris(repaired, "outputs"))
     try:
+        args, beam_args = parsed
+        inputs_spec = json.loads(args.json_serialized_inputs_spec_args or "{}")
+        repaired, dropped = repair(json.loads(args.json_serialized_invocation_args),
+                                   inputs_spec)
+        if dropped:
+            logging.info("Outputs left to Kubeflow (not TFX artifacts): %s", ", ".join(dropped))
+        args.json_serialized_invocation_args = json.dumps(repaired)
+        filesystems.enable_for(_artifact_uris(repaired, "inputs") +
+                               _artifact_uris(repaired, "outputs"))
         tfx_entry._run_executor(args, beam_args)  # pylint: disable=protected-access
         _remove_folder_markers(_artifact_uris(repaired, "outputs"))
-    except Exception:
-        if not needs_hard_exit:
-            raise
+    except (ExecutorInputError, json.JSONDecodeError) as error:
+        logging.error("The task's arguments cannot be used: %s", error)
+        process.exit_now(1)
+    except Exception:  # noqa: BLE001 (the executor's own error, whatever it is: logged whole)
         logging.exception("The executor failed")
-        filesystems.exit_now(1)
-    if needs_hard_exit:
-        filesystems.exit_now(0)
+        process.exit_now(1)
+    process.exit_now(0)
 
 
 def _artifact_uris(executor_input: dict[str, Any], side: str) -> list[str]:
@@ -145,8 +148,6 @@ def main() -> None:
     # Before TFX is imported: its Vertex AI client modules, which no task of this package
     # calls, stay unimported (a second off every task's start-up); gs:// reads without a
     # 64 MB buffer per file (`filesystems.tune_gcs_reads`).
-    from pipeline.runtime import process
-
     process.before_tensorflow()
     from absl import app
     from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor as tfx_entry

@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Iterator, Mapping, Optional, Sequence
 
@@ -49,12 +50,14 @@ def module_of(argv: Sequence[str], python: str) -> Optional[str]:
 
 
 class WarmStarter:
-    """One preloaded parent process; `run` forks a task from it and waits for it."""
+    """One preloaded parent process; `run` forks a task from it and waits for it (one task
+    at a time: tasks a run could start side by side wait for each other here)."""
 
     def __init__(self, python: str, env: Mapping[str, str],
                  preload: Sequence[str] = PRELOADED):
         """Starts the parent, which imports the `preload` modules (TFX's entrypoint; a test
         of the fork itself needs none) before it answers."""
+        self._lock = threading.Lock()  # one request at a time: a run's tasks share the pipe
         self._parent = subprocess.Popen(
             [python, "-c", "import sys; from pipeline.kubeflow import warm_pods; "
                            "warm_pods.serve(sys.argv[1:])", *preload],
@@ -64,9 +67,10 @@ class WarmStarter:
 
     def _ask(self, request: dict) -> dict:
         assert self._parent.stdin and self._parent.stdout
-        self._parent.stdin.write(json.dumps(request) + "\n")
-        self._parent.stdin.flush()
-        answer = self._parent.stdout.readline()
+        with self._lock:
+            self._parent.stdin.write(json.dumps(request) + "\n")
+            self._parent.stdin.flush()
+            answer = self._parent.stdout.readline()
         if not answer:
             raise RuntimeError(f"the warm parent process ended (status "
                                f"{self._parent.wait()})")

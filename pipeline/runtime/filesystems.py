@@ -7,7 +7,8 @@ standard `AWS_ENDPOINT_URL`, tensorflow-io its own `S3_ENDPOINT` and `S3_USE_HTT
 sets the one standard variable (with MinIO: the service's URL) and this module derives the
 other two. tensorflow-io 0.37.1 beside TF 2.16.2 aborts the interpreter at exit ("pure
 virtual method called", status 134), which KFP would record as a failed task after the
-work succeeded: `exit_now` ends such a process without running the teardown that aborts.
+work succeeded: such a process must end without the interpreter's teardown
+(`serving.process.exit_now`, which the pods' entrypoint always uses).
 
 TensorFlow's GCS filesystem allocates and zero-fills a read buffer of
 `GCS_READ_CACHE_BLOCK_SIZE_MB` (64 MB by default) for every file it opens for reading:
@@ -24,9 +25,7 @@ thread-safe; each wrapper keeps its own download state).
 """
 from __future__ import annotations
 
-import logging
 import os
-import sys
 import threading
 from typing import Any, Iterable, MutableMapping
 from urllib.parse import urlparse
@@ -56,7 +55,7 @@ def enable_for(uris: Iterable[str]) -> bool:
     """Registers tensorflow-io's `s3://` filesystem if any of `uris` needs it.
 
     Returns:
-        Whether tensorflow-io was loaded (then end the process with `exit_now`).
+        Whether tensorflow-io was loaded (then end the process with `process.exit_now`).
     """
     if not any(str(uri).startswith(S3_SCHEMES) for uri in uris):
         return False
@@ -96,13 +95,3 @@ def share_beam_s3_clients() -> None:
     if boto3_client.boto3 is not None and not isinstance(boto3_client.boto3, _SharedBoto3):
         boto3_client.boto3 = _SharedBoto3(boto3_client.boto3)
 
-
-def exit_now(code: int) -> None:
-    """Flushes logs and standard streams, then ends the process with `code` at once."""
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)  # noqa: SLF001 (skips the interpreter teardown that aborts)

@@ -267,6 +267,63 @@ def test_failing_task_stops_the_run_with_its_log_tail(tmp_path):
     assert boom.outputs == {}
 
 
+# --- scheduling: Argo's DAG ----------------------------------------------------------------
+
+MEET = ("open(os.path.join(os.environ['MEET'], '{me}'), 'w').close()\n"
+        "import time\n"
+        "deadline = time.monotonic() + 30\n"
+        "while not os.path.exists(os.path.join(os.environ['MEET'], '{other}')):\n"
+        "    assert time.monotonic() < deadline, '{other} never started beside {me}'\n"
+        "    time.sleep(0.02)\n")
+
+
+def test_tasks_that_wait_for_nothing_in_common_run_side_by_side(tmp_path):
+    """KFP's Argo compiler gives each task `depends: <upstream>.Succeeded && ...`
+    (`argocompiler/dag.go` `depends`, upstream as `addImplicitDependencies` finds them) and
+    the workflow no `parallelism`: Argo starts every task whose upstream tasks succeeded at
+    once. Each of `left` and `right` waits until the other has started, so run one after
+    the other the first would fail; `join` starts only once both have succeeded."""
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    steps = [Step("left", outputs=("data",), env={"MEET": str(meet)},
+                  script=MEET.format(me="left", other="right")),
+             Step("right", outputs=("data",), env={"MEET": str(meet)},
+                  script=MEET.format(me="right", other="left")),
+             Step("join", inputs={"a": "left.data", "b": "right.data"})]
+    events: list[tuple[str, str]] = []
+    result = run(tmp_path, write_package(tmp_path, steps),
+                 on_task=lambda task, event: events.append((task, event)))
+
+    assert result.state == "SUCCEEDED", [t.error for t in result.tasks]
+    assert [t.name for t in result.tasks] == ["left", "right", "join"]
+    assert set(events[:2]) == {("left", "running"), ("right", "running")}
+    assert events.index(("join", "running")) > max(events.index(("left", "finished")),
+                                                   events.index(("right", "finished")))
+
+
+def test_after_a_failure_the_running_tasks_finish_and_nothing_new_starts(tmp_path):
+    """Argo's DAG `failFast` (true by default; KFP's compiler leaves it unset): once a node
+    fails no new task is scheduled, the running ones finish, then the DAG fails. `slow`
+    runs beside `boom` and finishes after it failed; `after-slow`, ready only then, never
+    starts."""
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    never = tmp_path / "after-slow-ran"
+    steps = [Step("boom", env={"MEET": str(meet)},
+                  script="open(os.path.join(os.environ['MEET'], 'boom'), 'w').close()\n"
+                         "raise SystemExit(2)"),
+             Step("slow", outputs=("data",), env={"MEET": str(meet)},
+                  script=MEET.format(me="slow", other="boom") + "time.sleep(1)\n"),
+             Step("after-slow", inputs={"data": "slow.data"},
+                  script=f"open({str(never)!r}, 'w').close()")]
+    result = run(tmp_path, write_package(tmp_path, steps))
+
+    assert result.state == "FAILED"
+    assert {t.name: t.state for t in result.tasks} == {
+        "boom": "FAILED", "slow": "SUCCEEDED", "after-slow": "SKIPPED"}
+    assert not never.exists()
+
+
 # --- TFX-compiled packages ---------------------------------------------------------------
 
 

@@ -7,9 +7,15 @@ with `--publish_logs=true` (`backend/src/v2/driver/driver.go`, `provisionOutputs
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 from pipeline.kubeflow import entrypoint
+from tests.conftest import REPO
 
 EXAMPLES_TYPE = {"instanceSchema": "title: tfx.Examples\ntype: object\n"}
 INPUTS_SPEC = {"artifacts": {"examples": {"artifactType": EXAMPLES_TYPE}},
@@ -80,3 +86,79 @@ def test_the_repaired_input_is_what_tfx_s_parser_accepts():
     assert examples.type_name == "Examples"
     assert examples.split_names == '["train", "eval"]'
     assert examples.span == 3
+
+
+# --- how a task ends -------------------------------------------------------------------------
+
+PROBE = "tests.pipeline.kubeflow.exit_probe"
+
+
+class Exited(Exception):
+    """`process.exit_now`, caught in the test's own process."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
+def task_arguments(tmp_path, executor: str, invocation: dict | None = None) -> list[str]:
+    invocation = invocation or {
+        "inputs": {"parameterValues": {"marker": str(tmp_path / "marker")}},
+        "outputs": {"outputFile": str(tmp_path / "outputs" / "executor_output.json")}}
+    inputs_spec = {"parameters": {"marker": {"parameterType": "STRING"}}}
+    return [f"--executor_class_path={PROBE}.{executor}",
+            f"--json_serialized_invocation_args={json.dumps(invocation)}",
+            f"--json_serialized_inputs_spec_args={json.dumps(inputs_spec)}"]
+
+
+def run_in_process(monkeypatch, arguments: list[str]) -> int:
+    from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor as tfx_entry
+
+    def exit_now(code: int):
+        raise Exited(code)
+
+    monkeypatch.setattr(entrypoint.process, "exit_now", exit_now)
+    with pytest.raises(Exited) as exited:
+        entrypoint.run(tfx_entry._parse_flags(arguments))  # pylint: disable=protected-access
+    return exited.value.code
+
+
+def test_a_task_whose_executor_succeeded_ends_with_0_after_its_output_is_written(
+        tmp_path, monkeypatch):
+    assert run_in_process(monkeypatch, task_arguments(tmp_path, "MarkedExecutor")) == 0
+    assert (tmp_path / "marker.done").exists()
+    assert json.loads((tmp_path / "outputs" / "executor_output.json").read_text()) == {}
+
+
+def test_a_task_whose_executor_failed_ends_with_1_and_the_error_in_its_log(
+        tmp_path, monkeypatch, caplog):
+    assert run_in_process(monkeypatch, task_arguments(tmp_path, "FailingExecutor")) == 1
+    assert "the reason the executor broke" in caplog.text
+    assert not (tmp_path / "outputs" / "executor_output.json").exists()
+
+
+def test_arguments_that_are_not_json_end_the_task_with_1_and_one_line(tmp_path, monkeypatch,
+                                                                       caplog):
+    arguments = [f"--executor_class_path={PROBE}.MarkedExecutor",
+                 "--json_serialized_invocation_args={not json"]
+    assert run_in_process(monkeypatch, arguments) == 1
+    assert "The task's arguments cannot be used" in caplog.text
+    assert "Traceback" not in caplog.text
+
+
+@pytest.mark.slow  # a new interpreter importing TensorFlow and TFX, as a pod's
+def test_a_task_process_ends_without_the_interpreter_s_teardown(tmp_path):
+    """The pod's command (`python -m pipeline.kubeflow.entrypoint`) ends its process once
+    the executor's outputs are written: the interpreter's teardown of TensorFlow, TFX and
+    Beam (its atexit handlers, module clean-up) cost each task about two seconds here
+    (`make bench-kubeflow`), and with tensorflow-io loaded it aborts. The executor's
+    atexit handler is the witness: a process that tore down would have run it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.kubeflow.entrypoint",
+         *task_arguments(tmp_path, "MarkedExecutor")],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+        text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "marker.done").exists()
+    assert (tmp_path / "outputs" / "executor_output.json").exists()
+    assert not (tmp_path / "marker.teardown").exists()
