@@ -313,7 +313,7 @@ def test_after_a_failure_the_running_tasks_finish_and_nothing_new_starts(tmp_pat
                   script="open(os.path.join(os.environ['MEET'], 'boom'), 'w').close()\n"
                          "raise SystemExit(2)"),
              Step("slow", outputs=("data",), env={"MEET": str(meet)},
-                  script=MEET.format(me="slow", other="boom") + "time.sleep(1)\n"),
+                  script=MEET.format(me="slow", other="boom") + "time.sleep(2)\n"),
              Step("after-slow", inputs={"data": "slow.data"},
                   script=f"open({str(never)!r}, 'w').close()")]
     result = run(tmp_path, write_package(tmp_path, steps))
