@@ -11,6 +11,8 @@ from typing import NoReturn
 # prometheus_client's multiprocess mode: the folder its values are written to, read once at
 # its import (the REST workers' shared metrics, `serving.metrics`).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Keras 2 for `tf.keras`, read once when TensorFlow is imported: TFX 1.16 models are Keras 2.
+LEGACY_KERAS_ENV = "TF_USE_LEGACY_KERAS"
 _NOISY_LOGGERS = ("absl", "apache_beam", "tensorflow", "tfx", "ml_metadata", "google",
                   "tensorflow_transform", "tensorflow_model_analysis", "tensorflow_data_validation",
                   "urllib3", "h5py", "numexpr")
@@ -20,7 +22,7 @@ def quiet_libraries(verbose: bool = False) -> None:
     """Keeps TensorFlow, absl, Beam and Google client noise (INFO logs, CUDA/oneDNN lines,
     FutureWarnings) out of normal output unless `verbose`. Run it before TensorFlow is
     imported: TF reads its C++ log level once, at import."""
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFX 1.16 models are Keras 2
+    os.environ.setdefault(LEGACY_KERAS_ENV, "1")
     if verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
         logging.getLogger().setLevel(logging.INFO)

@@ -6,12 +6,15 @@ from tfx.dsl.components.base.base_executor import BaseExecutor
 
 
 class MarkedExecutor(BaseExecutor):
-    """Writes `<marker>.done`, and asks the interpreter's teardown to write
+    """Writes `<marker>.done` holding the module `tf.keras` is (Keras 2's `tf_keras...` or
+    Keras 3's `keras...`), and asks the interpreter's teardown to write
     `<marker>.teardown` (which a process ended at once never writes)."""
 
     def Do(self, input_dict, output_dict, exec_properties):  # noqa: N802 (TFX's name)
+        import tensorflow as tf
+
         marker = Path(exec_properties["marker"])
-        marker.with_suffix(".done").write_text("done")
+        marker.with_suffix(".done").write_text(tf.keras.__name__)
         atexit.register(marker.with_suffix(".teardown").write_text, "teardown")
 
 

@@ -147,18 +147,26 @@ def test_arguments_that_are_not_json_end_the_task_with_1_and_one_line(tmp_path, 
 
 
 @pytest.mark.slow  # a new interpreter importing TensorFlow and TFX, as a pod's
-def test_a_task_process_ends_without_the_interpreter_s_teardown(tmp_path):
+def test_a_task_process_ends_without_the_interpreter_s_teardown_and_runs_keras_2(tmp_path):
     """The pod's command (`python -m pipeline.kubeflow.entrypoint`) ends its process once
     the executor's outputs are written: the interpreter's teardown of TensorFlow, TFX and
     Beam (its atexit handlers, module clean-up) cost each task about two seconds here
     (`make bench-kubeflow`), and with tensorflow-io loaded it aborts. The executor's
-    atexit handler is the witness: a process that tore down would have run it."""
+    atexit handler is the witness: a process that tore down would have run it.
+
+    The process starts with a pod's environment, the image's, which does not set
+    `TF_USE_LEGACY_KERAS` (every process of ours here does, so the emulated pods inherit
+    it): the entrypoint sets it before TensorFlow loads, so `tf.keras` is Keras 2 in the
+    executor, as under `mlops run`; without it, Keras 3 (tf.Transform's import sets the
+    variable too late for `tf.keras`)."""
+    environment = {name: value for name, value in os.environ.items()
+                   if name != "TF_USE_LEGACY_KERAS"}
     done = subprocess.run(
         [sys.executable, "-m", "pipeline.kubeflow.entrypoint",
          *task_arguments(tmp_path, "MarkedExecutor")],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+        cwd=REPO, env={**environment, "PYTHONPATH": str(REPO)}, capture_output=True,
         text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert (tmp_path / "marker.done").exists()
     assert (tmp_path / "outputs" / "executor_output.json").exists()
     assert not (tmp_path / "marker.teardown").exists()
+    assert (tmp_path / "marker.done").read_text().startswith("tf_keras")
