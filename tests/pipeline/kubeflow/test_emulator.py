@@ -490,7 +490,7 @@ def test_on_an_s3_root_a_task_that_succeeded_ends_with_status_0_not_an_abort(
     interpreter abort at exit ("pure virtual method called", SIGABRT; a container's status
     134), and KFP's launcher marks a task failed on any non-zero status of its command
     (launcher_v2.go `execute`): a task that did its work would fail. The entrypoint ends
-    its process itself once the executor is done (`filesystems.exit_now`; an executor
+    its process itself once the executor is done (`process.exit_now`; an executor
     that raised exits 1, as it would have failed anyway). The task starts cold, a new
     interpreter, as in a pod: the warm tasks of the end-to-end tests always end hard."""
     import signal
