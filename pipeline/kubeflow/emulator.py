@@ -393,8 +393,10 @@ class _OneCallAtATime:
         self._store = store
         self._lock = threading.Lock()
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
+    def __getattr__(self, name: str) -> Any:
         method = getattr(self._store, name)
+        if not callable(method):
+            return method
 
         def call(*args: Any, **kwargs: Any) -> Any:
             with self._lock:
