@@ -145,9 +145,10 @@ def _remove_folder_markers(uris: list[str]) -> None:
 def main() -> None:
     """The image's entrypoint: `python -m pipeline.kubeflow.entrypoint` with TFX's flags,
     which every task of the compiled package runs."""
-    # Before TFX is imported: its Vertex AI client modules, which no task of this package
-    # calls, stay unimported (a second off every task's start-up); gs:// reads without a
-    # 64 MB buffer per file (`filesystems.tune_gcs_reads`).
+    # Before TFX is imported: Keras 2 for `tf.keras` (the image's environment does not
+    # ask for it); TFX's Vertex AI client modules, which no task of this package calls,
+    # stay unimported (a second off every task's start-up); gs:// reads without a 64 MB
+    # buffer per file (`filesystems.tune_gcs_reads`).
     process.before_tensorflow()
     from absl import app
     from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor as tfx_entry
