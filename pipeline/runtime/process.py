@@ -21,8 +21,8 @@ def before_tensorflow() -> None:
 
     Keras 2 (`TF_USE_LEGACY_KERAS=1`, unless set): TFX 1.16's components and this
     project's model use it. A pod's environment is the image's, which does not set it;
-    without it `import tensorflow` also loads Keras 3 (0.7 s of every task's start-up
-    here) and `tf.keras` is Keras 3 until tf.Transform's import switches it.
+    without it `tf.keras` is Keras 3 in the executors (tf.Transform's import sets the
+    variable after TensorFlow has chosen).
     """
     os.environ.setdefault(LEGACY_KERAS_ENV, "1")
     lazy_imports.defer_unused_modules()
