@@ -11,18 +11,25 @@ from typing import NoReturn
 # prometheus_client's multiprocess mode: the folder its values are written to, read once at
 # its import (the REST workers' shared metrics, `serving.metrics`).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-# Keras 2 for `tf.keras`, read once when TensorFlow is imported: TFX 1.16 models are Keras 2.
-LEGACY_KERAS_ENV = "TF_USE_LEGACY_KERAS"
 _NOISY_LOGGERS = ("absl", "apache_beam", "tensorflow", "tfx", "ml_metadata", "google",
                   "tensorflow_transform", "tensorflow_model_analysis", "tensorflow_data_validation",
                   "urllib3", "h5py", "numexpr")
 
 
+def use_keras_2() -> None:
+    """`tf.keras` as Keras 2 (`TF_USE_LEGACY_KERAS=1`, unless set), which TFX 1.16's
+    components and this project's models use. TensorFlow reads it once, when imported, so
+    every process sets it first; a Kubeflow pod's environment (the image's) does not, and
+    there `tf.keras` was Keras 3 in the executors (tf.Transform's import sets the variable
+    after TensorFlow has chosen)."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+
 def quiet_libraries(verbose: bool = False) -> None:
     """Keeps TensorFlow, absl, Beam and Google client noise (INFO logs, CUDA/oneDNN lines,
-    FutureWarnings) out of normal output unless `verbose`. Run it before TensorFlow is
-    imported: TF reads its C++ log level once, at import."""
-    os.environ.setdefault(LEGACY_KERAS_ENV, "1")
+    FutureWarnings) out of normal output unless `verbose`; Keras 2 (`use_keras_2`). Run it
+    before TensorFlow is imported: TF reads its C++ log level once, at import."""
+    use_keras_2()
     if verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
         logging.getLogger().setLevel(logging.INFO)

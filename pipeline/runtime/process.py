@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from pipeline.runtime import filesystems, lazy_imports, quiet
-from serving.process import LEGACY_KERAS_ENV
+from serving.process import use_keras_2
 from serving.process import exit_now  # noqa: F401 (re-exported)
 
 
@@ -17,13 +17,8 @@ def prepare(verbose: bool = False) -> None:
 def before_tensorflow() -> None:
     """What must be in place before TensorFlow and TFX are imported, in every process that
     runs the pipeline's work (mlops, the pods' entrypoint, the warm parent of emulated
-    pods): Keras 2, deferred imports of unused cloud clients, TensorFlow's GCS read buffer.
-
-    Keras 2 (`TF_USE_LEGACY_KERAS=1`, unless set): TFX 1.16's components and this
-    project's model use it. A pod's environment is the image's, which does not set it;
-    without it `tf.keras` is Keras 3 in the executors (tf.Transform's import sets the
-    variable after TensorFlow has chosen).
-    """
-    os.environ.setdefault(LEGACY_KERAS_ENV, "1")
+    pods): Keras 2 (`use_keras_2`), deferred imports of unused cloud clients, TensorFlow's
+    GCS read buffer."""
+    use_keras_2()
     lazy_imports.defer_unused_modules()
     filesystems.tune_gcs_reads(os.environ)
