@@ -20,6 +20,10 @@ The result is the Examples CsvExampleGen writes (checked against it on the bundl
   text nor becomes a category;
 - STRING values are the raw bytes (no UTF-8 requirement).
 
+The same typed columns also give the rows as tfx_bsl's decoder decodes those records
+(`to_decoded`): ExampleGen writes them beside the records (`decoded_copy`), so that
+StatisticsGen and Transform need not decode.
+
 Each record is the Example's *deterministic* serialization (`to_records`), the bytes TFX's
 ExampleGen hashes to choose a row's split: with them, a row's split is decided on the
 record itself, with no parse and no second serialization per row (at scale those two were
@@ -174,26 +178,38 @@ def _framed(tag: bytes, payload: pa.Array) -> pa.Array:
                                        payload, b"")
 
 
+def _numbers(column: pa.Array, kind: Kind) -> np.ndarray:
+    """The cells of an INT or FLOAT column (no empty cell) as the values an Example holds:
+    int64, or float32 (beyond float32's range: infinity, as protobuf stores it).
+
+    Raises:
+        pa.ArrowInvalid: Arrow cannot parse a number cell that Python's `int`/`float`
+            did (`+7`, ` 7`, `1_000`); the caller converts that column by Python.
+    """
+    numbers = pc.cast(pc.cast(column, pa.string()), pa.int64() if kind == Kind.INT
+                      else pa.float64()).to_numpy(zero_copy_only=False)
+    if kind == Kind.INT:
+        return numbers.astype(np.int64)
+    with np.errstate(over="ignore"):
+        return numbers.astype("<f4")
+
+
 def _value_lists(column: pa.Array, kind: Kind) -> pa.Array:
     """Each cell as the serialized BytesList, Int64List (packed) or FloatList (packed)
     holding it: field 1 with the cell's bytes, varint or little-endian float32.
 
     Raises:
-        pa.ArrowInvalid: Arrow cannot parse a number cell that Python's `int`/`float`
-            did (`+7`, ` 7`, `1_000`); the caller serializes that column by protobuf.
+        pa.ArrowInvalid: as `_numbers`; the caller serializes that column by protobuf.
     """
     if kind == Kind.STRING:
         return _framed(_FIELD_1, column)
-    numbers = pc.cast(pc.cast(column, pa.string()), pa.int64() if kind == Kind.INT
-                      else pa.float64()).to_numpy(zero_copy_only=False)
+    numbers = _numbers(column, kind)
     if kind == Kind.INT:
         payload = _varints(numbers)
     else:
-        with np.errstate(over="ignore"):  # beyond float32: infinity, as protobuf stores it
-            floats = numbers.astype("<f4")
         offsets = np.arange(0, 4 * len(numbers) + 1, 4, dtype=np.int32)
         payload = pa.Array.from_buffers(pa.binary(), len(numbers), [
-            None, pa.py_buffer(offsets), pa.py_buffer(floats.tobytes())])
+            None, pa.py_buffer(offsets), pa.py_buffer(numbers.tobytes())])
     return _framed(_FIELD_1, payload)
 
 
@@ -249,3 +265,46 @@ def to_records(batch: pa.RecordBatch, kinds: Mapping[str, Kind]) -> pa.Array:
 def to_examples(batch: pa.RecordBatch, kinds: Mapping[str, Kind]) -> list[bytes]:
     """`to_records` as a list of bytes, one serialized tf.Example per row."""
     return to_records(batch, kinds).to_pylist()
+
+
+# The Arrow type tfx_bsl's decoder gives each kind's feature (a kindless one: `pa.null()`).
+DECODED_TYPES = {Kind.INT: pa.large_list(pa.int64()), Kind.FLOAT: pa.large_list(pa.float32()),
+                 Kind.STRING: pa.large_list(pa.large_binary())}
+
+
+def _decoded_values(cells: pa.Array, kind: Kind) -> pa.Array:
+    """Each cell as the value list its Example's feature decodes to: one value, or none for
+    an empty cell; a kindless column is all null. The numbers are `_numbers`' (Python's
+    where Arrow cannot parse a cell, as `_entries_by_protobuf` converts it), so the lists
+    hold exactly what the records hold."""
+    if kind == Kind.UNKNOWN:
+        return pa.nulls(len(cells))
+    filled = pc.not_equal(pc.binary_length(cells), 0).to_numpy(zero_copy_only=False)
+    present = cells.filter(pa.array(filled))
+    if kind == Kind.STRING:
+        values = pc.cast(present, pa.large_binary())
+    else:
+        try:
+            numbers = _numbers(present, kind)
+        except pa.ArrowInvalid:
+            convert = int if kind == Kind.INT else float
+            with np.errstate(over="ignore"):
+                numbers = np.array([convert(cell) for cell in present.to_pylist()],
+                                   np.int64 if kind == Kind.INT else "<f4")
+        values = pa.array(numbers, DECODED_TYPES[kind].value_type)
+    offsets = np.concatenate([[0], np.cumsum(filled, dtype=np.int64)])
+    return pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), values)
+
+
+def to_decoded(batch: pa.RecordBatch, kinds: Mapping[str, Kind]) -> pa.RecordBatch:
+    """The batch's rows as tfx_bsl's `ExamplesToRecordBatchDecoder` (without a schema)
+    decodes their records (`to_records`): a column per feature in the records' key order,
+    each typed by its kind (`DECODED_TYPES`). Each distinct cell is converted once, as for
+    the records; a test holds the batches equal to the decoder's."""
+    names = sorted(batch.schema.names, key=lambda name: name.encode())
+    columns = []
+    for name in names:
+        encoded = pc.dictionary_encode(batch.column(name))
+        columns.append(pc.take(_decoded_values(encoded.dictionary, kinds[name]),
+                               encoded.indices))
+    return pa.RecordBatch.from_arrays(columns, names)

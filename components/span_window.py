@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, Iterator, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -130,10 +130,12 @@ def _window_csv_files(exec_properties: dict[str, Any],
                             window.train_spans, resolved_pattern)
 
 
-def window_records(files: list[str], header: list[str],
-                   missing_values: Sequence[str] = ()) -> Iterator[pa.Array]:
+def window_records(files: list[str], header: list[str], missing_values: Sequence[str] = (),
+                   decoded: bool = False
+                   ) -> Iterator[tuple[pa.Array, Optional[pa.RecordBatch]]]:
     """The window's rows as deterministically serialized tf.Examples, a batch at a time,
-    read twice: column types first, then the rows.
+    read twice: column types first, then the rows; with `decoded`, beside each batch of
+    records its rows as the decoder decodes them (`csv_columns.to_decoded`), else None.
 
     Two passes over the files keep memory to one batch of rows at a time.
     """
@@ -143,7 +145,8 @@ def window_records(files: list[str], header: list[str],
 
     kinds = csv_columns.merge_kinds(csv_columns.batch_kinds(batch) for batch in batches())
     for batch in batches():
-        yield csv_columns.to_records(batch, kinds)
+        yield (csv_columns.to_records(batch, kinds),
+               csv_columns.to_decoded(batch, kinds) if decoded else None)
 
 
 def resolve_span(exec_properties: dict[str, Any]) -> dict[str, Any]:
@@ -244,7 +247,9 @@ class Executor(BaseExampleGenExecutor):
     Where Beam would not distribute the work (`beam_runner`), the rows are split and written
     in this process, without a Beam pipeline: the same Examples, in the same splits (TFX's
     own partition function) and files; only their order within a split differs, which TFX's
-    Beam writer shuffles anyway, without Beam's per-stage costs.
+    Beam writer shuffles anyway, without Beam's per-stage costs. Beside each split it
+    writes the rows' decoded copy (`decoded_copy`), which StatisticsGen and Transform read
+    instead of decoding the records.
     """
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
@@ -304,12 +309,12 @@ class Executor(BaseExampleGenExecutor):
         threads = parallelism.threads_for(self._beam_pipeline_args,
                                           parallelism.stored_bytes(files))
         folders = [artifact_utils.get_split_uri(output, name) for name in split_names]
-        with split_writer.SplitWriter(folders, shards=threads) as writer:
-            for batch in window_records(files, header, missing_values):
+        with split_writer.SplitWriter(folders, shards=threads, keep_decoded=True) as writer:
+            for batch, decoded in window_records(files, header, missing_values, decoded=True):
                 records = batch.to_pylist()
                 splits = split_of_records(records, output_config)
                 for split, group in enumerate(records_by_split(records, splits, len(folders))):
-                    writer.write(split, group)
+                    writer.write(split, group, decoded.filter(pa.array(splits == split)))
         # The properties TFX's ExampleGen sets on what it wrote.
         for artifact in output:
             if payload is not None:

@@ -14,9 +14,12 @@ import queue
 import threading
 from typing import Optional, Sequence
 
+import pyarrow as pa
 import tensorflow as tf
 from tfx.components.example_gen import write_split
 from tfx.dsl.io import fileio
+
+from components import decoded_copy
 
 # Chunks waiting per thread: enough to keep the threads busy, few enough that memory holds
 # a handful of batches, not the data.
@@ -31,48 +34,59 @@ def shard_path(folder: str, shard: int, shards: int) -> str:
 class SplitWriter:
     """Writes records of `len(folders)` splits, split `i` into `folders[i]`, in `shards` files
     each (one per thread). Use as a context manager: leaving it waits for the threads and
-    closes the files; an error in a thread is raised there, or at the next `write`."""
+    closes the files; an error in a thread is raised there, or at the next `write`.
 
-    def __init__(self, folders: Sequence[str], shards: int = 1) -> None:
+    With `keep_decoded`, every `write` also hands the records' decoded rows, which go into
+    the split's decoded copy (`decoded_copy`), file for file and in the records' order;
+    the copies' manifests are written once every file is closed, and only if all went well.
+    """
+
+    def __init__(self, folders: Sequence[str], shards: int = 1,
+                 keep_decoded: bool = False) -> None:
         if shards < 1:
             raise ValueError(f"shards must be at least 1, not {shards}")
         for folder in folders:
             fileio.makedirs(folder)
-        self._writers = [[tf.io.TFRecordWriter(shard_path(folder, shard, shards),
-                                               options="GZIP") for folder in folders]
-                         for shard in range(shards)]
+        self._keep_decoded = keep_decoded
+        self._files = [[_ShardFile(shard_path(folder, shard, shards), keep_decoded)
+                        for folder in folders] for shard in range(shards)]
         self._error: Optional[BaseException] = None
         self._chunks: queue.Queue = queue.Queue(maxsize=_CHUNKS_PER_THREAD * shards)
-        self._threads = [threading.Thread(target=self._drain, args=(writers,), daemon=True,
+        self._threads = [threading.Thread(target=self._drain, args=(files,), daemon=True,
                                           name=f"split-writer-{shard}")
-                         for shard, writers in enumerate(self._writers)] if shards > 1 else []
+                         for shard, files in enumerate(self._files)] if shards > 1 else []
         for thread in self._threads:
             thread.start()
 
-    def write(self, split: int, records: Sequence[bytes]) -> None:
-        """Queues (or, with one shard, writes) `records` of split number `split`.
+    def write(self, split: int, records: Sequence[bytes],
+              decoded: Optional[pa.RecordBatch] = None) -> None:
+        """Queues (or, with one shard, writes) `records` of split number `split`, and with
+        a decoded copy their rows `decoded`.
 
         Raises:
+            ValueError: a decoded copy is written and `decoded` is missing.
             BaseException: the first error a writer thread hit (re-raised here, so a
                 failed write stops the producer instead of being lost).
         """
         self._raise_if_failed()
         if not records:
             return
+        if self._keep_decoded and decoded is None:
+            raise ValueError("this writer keeps a decoded copy: every write needs the rows")
         if not self._threads:
-            _write_all(self._writers[0][split], records)
+            self._files[0][split].write(records, decoded)
             return
-        self._chunks.put((split, records))
+        self._chunks.put((split, records, decoded))
 
-    def _drain(self, writers: list[tf.io.TFRecordWriter]) -> None:
+    def _drain(self, files: list["_ShardFile"]) -> None:
         while True:
             chunk = self._chunks.get()
             if chunk is None:
                 return
             if self._error is None:
                 try:
-                    split, records = chunk
-                    _write_all(writers[split], records)
+                    split, records, decoded = chunk
+                    files[split].write(records, decoded)
                 except BaseException as error:  # noqa: BLE001 - re-raised in the caller
                     self._error = error
 
@@ -90,10 +104,12 @@ class SplitWriter:
             self._chunks.put(None)
         for thread in self._threads:
             thread.join()
-        for writers in self._writers:
-            for writer in writers:
-                writer.close()
+        for files in self._files:
+            for file in files:
+                file.close()
         self._raise_if_failed()
+        if self._keep_decoded:
+            decoded_copy.write_manifest(file.copy for files in self._files for file in files)
 
     def __enter__(self) -> "SplitWriter":
         return self
@@ -102,6 +118,20 @@ class SplitWriter:
         self.close()
 
 
-def _write_all(writer: tf.io.TFRecordWriter, records: Sequence[bytes]) -> None:
-    for record in records:
-        writer.write(record)
+class _ShardFile:
+    """One shard file of one split, and its decoded copy if one is kept."""
+
+    def __init__(self, path: str, keep_decoded: bool) -> None:
+        self.records = tf.io.TFRecordWriter(path, options="GZIP")
+        self.copy = decoded_copy.CopyWriter(path) if keep_decoded else None
+
+    def write(self, records: Sequence[bytes], decoded: Optional[pa.RecordBatch]) -> None:
+        for record in records:
+            self.records.write(record)
+        if self.copy is not None:
+            self.copy.write(decoded)
+
+    def close(self) -> None:
+        self.records.close()
+        if self.copy is not None:
+            self.copy.close()

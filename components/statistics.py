@@ -8,9 +8,9 @@ TFDV has a Beam-free path (`generate_statistics_in_memory`, behind
 same generators in batches, so memory stays bounded by the sketches, not the data.
 
 Decoding the records was most of this path's time at 1.5 M rows; gzipped tf.Examples are
-read and decoded by `example_batches` (C++ reading, small decode calls, several threads
-above `parallelism.AUTO_MIN_BYTES`), other payloads through TFX's TFXIO; the former takes
-less than half the time (bench/components; see docs/performance.md).
+read by `example_batches` (from ExampleGen's decoded copy where there is one, else decoded
+in C++ in small calls, several threads above `parallelism.AUTO_MIN_BYTES`), other payloads
+through TFX's TFXIO (bench/components, bench/scale; see docs/performance.md).
 
 One difference in method, none in the defaults' results at this scale: top-k values and
 unique counts come from TFDV's sketches (Misra-Gries with 1,024 counters, KMV with 16,384

@@ -43,7 +43,7 @@ from tfx.types import standard_component_specs
 from tfx_bsl.tfxio import tf_example_record
 from tfx_bsl.tfxio import tfxio as tfxio_module
 
-from components import example_batches, parallelism
+from components import decoded_copy, example_batches, parallelism
 from components.beam_runner import beam_would_distribute
 
 # Rows per record batch, which is also rows per tf.Transform session run: fewer runs than
@@ -101,9 +101,10 @@ def in_process_tfxio(tfxio: tfxio_module.TFXIO, beam_pipeline_args: list[str]
                      ) -> Optional[InProcessExampleRecord]:
     """`tfxio` read by `example_batches`, or None where TFX's reading should stay.
 
-    That is input other than gzipped tf.Examples, and small input read in one thread:
-    on the bundled data the reader's start-up (TensorFlow's eager and tf.data runtimes)
-    outweighed its gains (bench/components; see docs/performance.md).
+    That is input other than gzipped tf.Examples, and small input read in one thread
+    without a decoded copy (`decoded_copy`): on the bundled data decoding the records
+    here (TensorFlow's eager and tf.data runtimes' start-up) outweighed its gains
+    (bench/components; see docs/performance.md), while reading a copy costs nearly nothing.
     """
     if (type(tfxio) is not tf_example_record.TFExampleRecord
             or tfxio.raw_record_column_name is not None):
@@ -111,7 +112,8 @@ def in_process_tfxio(tfxio: tfxio_module.TFXIO, beam_pipeline_args: list[str]
     patterns = list(tfxio._file_pattern)
     size = parallelism.stored_bytes(patterns)
     threads = parallelism.threads_for(beam_pipeline_args, size)
-    if threads == 1 and size < parallelism.AUTO_MIN_BYTES:
+    if (threads == 1 and size < parallelism.AUTO_MIN_BYTES
+            and not decoded_copy.copied(example_batches.matching_files(patterns))):
         return None
     return InProcessExampleRecord(patterns, tfxio._schema, tfxio.telemetry_descriptors,
                                   threads)

@@ -13,6 +13,7 @@ from tfx_bsl.coders import csv_decoder
 
 from components import csv_columns
 from components.csv_columns import Kind
+from tests.components.record_batches import assert_identical
 from tests.conftest import copy_taxi_span
 
 TRICKY_CSV = (
@@ -168,3 +169,50 @@ def test_numbers_only_python_reads_are_serialized_by_protobuf(kind: Kind, cells)
     assert all(csv_columns.cell_kind(cell) <= kind for cell in cells)
     assert (csv_columns._column_entries("n", column, kind).to_pylist()
             == csv_columns._entries_by_protobuf("n", column, kind).to_pylist())
+
+
+def decoded_by_tfx_bsl(records: list[bytes]):
+    from tfx_bsl.coders import example_coder
+
+    return example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(records)
+
+
+@pytest.mark.parametrize("kind", list(COLUMNS), ids=lambda kind: kind.name)
+def test_columns_decode_as_tfx_bsl_decodes_their_records(kind: Kind) -> None:
+    """`to_decoded` is what tfx_bsl's decoder makes of `to_records`' bytes: the types,
+    the column order and every value (NaN, infinities, float32 rounding, empty cells)."""
+    import pyarrow as pa
+
+    cells = COLUMNS[kind] + COLUMNS[kind][::-1]  # repeated cells: converted once, taken twice
+    batch = pa.RecordBatch.from_arrays([pa.array(cells, pa.binary()),
+                                        pa.array([b"a"] * len(cells), pa.binary())],
+                                       ["value", "Key"])
+    kinds = {"value": kind, "Key": Kind.STRING}
+    assert_identical(csv_columns.to_decoded(batch, kinds),
+                     decoded_by_tfx_bsl(csv_columns.to_records(batch, kinds).to_pylist()))
+
+
+@pytest.mark.parametrize("kind,cells", [(Kind.INT, [b"+7", b"1", b""]),
+                                        (Kind.FLOAT, [b"1_000.5", b"", b"2"])])
+def test_numbers_only_python_reads_decode_as_their_records(kind: Kind, cells) -> None:
+    import pyarrow as pa
+
+    batch = pa.RecordBatch.from_arrays([pa.array(cells, pa.binary())], ["n"])
+    assert_identical(csv_columns.to_decoded(batch, {"n": kind}),
+                     decoded_by_tfx_bsl(csv_columns.to_records(batch, {"n": kind})
+                                        .to_pylist()))
+
+
+@pytest.mark.parametrize("text", ["tricky", "marked", "taxi"])
+def test_files_decode_as_tfx_bsl_decodes_their_records(tmp_path: Path, text: str) -> None:
+    if text == "taxi":
+        path = copy_taxi_span(1, tmp_path, rows=3000) / "trips.csv"
+    else:
+        path = tmp_path / f"{text}.csv"
+        path.write_bytes((TRICKY_CSV if text == "tricky" else MARKED_CSV).encode())
+    header = io_utils.load_csv_column_names(str(path))
+    batches = list(csv_columns.read_batches(str(path), header, ("NA",)))
+    kinds = csv_columns.merge_kinds(csv_columns.batch_kinds(b) for b in batches)
+    for batch in batches:
+        assert_identical(csv_columns.to_decoded(batch, kinds),
+                         decoded_by_tfx_bsl(csv_columns.to_records(batch, kinds).to_pylist()))

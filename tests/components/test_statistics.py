@@ -12,7 +12,7 @@ from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils, standard_artifacts
 
-from components import example_batches, statistics
+from components import decoded_copy, example_batches, statistics
 from tests.components.taxi_examples import BEAM_ARGS, SPLITS, taxi_examples
 
 def run_executor(executor_class: type, examples: standard_artifacts.Examples, out: Path,
@@ -39,12 +39,17 @@ def examples(tmp_path_factory) -> standard_artifacts.Examples:
 @pytest.fixture(scope="module")
 def runs(examples, tmp_path_factory) -> dict[str, standard_artifacts.ExampleStatistics]:
     """The stock (Beam) executor's and this project's output on the same Examples, ours
-    decoding in this thread and in two more (`components.example_batches`)."""
+    decoding in this thread and in two more (`components.example_batches`), and reading
+    the same records' decoded copy (`components.decoded_copy`)."""
     out = tmp_path_factory.mktemp("statistics")
+    copied = taxi_examples(tmp_path_factory.mktemp("copied"), rows=3000, decoded_copy=True)
+    assert all(decoded_copy.copied(example_batches.matching_files(
+        [f"{copied.uri}/Split-{split}/*"])) for split in SPLITS)
     return {"stock": run_executor(stock.Executor, examples, out / "stock"),
             **{name: run_executor(statistics.Executor, examples, out / name,
                                   beam_args=[*BEAM_ARGS, f"--in_process_threads={threads}"])
-               for name, threads in (("ours", 1), ("ours in threads", 2))}}
+               for name, threads in (("ours", 1), ("ours in threads", 2))},
+            "ours from the copy": run_executor(statistics.Executor, copied, out / "copy")}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +61,7 @@ def by_name(stats) -> dict[str, Any]:
     return {feature.path.step[0]: feature for feature in stats.datasets[0].features}
 
 
-@pytest.mark.parametrize("ours_name", ["ours", "ours in threads"])
+@pytest.mark.parametrize("ours_name", ["ours", "ours in threads", "ours from the copy"])
 @pytest.mark.parametrize("split", SPLITS)
 def test_same_statistics_as_the_beam_executor(runs, split: str, ours_name: str) -> None:
     stock_stats, ours = (load(runs[name], split) for name in ("stock", ours_name))

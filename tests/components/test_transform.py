@@ -72,14 +72,26 @@ def inspections() -> dict[str, dict[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def graphs(examples, schema, tmp_path_factory, inspections) -> tuple[Path, Path]:
-    """The stock executor's and this project's transform graphs (ours in two threads)."""
+def all_graphs(examples, schema, tmp_path_factory, inspections) -> dict[str, Path]:
+    """The stock executor's and this project's transform graphs: ours decoding in two
+    threads, and ours reading the same records' decoded copy (`components.decoded_copy`;
+    one thread, where the records alone would go through TFX's reading)."""
     out = tmp_path_factory.mktemp("transform")
+    copied = taxi_examples(tmp_path_factory.mktemp("copied"), rows=3000, decoded_copy=True)
+    assert transform.in_process_tfxio(train_tfxio(copied), BEAM_ARGS) is not None
     with counting_inspections(inspections, "stock"):
         stock_graph = run_executor(stock.Executor, examples, schema, out / "stock", BEAM_ARGS)
     with counting_inspections(inspections, "ours"):
         our_graph = run_executor(transform.Executor, examples, schema, out / "ours", THREADS)
-    return stock_graph, our_graph
+    return {"stock": stock_graph, "ours": our_graph,
+            "ours from the copy": run_executor(transform.Executor, copied, schema,
+                                               out / "copy", BEAM_ARGS)}
+
+
+@pytest.fixture(scope="module", params=["ours", "ours from the copy"])
+def graphs(all_graphs, request) -> tuple[Path, Path]:
+    """The stock graph and one of ours."""
+    return all_graphs["stock"], all_graphs[request.param]
 
 
 @contextlib.contextmanager
@@ -169,17 +181,18 @@ def test_beam_source_gives_tf_transform_the_stock_record_batches(examples, schem
         beam_util.assert_that(pipeline | ours.BeamSource(), same_table)
 
 
-def test_other_payloads_and_small_data_in_one_thread_keep_tfx_reading(examples) -> None:
-    def tfxio(**raw):
-        return tfxio_utils.make_tfxio(
-            file_pattern=[str(Path(examples.uri) / "Split-train" / "*")],
-            file_format=["tfrecords_gzip"], telemetry_descriptors=["test"],
-            payload_format=example_gen_pb2.FORMAT_TF_EXAMPLE, **raw)
+def train_tfxio(examples, **raw):
+    return tfxio_utils.make_tfxio(
+        file_pattern=[str(Path(examples.uri) / "Split-train" / "*")],
+        file_format=["tfrecords_gzip"], telemetry_descriptors=["test"],
+        payload_format=example_gen_pb2.FORMAT_TF_EXAMPLE, **raw)
 
-    raw_records = tfxio(read_as_raw_records=True, raw_record_column_name="raw")
+
+def test_other_payloads_and_small_data_in_one_thread_keep_tfx_reading(examples) -> None:
+    raw_records = train_tfxio(examples, read_as_raw_records=True, raw_record_column_name="raw")
     assert transform.in_process_tfxio(raw_records, THREADS) is None
-    assert transform.in_process_tfxio(tfxio(), BEAM_ARGS) is None  # "auto": 1 thread
-    assert transform.in_process_tfxio(tfxio(), THREADS) is not None
+    assert transform.in_process_tfxio(train_tfxio(examples), BEAM_ARGS) is None  # 1 thread
+    assert transform.in_process_tfxio(train_tfxio(examples), THREADS) is not None
 
 
 @pytest.mark.parametrize("beam_args,in_process", [
@@ -197,7 +210,7 @@ def test_a_distributing_runner_gets_the_stock_processor(beam_args, in_process) -
 
 @pytest.mark.slow  # TFX's stock Transform runs beside ours
 def test_the_preprocessing_fn_is_traced_once_for_inspection_and_once_for_analysis(
-        graphs, inspections) -> None:
+        all_graphs, inspections) -> None:
     """TFX's executor traces it five times (three column inspections, the analyzer
     cache's keys, the analysis); with no analyzer cache, ours traces it twice and asks for
     no cache keys (components/transform.py)."""
