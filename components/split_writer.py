@@ -6,6 +6,12 @@ takes the next chunk of records whichever split it belongs to, while the caller 
 producing rows on another core. The files are named as TFX's ExampleGen names its shards
 (`data_tfrecord-00000-of-00002.gz`); readers take every file in a split's folder, and TFX
 does not promise an order of records within a split, so none is kept across shards.
+
+Records are compressed at gzip's fastest level (`COMPRESSION_LEVEL`), not zlib's default
+6: at 1.5 M taxi rows ExampleGen took 11.2-11.5 s instead of 13.8-14.3 s, for files about
+a fifth larger, inflated as fast. A writer thread takes Python's lock for every record it
+writes, so while the caller runs Python its writers wait their turn; the less each spends
+compressing, the less they hold the caller up (bench/scale; docs/performance.md).
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from tfx.dsl.io import fileio
 
 from components import decoded_copy
 
+COMPRESSION_LEVEL = 1
 # Chunks waiting per thread: enough to keep the threads busy, few enough that memory holds
 # a handful of batches, not the data.
 _CHUNKS_PER_THREAD = 1
@@ -122,7 +129,8 @@ class _ShardFile:
     """One shard file of one split, and its decoded copy if one is kept."""
 
     def __init__(self, path: str, keep_decoded: bool) -> None:
-        self.records = tf.io.TFRecordWriter(path, options="GZIP")
+        self.records = tf.io.TFRecordWriter(path, options=tf.io.TFRecordOptions(
+            compression_type="GZIP", compression_level=COMPRESSION_LEVEL))
         self.copy = decoded_copy.CopyWriter(path) if keep_decoded else None
 
     def write(self, records: Sequence[bytes], decoded: Optional[pa.RecordBatch]) -> None:

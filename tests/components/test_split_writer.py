@@ -43,3 +43,14 @@ def test_a_failing_thread_is_an_error_in_the_caller(tmp_path: Path) -> None:
 def test_shards_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="shards must be at least 1"):
         split_writer.SplitWriter([str(tmp_path)], shards=0)
+
+
+def test_shards_are_gzip_at_its_fastest_level(tmp_path: Path) -> None:
+    """The gzip header's XFL byte is 4 for zlib's fastest level (RFC 1952), 0 for the
+    default level TensorFlow would otherwise use."""
+    with split_writer.SplitWriter([str(tmp_path / "train")]) as writer:
+        writer.write(0, [b"record"] * 100)
+    (shard,) = (tmp_path / "train").iterdir()
+    header = shard.read_bytes()[:10]
+    assert header[:2] == b"\x1f\x8b" and header[8] == 4
+    assert read_folder(tmp_path / "train") == [b"record"] * 100
