@@ -58,6 +58,22 @@ def test_cell_kind_follows_tfx_bsl_inference(cell: bytes, kind: Kind) -> None:
     assert csv_columns.cell_kind(cell) == kind
 
 
+@pytest.mark.parametrize("cells", [
+    [b"1", b"-2", b"007", b"123456789012345678"], [b"1", b"2.5"], [b"-.5", b"5.", b"1e5"],
+    [b"1E+05", b"3"], [b"+7", b"1"], [b" 7"], [b"1_000"], [b"nan", b"1"], [b"inf"],
+    [b"99999999999999999999"], [b"9223372036854775807"], [b"9223372036854775808"],
+    [b"1234567890123456789012.5"], [b"0x10"], [b"-"], [b".", b"1"], [b"1e"], [b"e5"],
+    [b"1.5", b"Cash"], [b"\xff\xfe", b"1"], ["٣".encode(), b"1"], [b"", b"4"], [b""], [],
+    [b"1\n"], [b"--1"], [b"1.2.3"]])
+def test_column_kind_is_the_widest_cell_kind(cells: list[bytes]) -> None:
+    """Arrow's patterns decide plain numbers; every other column gets `cell_kind` per cell:
+    the same kind either way."""
+    import pyarrow as pa
+
+    expected = max((csv_columns.cell_kind(cell) for cell in cells), default=Kind.UNKNOWN)
+    assert csv_columns.column_kind(pa.array(cells, pa.binary())) == expected
+
+
 def test_kinds_widen_across_batches() -> None:
     merged = csv_columns.merge_kinds([
         {"a": Kind.INT, "b": Kind.UNKNOWN, "c": Kind.FLOAT},
