@@ -54,3 +54,23 @@ def test_shards_are_gzip_at_its_fastest_level(tmp_path: Path) -> None:
     header = shard.read_bytes()[:10]
     assert header[:2] == b"\x1f\x8b" and header[8] == 4
     assert read_folder(tmp_path / "train") == [b"record"] * 100
+
+
+def test_a_writer_keeping_a_decoded_copy_needs_the_rows(tmp_path: Path) -> None:
+    with split_writer.SplitWriter([str(tmp_path / "Split-train")], keep_decoded=True) as writer:
+        with pytest.raises(ValueError, match="every write needs the rows"):
+            writer.write(0, [b"record"])
+
+
+def test_after_a_failed_write_no_manifest_vouches_for_the_copy(tmp_path: Path) -> None:
+    """The manifest is what makes readers trust the copy: none after an error."""
+    import pyarrow as pa
+
+    rows = pa.RecordBatch.from_arrays([pa.array([[1]], pa.large_list(pa.int64()))], ["n"])
+    writer = split_writer.SplitWriter([str(tmp_path / "Split-train")], shards=2,
+                                      keep_decoded=True)
+    writer.write(0, [b"fine"], rows)
+    writer.write(0, [None], rows)  # the record writer refuses what is not bytes
+    with pytest.raises(TypeError):
+        writer.close()
+    assert not (tmp_path / "Decoded-train" / "manifest.json").exists()
