@@ -48,25 +48,29 @@ from components.beam_runner import beam_would_distribute
 SPAN_PATTERN_KEY = "span_pattern"  # in custom_config: the pattern with {SPAN} unresolved
 TRAIN_SPANS_KEY = "train_spans"
 MISSING_VALUES_KEY = "missing_values"
+DECODED_COPY_KEY = "decoded_copy"
 SPAN_TOKEN = "{SPAN}"
 SPAN_PROPERTY = "span"  # the execution property the stock driver sets to the resolved span
 
 
 class Window(NamedTuple):
-    """What the executor reads: the span pattern, how many spans, which cells are missing."""
+    """What the executor reads: the span pattern, how many spans, which cells are missing;
+    and whether it writes the rows' decoded copy (`data.decoded_copy`)."""
 
     span_pattern: str
     train_spans: int
     missing_values: tuple[str, ...] = ()
+    decoded_copy: bool = True
 
 
-def window_config(span_pattern: str, train_spans: int,
-                  missing_values: Sequence[str] = ()) -> example_gen_pb2.CustomConfig:
-    """ExampleGen's `custom_config` (an `Any`, here a Struct) telling the executor the window
-    and the cell texts that mean "missing" (`data.missing_values`)."""
+def window_config(span_pattern: str, train_spans: int, missing_values: Sequence[str] = (),
+                  decoded_copy: bool = True) -> example_gen_pb2.CustomConfig:
+    """ExampleGen's `custom_config` (an `Any`, here a Struct) telling the executor the window,
+    the cell texts that mean "missing" (`data.missing_values`) and whether to write the
+    decoded copy (`data.decoded_copy`)."""
     options = struct_pb2.Struct()
     options.update({SPAN_PATTERN_KEY: span_pattern, TRAIN_SPANS_KEY: train_spans,
-                    MISSING_VALUES_KEY: list(missing_values)})
+                    MISSING_VALUES_KEY: list(missing_values), DECODED_COPY_KEY: decoded_copy})
     config = example_gen_pb2.CustomConfig()
     config.custom_config.Pack(options)
     return config
@@ -85,8 +89,9 @@ def read_window_config(exec_properties: dict[str, Any]) -> Window:
     if config is None or not config.custom_config.Unpack(options):
         raise ValueError("the span window executor needs window_config() as custom_config")
     missing = options[MISSING_VALUES_KEY] if MISSING_VALUES_KEY in options else []
+    decoded_copy = bool(options[DECODED_COPY_KEY]) if DECODED_COPY_KEY in options else True
     return Window(options[SPAN_PATTERN_KEY], int(options[TRAIN_SPANS_KEY]),
-                  tuple(str(value) for value in missing))
+                  tuple(str(value) for value in missing), decoded_copy)
 
 
 def window_spans(newest: int, count: int) -> range:
@@ -305,16 +310,20 @@ class Executor(BaseExampleGenExecutor):
         for artifact in output:
             artifact.split_names = artifact_utils.encode_split_names(split_names)
         files, header = _window_csv_files(exec_properties, input_config.splits[0].pattern)
-        missing_values = read_window_config(exec_properties).missing_values
+        window = read_window_config(exec_properties)
         threads = parallelism.threads_for(self._beam_pipeline_args,
                                           parallelism.stored_bytes(files))
         folders = [artifact_utils.get_split_uri(output, name) for name in split_names]
-        with split_writer.SplitWriter(folders, shards=threads, keep_decoded=True) as writer:
-            for batch, decoded in window_records(files, header, missing_values, decoded=True):
+        keep_decoded = window.decoded_copy
+        with split_writer.SplitWriter(folders, shards=threads,
+                                      keep_decoded=keep_decoded) as writer:
+            for batch, decoded in window_records(files, header, window.missing_values,
+                                                 decoded=keep_decoded):
                 records = batch.to_pylist()
                 splits = split_of_records(records, output_config)
                 for split, group in enumerate(records_by_split(records, splits, len(folders))):
-                    writer.write(split, group, decoded.filter(pa.array(splits == split)))
+                    writer.write(split, group, decoded.filter(pa.array(splits == split))
+                                 if keep_decoded else None)
         # The properties TFX's ExampleGen sets on what it wrote.
         for artifact in output:
             if payload is not None:

@@ -140,7 +140,7 @@ def _example_gen(config: PipelineConfig):
             tfx.proto.SplitConfig.Split(name="train", hash_buckets=data.train_buckets),
             tfx.proto.SplitConfig.Split(name="eval", hash_buckets=data.eval_buckets)])),
         custom_config=span_window.window_config(data.span_pattern, data.train_spans,
-                                                 data.missing_values),
+                                                 data.missing_values, data.decoded_copy),
         range_config=range_config,
         custom_executor_spec=executor_spec.BeamExecutorSpec(span_window.Executor),
     ).with_id(EXAMPLE_GEN_ID)

@@ -111,6 +111,26 @@ def test_records_the_manifest_does_not_vouch_for_are_decoded(tmp_path: Path) -> 
     assert decoded_copy.read(files, None, 100) is None
 
 
+def test_without_a_decoded_copy_the_records_alone_are_written_and_decoded(
+        tmp_path: Path) -> None:
+    """`data.decoded_copy: false`: ExampleGen writes what TFX's ExampleGen writes, and the
+    readers decode the same rows."""
+    copy_taxi_span(1, tmp_path / "data", rows=600)
+    with_copy, without = (
+        run_example_gen(tmp_path / "data", tmp_path / name,
+                        ["--direct_num_workers=1", "--in_process_threads=1"],
+                        decoded_copy=keep)
+        for name, keep in (("with", True), ("without", False)))
+    assert sorted(p.name for p in Path(without.uri).iterdir()) == ["Split-eval", "Split-train"]
+    files = record_files(without, "train")
+    assert decoded_copy.read(files, None, 100) is None
+    decoded = list(example_batches.read(files, None, 100, 1))
+    copied = list(example_batches.read(record_files(with_copy, "train"), None, 100, 1))
+    assert len(decoded) == len(copied) > 2
+    for mine, theirs in zip(copied, decoded):
+        assert_identical(mine, theirs)
+
+
 def test_a_schema_the_copy_cannot_give_exactly_is_decoded(taxi_examples) -> None:
     """A feature typed otherwise than the data (the decoder's business, error or not), or a
     sparse feature: the copy is not used."""

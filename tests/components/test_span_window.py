@@ -36,11 +36,25 @@ def test_window_files_are_oldest_span_first_and_skip_missing_spans(tmp_path: Pat
         str(p) for p in (tmp_path / "span-1").glob("*.csv"))
 
 
+@pytest.mark.parametrize("decoded_copy", [True, False])
 @pytest.mark.parametrize("as_json", [True, False], ids=["json", "proto"])
-def test_window_config_round_trips_through_the_execution_property(as_json: bool) -> None:
-    config = span_window.window_config(PATTERN, 3, ["NA", "?"])
+def test_window_config_round_trips_through_the_execution_property(as_json: bool,
+                                                                  decoded_copy: bool) -> None:
+    config = span_window.window_config(PATTERN, 3, ["NA", "?"], decoded_copy)
     value = json_format.MessageToJson(config) if as_json else config
-    assert span_window.read_window_config({"custom_config": value}) == (PATTERN, 3, ("NA", "?"))
+    assert span_window.read_window_config({"custom_config": value}) == (
+        PATTERN, 3, ("NA", "?"), decoded_copy)
+
+
+def test_a_window_config_written_before_the_decoded_copy_keeps_it_on() -> None:
+    from google.protobuf import struct_pb2
+    from tfx.proto import example_gen_pb2
+
+    options = struct_pb2.Struct()
+    options.update({span_window.SPAN_PATTERN_KEY: PATTERN, span_window.TRAIN_SPANS_KEY: 1})
+    config = example_gen_pb2.CustomConfig()
+    config.custom_config.Pack(options)
+    assert span_window.read_window_config({"custom_config": config}).decoded_copy
 
 
 def test_missing_window_config_is_a_clear_error() -> None:
@@ -50,7 +64,8 @@ def test_missing_window_config_is_a_clear_error() -> None:
         span_window.read_window_config({"custom_config": json.dumps({})})
 
 
-def run_example_gen(data: Path, out: Path, beam_args: list[str], driver_ran: bool = True):
+def run_example_gen(data: Path, out: Path, beam_args: list[str], driver_ran: bool = True,
+                    decoded_copy: bool = True):
     """The span window executor on spans 1-2 of `data`, as the pipeline configures it.
 
     With `driver_ran`, the exec properties are what TFX's ExampleGen driver leaves (span 2
@@ -76,7 +91,8 @@ def run_example_gen(data: Path, out: Path, beam_args: list[str], driver_ran: boo
         "input_base": str(data), **resolved,
         "input_config": json_format.MessageToJson(input_config),
         "output_config": json_format.MessageToJson(output_config),
-        "custom_config": json_format.MessageToJson(span_window.window_config(PATTERN, 2)),
+        "custom_config": json_format.MessageToJson(
+            span_window.window_config(PATTERN, 2, decoded_copy=decoded_copy)),
         "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
         "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP})
     return examples

@@ -98,6 +98,17 @@ def test_code_fingerprint_reaches_transform_and_trainer(config):
         assert custom["features"]["numeric"] == ["fare", "trip_miles", "trip_seconds"]
 
 
+@pytest.mark.parametrize("setting,expected", [((), True),
+                                               (("data.decoded_copy=false",), False)])
+def test_data_decoded_copy_reaches_example_gen(config_file: Path, setting, expected) -> None:
+    from components import span_window
+
+    config = load_config(config_file, overrides=setting)
+    components = {c.id: c for c in builder.create_pipeline(config).components}
+    window = span_window.read_window_config(components["CsvExampleGen"].exec_properties)
+    assert window.decoded_copy is expected
+
+
 def test_the_same_pipeline_compiles_for_kubeflow_v2(config, tmp_path: Path):
     """Design check for the Kubeflow runner (its own issue): the pipeline this function
     builds compiles to a KFP v2 spec, with the data gate still ahead of training and a
