@@ -253,8 +253,8 @@ class Executor(BaseExampleGenExecutor):
     in this process, without a Beam pipeline: the same Examples, in the same splits (TFX's
     own partition function) and files; only their order within a split differs, which TFX's
     Beam writer shuffles anyway, without Beam's per-stage costs. Beside each split it
-    writes the rows' decoded copy (`decoded_copy`), which StatisticsGen and Transform read
-    instead of decoding the records.
+    writes the rows' decoded copy (`decoded_copy`; unless `data.decoded_copy` is false),
+    which StatisticsGen and Transform read instead of decoding the records.
     """
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
