@@ -22,9 +22,9 @@ not a plain INT, FLOAT or BYTES one) is not used.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
-import posixpath
 from typing import Iterable, Iterator, Optional
 
 import pyarrow as pa
@@ -52,10 +52,6 @@ def _local(path: str) -> bool:
     return "://" not in path
 
 
-def _join(folder: str, name: str) -> str:
-    return os.path.join(folder, name) if _local(folder) else posixpath.join(folder, name)
-
-
 def copy_folder(records_folder: str) -> str:
     """Where the copy of a `Split-<name>` folder's records goes: `Decoded-<name>` beside it.
 
@@ -65,13 +61,13 @@ def copy_folder(records_folder: str) -> str:
     parent, name = os.path.split(records_folder.rstrip("/"))
     if not name.startswith(RECORDS_PREFIX):
         raise ValueError(f"{records_folder}: not a {RECORDS_PREFIX}<name> folder")
-    return _join(parent, COPY_PREFIX + name[len(RECORDS_PREFIX):])
+    return os.path.join(parent, COPY_PREFIX + name[len(RECORDS_PREFIX):])
 
 
 def copy_path(record_file: str) -> str:
     """The copy of one record file."""
     folder, name = os.path.split(record_file)
-    return _join(copy_folder(folder), name + COPY_SUFFIX)
+    return os.path.join(copy_folder(folder), name + COPY_SUFFIX)
 
 
 class CopyWriter:
@@ -116,12 +112,12 @@ def write_manifest(writers: Iterable[CopyWriter]) -> None:
             "bytes": tf.io.gfile.stat(writer.record_file).length, "rows": writer.rows}
     for folder, files in by_folder.items():
         tf.io.gfile.makedirs(folder)
-        with tf.io.gfile.GFile(_join(folder, MANIFEST), "w") as stream:
+        with tf.io.gfile.GFile(os.path.join(folder, MANIFEST), "w") as stream:
             json.dump({"records": files}, stream, indent=1, sort_keys=True)
 
 
 def _manifest(folder: str) -> dict:
-    path = _join(folder, MANIFEST)
+    path = os.path.join(folder, MANIFEST)
     try:
         with tf.io.gfile.GFile(path) as stream:
             return json.load(stream).get("records", {})
@@ -129,57 +125,52 @@ def _manifest(folder: str) -> dict:
         return {}
 
 
-def copied(record_files: list[str]) -> bool:
-    """Whether every one of `record_files` has a copy its folder's manifest vouches for
-    (named there at the file's present size; its copy present unless it has no rows)."""
+def vouched_copies(record_files: list[str]) -> Optional[list[str]]:
+    """The copies of `record_files` that hold rows, in their order, if every one of the
+    files is vouched for by its folder's manifest (named there at its present size, its
+    copy present unless it has no rows); else None."""
     if not record_files:
-        return False
+        return None
     manifests: dict[str, dict] = {}
+    copies: list[str] = []
     for record_file in record_files:
         folder, name = os.path.split(record_file)
         try:
-            copies = copy_folder(folder)
+            copies_folder = copy_folder(folder)
         except ValueError:
-            return False
-        if copies not in manifests:
-            manifests[copies] = _manifest(copies)
-        entry = manifests[copies].get(name)
+            return None
+        if copies_folder not in manifests:
+            manifests[copies_folder] = _manifest(copies_folder)
+        entry = manifests[copies_folder].get(name)
         if entry is None or entry.get("bytes") != tf.io.gfile.stat(record_file).length:
-            return False
-        if entry.get("rows") != 0 and not tf.io.gfile.exists(copy_path(record_file)):
-            return False
-    return True
+            return None
+        if entry.get("rows") != 0:
+            copies.append(copy_path(record_file))
+            if not tf.io.gfile.exists(copies[-1]):
+                return None
+    return copies
+
+
+def copied(record_files: list[str]) -> bool:
+    """Whether every one of `record_files` has a copy readers may take (`vouched_copies`)."""
+    return vouched_copies(record_files) is not None
 
 
 def _open(path: str) -> ipc.RecordBatchFileReader:
-    """A copy file, memory-mapped where local, else read whole (compressed, it is about the
-    size of the records it mirrors)."""
+    """A copy file, memory-mapped where local, else read whole (compressed, it is smaller
+    than the records it mirrors)."""
     if _local(path):
         return ipc.open_file(pa.memory_map(path))
     with tf.io.gfile.GFile(path, "rb") as stream:
         return ipc.open_file(pa.BufferReader(stream.read()))
 
 
-def file_batches(record_files: list[str]) -> Iterator[pa.RecordBatch]:
-    """The copies' batches in the records' order, file after file (a record file without
-    rows has no copy)."""
-    for record_file in record_files:
-        path = copy_path(record_file)
-        if not tf.io.gfile.exists(path):
-            continue
-        reader = _open(path)
+def _file_batches(first: ipc.RecordBatchFileReader, rest: list[str]
+                  ) -> Iterator[pa.RecordBatch]:
+    """The batches of the copy already open, then of the others, one file open at a time."""
+    for reader in itertools.chain([first], map(_open, rest)):
         for index in range(reader.num_record_batches):
             yield reader.get_batch(index)
-
-
-def copy_schema(record_files: list[str]) -> Optional[pa.Schema]:
-    """The Arrow schema of the copies (one for all: ExampleGen types every batch alike),
-    None if no file has rows."""
-    for record_file in record_files:
-        path = copy_path(record_file)
-        if tf.io.gfile.exists(path):
-            return _open(path).schema
-    return None
 
 
 def projectable(arrow_schema: pa.Schema, schema: schema_pb2.Schema) -> bool:
@@ -237,13 +228,15 @@ def read(record_files: list[str], schema: Optional[schema_pb2.Schema], batch_siz
     """The records' decoded batches from their copy, as `example_batches.read` decodes
     them, or None where the copy cannot give them (not vouched for, or not projectable
     on `schema`): the caller then decodes the records."""
-    if not copied(record_files):
+    copies = vouched_copies(record_files)
+    if copies is None:
         return None
-    arrow_schema = copy_schema(record_files)
-    if schema is not None and arrow_schema is not None and not projectable(arrow_schema,
-                                                                             schema):
+    if not copies:  # no rows at all
+        return iter(())
+    first = _open(copies[0])  # every copy has its schema: ExampleGen types all batches alike
+    if schema is not None and not projectable(first.schema, schema):
         return None
-    batches = file_batches(record_files)
+    batches = _file_batches(first, copies[1:])
     if schema is not None:
         batches = (project(batch, schema) for batch in batches)
     return rebatched(batches, batch_size)
