@@ -263,10 +263,14 @@ def _entries(name: str, cells: pa.Array, kind: Kind) -> pa.Array:
 
 
 def _column_entries(name: str, column: pa.Array, kind: Kind) -> pa.Array:
-    """Each row's `feature` map entry for this column: each distinct cell serialized once
-    (`_entries`, or by protobuf where Arrow cannot parse a number Python did), then
-    repeated for its rows by Arrow."""
-    encoded = pc.dictionary_encode(column)
+    """Each row's `feature` map entry for this column (`_distinct_entries`)."""
+    return _distinct_entries(name, pc.dictionary_encode(column), kind)
+
+
+def _distinct_entries(name: str, encoded: pa.DictionaryArray, kind: Kind) -> pa.Array:
+    """Each row's `feature` map entry for a dictionary-encoded column: each distinct cell
+    serialized once (`_entries`, or by protobuf where Arrow cannot parse a number Python
+    did), then repeated for its rows by Arrow."""
     try:
         entries = _entries(name, encoded.dictionary, kind)
     except pa.ArrowInvalid:
@@ -274,14 +278,26 @@ def _column_entries(name: str, column: pa.Array, kind: Kind) -> pa.Array:
     return pc.take(entries, encoded.indices)
 
 
+def _encoded_columns(batch: pa.RecordBatch) -> list[tuple[str, pa.DictionaryArray]]:
+    """The batch's columns in the records' key order (a map's keys sorted as bytes, as
+    deterministic serialization writes them), each dictionary-encoded: the records and
+    their decoded rows are both built from each column's distinct cells."""
+    names = sorted(batch.schema.names, key=lambda name: name.encode())
+    return [(name, pc.dictionary_encode(batch.column(name))) for name in names]
+
+
+def _records(columns: list[tuple[str, pa.DictionaryArray]],
+             kinds: Mapping[str, Kind]) -> pa.Array:
+    features = pc.binary_join_element_wise(
+        *(_distinct_entries(name, encoded, kinds[name]) for name, encoded in columns), b"")
+    return _framed(_FIELD_1, features)
+
+
 def to_records(batch: pa.RecordBatch, kinds: Mapping[str, Kind]) -> pa.Array:
     """The batch's rows as tf.Examples, typed by `kinds` (from every batch), each
     serialized deterministically: map entries in key order, as
     `Example.SerializeToString(deterministic=True)` writes them."""
-    names = sorted(batch.schema.names, key=lambda name: name.encode())
-    features = pc.binary_join_element_wise(
-        *(_column_entries(name, batch.column(name), kinds[name]) for name in names), b"")
-    return _framed(_FIELD_1, features)
+    return _records(_encoded_columns(batch), kinds)
 
 
 def to_examples(batch: pa.RecordBatch, kinds: Mapping[str, Kind]) -> list[bytes]:
@@ -318,15 +334,23 @@ def _decoded_values(cells: pa.Array, kind: Kind) -> pa.Array:
     return pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), values)
 
 
+def _decoded(columns: list[tuple[str, pa.DictionaryArray]],
+             kinds: Mapping[str, Kind]) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays(
+        [pc.take(_decoded_values(encoded.dictionary, kinds[name]), encoded.indices)
+         for name, encoded in columns], [name for name, _ in columns])
+
+
 def to_decoded(batch: pa.RecordBatch, kinds: Mapping[str, Kind]) -> pa.RecordBatch:
     """The batch's rows as tfx_bsl's `ExamplesToRecordBatchDecoder` (without a schema)
     decodes their records (`to_records`): a column per feature in the records' key order,
     each typed by its kind (`DECODED_TYPES`). Each distinct cell is converted once, as for
     the records; a test holds the batches equal to the decoder's."""
-    names = sorted(batch.schema.names, key=lambda name: name.encode())
-    columns = []
-    for name in names:
-        encoded = pc.dictionary_encode(batch.column(name))
-        columns.append(pc.take(_decoded_values(encoded.dictionary, kinds[name]),
-                               encoded.indices))
-    return pa.RecordBatch.from_arrays(columns, names)
+    return _decoded(_encoded_columns(batch), kinds)
+
+
+def to_records_and_decoded(batch: pa.RecordBatch, kinds: Mapping[str, Kind]
+                           ) -> tuple[pa.Array, pa.RecordBatch]:
+    """`to_records` and `to_decoded` of one batch, its columns encoded once for both."""
+    columns = _encoded_columns(batch)
+    return _records(columns, kinds), _decoded(columns, kinds)

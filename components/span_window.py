@@ -150,8 +150,8 @@ def window_records(files: list[str], header: list[str], missing_values: Sequence
 
     kinds = csv_columns.merge_kinds(csv_columns.batch_kinds(batch) for batch in batches())
     for batch in batches():
-        yield (csv_columns.to_records(batch, kinds),
-               csv_columns.to_decoded(batch, kinds) if decoded else None)
+        yield (csv_columns.to_records_and_decoded(batch, kinds) if decoded
+               else (csv_columns.to_records(batch, kinds), None))
 
 
 def resolve_span(exec_properties: dict[str, Any]) -> dict[str, Any]:
