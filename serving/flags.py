@@ -37,6 +37,12 @@ _HELP = {
     "enable_model_warmup": "warm each version up before it serves",
     "ssl_config_file": "SSLConfig text proto (server_key, server_cert, custom_ca, "
                        "client_verify): gRPC over TLS",
+    "tensorflow_session_parallelism": "threads of each model session's intra- and inter-op "
+                                      "pools (0: auto: TensorFlow's one per core, or with "
+                                      "--rest_api_workers above 1 the cores divided among "
+                                      "the processes); ignored when either flag below is set",
+    "tensorflow_intra_op_parallelism": "threads that run one op in parallel (0: auto)",
+    "tensorflow_inter_op_parallelism": "threads that run independent ops at once (0: auto)",
     "host": "[embedded server] address to listen on (0.0.0.0 opens it to the network)",
     "max_request_bytes": "[embedded server] largest accepted request body",
     "num_model_threads": "[embedded server] threads running model calls",

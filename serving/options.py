@@ -15,6 +15,8 @@ from serving.errors import invalid_argument
 from serving.rollout.policy import RolloutPolicy, optional_policy
 
 _ROLLOUT = RolloutPolicy()  # the flags' defaults are the policy's
+_SESSION_THREAD_FLAGS = ("tensorflow_session_parallelism", "tensorflow_intra_op_parallelism",
+                         "tensorflow_inter_op_parallelism")
 MAX_REST_API_WORKERS = 64  # each loads every model: more would be a typo, not a plan
 
 
@@ -35,6 +37,10 @@ class ServerOptions:
     monitoring_config_file: str = ""
     enable_model_warmup: bool = True
     ssl_config_file: str = ""  # SSLConfig text proto: gRPC over TLS
+    # The model sessions' thread pools, TF Serving's precedence (0: auto, `session_threads`).
+    tensorflow_session_parallelism: int = 0
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
     # Ours: safe defaults for a laptop (TF Serving listens on every interface).
     host: str = "127.0.0.1"
     max_request_bytes: int = 64 * 1024 * 1024
@@ -68,9 +74,14 @@ class ServerOptions:
 
     def __post_init__(self) -> None:
         for name in ("rest_read_timeout_seconds", "rest_idle_timeout_seconds",
-                     "rest_max_connections", "max_request_bytes"):
+                     "rest_max_connections", "max_request_bytes", *_SESSION_THREAD_FLAGS):
             if getattr(self, name) < 0:
                 raise invalid_argument(f"--{name} must not be negative")
+        if all(getattr(self, name) > 0 for name in _SESSION_THREAD_FLAGS):
+            raise invalid_argument(  # tensorflow_model_server's own refusal (server.cc)
+                "Either configure --tensorflow_session_parallelism or "
+                "(--tensorflow_intra_op_parallelism, --tensorflow_inter_op_parallelism) "
+                "separately. You cannot configure all.")
         if not 1 <= self.rest_api_workers <= MAX_REST_API_WORKERS:
             raise invalid_argument(f"--rest_api_workers must be between 1 and "
                                    f"{MAX_REST_API_WORKERS}, not {self.rest_api_workers}")
@@ -86,6 +97,28 @@ class ServerOptions:
             raise invalid_argument("--rollout needs --model_config_file naming a serving "
                                    "directory's models.config (the file the rollout edits, "
                                    "as `mlops canary` does)")
+
+    def session_threads(self) -> tuple[int, int]:
+        """(intra-op, inter-op) threads of this process's model sessions; 0 leaves the
+        number to TensorFlow (one per core).
+
+        tensorflow_model_server's precedence (`model_servers/server.cc`): the intra- and
+        inter-op flags when either is set (the other may stay 0), else
+        --tensorflow_session_parallelism for both. When all three are 0 and the REST port
+        has several processes, each gets the cores divided among them (at least 1): N
+        processes with TensorFlow's default pools would run N threads per core, which
+        fight the processes' event loops for the cores (bench/serving; figures in
+        docs/performance.md).
+        """
+        intra, inter, session = (self.tensorflow_intra_op_parallelism,
+                                 self.tensorflow_inter_op_parallelism,
+                                 self.tensorflow_session_parallelism)
+        if intra > 0 or inter > 0:
+            return intra, inter
+        if session > 0 or self.rest_api_workers == 1:
+            return session, session
+        share = max(1, (os.cpu_count() or 1) // self.rest_api_workers)
+        return share, share
 
     def rollout_policy(self) -> Optional[RolloutPolicy]:
         """The rollout's policy from the `--rollout*` flags; None when `--rollout` is off.

@@ -104,15 +104,19 @@ def read_meta_graph(export_dir: str) -> meta_graph_pb2.MetaGraphDef:
                                        f"tags: {{ {SERVE_TAG} }} in {export_dir}")
 
 
-def _session_config() -> "tf.compat.v1.ConfigProto":
-    """Graph optimisation off: a version answers sooner after a push.
+def _session_config(threads: tuple[int, int]) -> "tf.compat.v1.ConfigProto":
+    """Graph optimisation off: a version answers sooner after a push; `threads` (intra-op,
+    inter-op; 0 = TensorFlow's choice) as `ServerOptions.session_threads` says. TensorFlow
+    sizes its pools once per process, from the first session's config, which is why the
+    server gives every version of a process the same numbers.
 
     Each first run of a subgraph (restoring variables, table initialisers, the warm-up
     call) is optimised before it runs; for a Transform + Keras graph that is a third of the
     load-to-answer time, against batch calls a few per cent slower, which the request path
     (parsing, batching) hides (bench/serving; figures in docs/performance.md).
     """
-    config = tf.compat.v1.ConfigProto()
+    config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=threads[0],
+                                      inter_op_parallelism_threads=threads[1])
     config.graph_options.rewrite_options.disable_meta_optimizer = True
     config.graph_options.optimizer_options.opt_level = tf.compat.v1.OptimizerOptions.L0
     return config
@@ -194,14 +198,17 @@ class _SignatureCall:
 class Servable:
     """A model version in memory. Thread-safe: requests call it from worker threads."""
 
-    def __init__(self, name: str, version: int, path: str) -> None:
+    def __init__(self, name: str, version: int, path: str,
+                 threads: tuple[int, int] = (0, 0)) -> None:
+        """Loads the SavedModel at `path`; `threads`: the session's (intra-op, inter-op)
+        pool sizes, 0 for TensorFlow's choice."""
         self.name = name
         self.version = version
         self.path = path
         meta_graph = read_meta_graph(path)
         self.signature_defs = dict(meta_graph.signature_def)  # all of them, for metadata
         self._graph = tf.Graph()
-        self._session = tf.compat.v1.Session(graph=self._graph, config=_session_config())
+        self._session = tf.compat.v1.Session(graph=self._graph, config=_session_config(threads))
         with self._graph.as_default():
             tf.compat.v1.saved_model.loader.load(self._session, [SERVE_TAG], path)
         # The callable ones (not e.g. "__saved_model_init_op"), for requests.

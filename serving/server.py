@@ -100,14 +100,15 @@ def _freeze_loaded() -> None:
     gc.freeze()
 
 
-def load_servable(warmup: bool):
-    """The repository's loader: a Servable, warmed unless warm-up is off."""
+def load_servable(warmup: bool, threads: tuple[int, int] = (0, 0)):
+    """The repository's loader: a Servable with `threads` (intra-op, inter-op; 0 = auto),
+    warmed unless warm-up is off."""
 
     def load(name: str, version: int, path: str):
         from serving.servable import Servable
         from serving.warmup import warm_up
 
-        servable = Servable(name, version, path)
+        servable = Servable(name, version, path, threads)
         if warmup:
             warm_up(servable)
         return servable
@@ -148,7 +149,8 @@ class ModelServer:
                          if options.ssl_config_file else None)
         self.rest_tls = (tls.read(options.rest_ssl_config_file, "rest_ssl_config_file")
                          if options.rest_ssl_config_file else None)
-        self.repository = ModelRepository(load_servable(options.enable_model_warmup),
+        self.repository = ModelRepository(load_servable(options.enable_model_warmup,
+                                                        options.session_threads()),
                                           on_loaded=_freeze_loaded,
                                           on_unload=self._collect_later)
         self.executor = ThreadPoolExecutor(options.num_model_threads,

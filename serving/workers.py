@@ -102,9 +102,11 @@ class WorkerPool:
     def __init__(self, options: ServerOptions, rest_port: int, verbose: bool = False) -> None:
         """``options``: the primary's; the workers take them with the REST port the
         primary bound (so a port 0 is the same port in every process)."""
+        intra, inter = options.session_threads()  # as the primary's: resolved for N
         self.worker_options = dataclasses.replace(
             options, rest_api_port=rest_port, rest_api_workers=1, port=0,
-            ssl_config_file="")
+            ssl_config_file="", tensorflow_session_parallelism=0,
+            tensorflow_intra_op_parallelism=intra, tensorflow_inter_op_parallelism=inter)
         self.verbose = verbose
         self.workers = [_Worker(index) for index in range(1, options.rest_api_workers)]
         self._reloaded: Optional[ModelServerConfig] = None  # the last ReloadConfig
