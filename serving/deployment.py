@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import yaml
 
@@ -51,6 +51,7 @@ DEFAULT_OUT_DIR = Path("serving") / "deploy"
 # Ports inside the container; the config's ports are what clients reach (host / Service).
 GRPC_PORT = 8500
 REST_PORT = 8501
+SERVER_CPU_LIMIT = 2  # cores a serving pod may use; its model thread pools are sized to it
 CONTAINER_MODELS_DIR = "/models"          # where the model volume is mounted (Kubernetes)
 CONTAINER_CONFIG_DIR = "/etc/tfserving"   # where the ConfigMap is mounted (Kubernetes)
 SERVING_DIR_VAR = "MLOPS_SERVING_DIR"     # host serving directory, same path in compose
@@ -168,11 +169,19 @@ def configmap_name(settings: ServingSettings) -> str:
     return f"{_name(settings)}-config"
 
 
-def server_args(settings: ServingSettings, config_dir: str, grpc_tls: bool = False
-                ) -> list[str]:
+def server_args(settings: ServingSettings, config_dir: str, grpc_tls: bool = False,
+                cores: Optional[int] = None) -> list[str]:
     """tensorflow_model_server's flags, ``--flag=value`` (its parser needs the ``=``), with
     the server files read from ``config_dir``; batching and monitoring only when enabled;
-    ``--ssl_config_file`` (gRPC over TLS) from the TLS mount when ``grpc_tls``."""
+    ``--ssl_config_file`` (gRPC over TLS) from the TLS mount when ``grpc_tls``; with
+    ``cores`` (a container's CPU limit), each of the model sessions' two thread pools
+    sized to it.
+
+    Why the pools: left at 0, TensorFlow sizes each pool to the cores it sees, which in a
+    container are the node's, not the limit; on a 32-core node a 2-core pod would run
+    64 pool threads against a 2-CPU quota, and the kernel's CFS quota then stalls the
+    whole pod for most of each 100 ms period once they are busy (the problem KServe
+    reports for every framework's servers, kserve/kserve#1031)."""
     s = settings.serving
     args = [f"--port={GRPC_PORT}", f"--rest_api_port={REST_PORT}",
             f"--model_config_file={config_dir}/{MODELS_CONFIG}",
@@ -185,6 +194,9 @@ def server_args(settings: ServingSettings, config_dir: str, grpc_tls: bool = Fal
         args += [f"--monitoring_config_file={config_dir}/{MONITORING_FILE}"]
     if grpc_tls:
         args += [f"--ssl_config_file={CONTAINER_TLS_DIR}/{SSL_CONFIG_NAME}"]
+    if cores is not None:
+        args += [f"--tensorflow_intra_op_parallelism={cores}",
+                 f"--tensorflow_inter_op_parallelism={cores}"]
     return args
 
 
@@ -299,7 +311,7 @@ def k8s_deployment(settings: ServingSettings) -> dict[str, Any]:
         "image": s.image,
         "command": [server_files.REAL_SERVER],
         "args": server_args(settings, CONTAINER_CONFIG_DIR,
-                            grpc_tls=bool(k.ssl_config_secret)),
+                            grpc_tls=bool(k.ssl_config_secret), cores=SERVER_CPU_LIMIT),
         "ports": [{"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
                   {"name": "http", "containerPort": REST_PORT, "protocol": "TCP"}],
         # The server opens its ports only once the models have loaded: the startup probe
@@ -312,7 +324,7 @@ def k8s_deployment(settings: ServingSettings) -> dict[str, Any]:
         "livenessProbe": {"tcpSocket": {"port": GRPC_PORT},
                           "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3},
         "resources": {"requests": {"cpu": "500m", "memory": "512Mi"},
-                      "limits": {"cpu": "2", "memory": "2Gi"}},
+                      "limits": {"cpu": str(SERVER_CPU_LIMIT), "memory": "2Gi"}},
         "volumeMounts": [
             {"name": "models", "mountPath": CONTAINER_MODELS_DIR, "readOnly": True},
             {"name": "server-config", "mountPath": CONTAINER_CONFIG_DIR, "readOnly": True}],

@@ -174,6 +174,10 @@ def test_deployment_probes_ports_and_metrics(config):
     assert server["livenessProbe"]["tcpSocket"]["port"] == 8500
     for kind in ("requests", "limits"):
         assert set(server["resources"][kind]) == {"cpu", "memory"}
+    # the model's thread pools fit the CPU limit, not the node's cores (kserve/kserve#1031)
+    cores = server["resources"]["limits"]["cpu"]
+    assert args["tensorflow_intra_op_parallelism"] == args["tensorflow_inter_op_parallelism"]
+    assert args["tensorflow_intra_op_parallelism"] == cores == "2"
     assert pod["metadata"]["annotations"] == {
         "prometheus.io/scrape": "true", "prometheus.io/path": "/monitoring/prometheus/metrics",
         "prometheus.io/port": "8501"}
