@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import os
 from typing import Any, Callable, Iterable, Iterator
 
 from apache_beam.options import pipeline_options
+
+from serving.process import usable_cores
 
 AUTO = "auto"
 OPTION = "in_process_threads"
@@ -43,14 +44,6 @@ class InProcessOptions(pipeline_options.PipelineOptions):
             help="threads of the in-process executor paths: a number, or 'auto' (one for "
                  "small data, else the cores this process may use, at most "
                  f"{AUTO_MAX_THREADS})")
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, which containers narrow)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def parse_threads(value: str) -> int | None:

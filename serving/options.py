@@ -9,7 +9,7 @@ import dataclasses
 import os
 from typing import Optional
 
-from serving import config_files
+from serving import config_files, process
 from serving.config_files import ModelServerConfig
 from serving.errors import invalid_argument
 from serving.rollout.policy import RolloutPolicy, optional_policy
@@ -105,7 +105,8 @@ class ServerOptions:
         tensorflow_model_server's precedence (`model_servers/server.cc`): the intra- and
         inter-op flags when either is set (the other may stay 0), else
         --tensorflow_session_parallelism for both. When all three are 0 and the REST port
-        has several processes, each gets the cores divided among them (at least 1): N
+        has several processes, each gets the cores it may use (`usable_cores`: its CPU
+        affinity, which containers narrow) divided among them (at least 1): N
         processes with TensorFlow's default pools would run N threads per core, which
         fight the processes' event loops for the cores (bench/serving; figures in
         docs/performance.md).
@@ -117,7 +118,7 @@ class ServerOptions:
             return intra, inter
         if session > 0 or self.rest_api_workers == 1:
             return session, session
-        share = max(1, (os.cpu_count() or 1) // self.rest_api_workers)
+        share = max(1, process.usable_cores() // self.rest_api_workers)
         return share, share
 
     def rollout_policy(self) -> Optional[RolloutPolicy]:

@@ -16,6 +16,15 @@ _NOISY_LOGGERS = ("absl", "apache_beam", "tensorflow", "tfx", "ml_metadata", "go
                   "urllib3", "h5py", "numexpr")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity, which containers and `taskset`
+    narrow (`os.cpu_count()` counts the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def use_keras_2() -> None:
     """`tf.keras` as Keras 2 (`TF_USE_LEGACY_KERAS=1`, unless set), which TFX 1.16's
     components and this project's models use. TensorFlow reads it once, when imported, so

@@ -54,7 +54,7 @@ def test_workers_in_a_process_that_cannot_share_its_metrics_are_refused():
 ])
 def test_session_threads_follow_tensorflow_model_servers_precedence(
         monkeypatch, flags, workers, cores, threads):
-    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    monkeypatch.setattr("serving.process.usable_cores", lambda: cores)
     options = ServerOptions(model_base_path="m", rest_api_workers=workers, **flags)
     assert options.session_threads() == threads
 
@@ -74,7 +74,7 @@ def test_each_rest_worker_gets_the_primarys_share_of_the_cores(monkeypatch):
     processes, not left to resolve them as one process would (all the cores)."""
     from serving.workers import WorkerPool
 
-    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    monkeypatch.setattr("serving.process.usable_cores", lambda: 4)
     pool = WorkerPool(ServerOptions(model_base_path="m", rest_api_workers=2), rest_port=1)
     assert pool.worker_options.rest_api_workers == 1
     assert pool.worker_options.session_threads() == (2, 2)
