@@ -173,9 +173,9 @@ def server_args(settings: ServingSettings, config_dir: str, grpc_tls: bool = Fal
                 cores: Optional[int] = None) -> list[str]:
     """tensorflow_model_server's flags, ``--flag=value`` (its parser needs the ``=``), with
     the server files read from ``config_dir``; batching and monitoring only when enabled;
-    ``--ssl_config_file`` (gRPC over TLS) from the TLS mount when ``grpc_tls``; with
-    ``cores`` (a container's CPU limit), each of the model sessions' two thread pools
-    sized to it.
+    ``--ssl_config_file`` (gRPC over TLS) from the TLS mount when ``grpc_tls``; the model
+    sessions' two thread pools as configured, else, with ``cores`` (a container's CPU
+    limit), each sized to it.
 
     Why the pools: left at 0, TensorFlow sizes each pool to the cores it sees, which in a
     container are the node's, not the limit; on a 32-core node a 2-core pod would run
@@ -194,10 +194,7 @@ def server_args(settings: ServingSettings, config_dir: str, grpc_tls: bool = Fal
         args += [f"--monitoring_config_file={config_dir}/{MONITORING_FILE}"]
     if grpc_tls:
         args += [f"--ssl_config_file={CONTAINER_TLS_DIR}/{SSL_CONFIG_NAME}"]
-    if cores is not None:
-        args += [f"--tensorflow_intra_op_parallelism={cores}",
-                 f"--tensorflow_inter_op_parallelism={cores}"]
-    return args
+    return args + s.session_thread_flags(cores)
 
 
 # --- the model server's own files ----------------------------------------------------

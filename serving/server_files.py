@@ -128,6 +128,7 @@ def server_command(settings: ServingSettings, files: ServerFiles, python: str,
         argv += [f"--monitoring_config_file={files.monitoring_config}"]
     if s.tls.ssl_config_file:  # TF Serving's flag: gRPC over TLS, in both servers
         argv += [f"--ssl_config_file={s.tls.ssl_config_file}"]
+    argv += s.session_thread_flags()  # TF Serving's too, in both
     if not real_binary:  # the embedded server's own flags; the real one refuses them
         argv += [f"--host={s.host}", f"--max_request_bytes={s.max_request_bytes}",
                  f"--rest_read_timeout_seconds={s.rest_read_timeout_seconds:g}",

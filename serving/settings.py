@@ -277,6 +277,10 @@ class ServingSection(StrictSection):
     file_system_poll_wait_seconds: int = Field(1, ge=0)
     model_config_file_poll_wait_seconds: int = Field(1, ge=0)
     monitoring: bool = True
+    # TF Serving's: the model sessions' thread pools, passed to both servers (0: auto;
+    # `ServerOptions.session_threads`, and the pod's CPU limit on Kubernetes).
+    tensorflow_intra_op_parallelism: int = Field(0, ge=0)
+    tensorflow_inter_op_parallelism: int = Field(0, ge=0)
     # The embedded server's REST port (tensorflow_model_server has none of these).
     max_request_bytes: int = Field(64 * 1024 * 1024, gt=0)
     rest_read_timeout_seconds: float = Field(30.0, ge=0)
@@ -291,6 +295,18 @@ class ServingSection(StrictSection):
     tls: TlsSection = Field(default_factory=TlsSection)
     image: str = "tensorflow/serving:2.16.1"
     kubernetes: KubernetesSection = Field(default_factory=KubernetesSection)
+
+    def session_thread_flags(self, cores: Optional[int] = None) -> list[str]:
+        """tensorflow_model_server's two thread flags, for either server: the configured
+        numbers when either is set (0 leaves the other to the server), else both at
+        ``cores`` (a container's CPU limit) when given, else none (the server decides)."""
+        intra, inter = self.tensorflow_intra_op_parallelism, self.tensorflow_inter_op_parallelism
+        if not (intra or inter):
+            if cores is None:
+                return []
+            intra = inter = cores
+        return [f"--tensorflow_intra_op_parallelism={intra}",
+                f"--tensorflow_inter_op_parallelism={inter}"]
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> "ServingSection":

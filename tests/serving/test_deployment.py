@@ -184,6 +184,13 @@ def test_deployment_probes_ports_and_metrics(config):
     assert objects["Deployment"]["spec"]["replicas"] == config.serving.kubernetes.replicas
 
 
+def test_configured_thread_pools_replace_the_cpu_limits_in_the_pods(tmp_path):
+    settings = variant(tmp_path, {"serving.tensorflow_inter_op_parallelism": 1})
+    args = flags(deployment.server_args(settings, "/etc/tfserving", cores=2))
+    assert (args["tensorflow_intra_op_parallelism"],
+            args["tensorflow_inter_op_parallelism"]) == ("0", "1")
+
+
 def test_server_files_come_from_the_configmap(config):
     objects = manifests(K8S)
     server = container(objects)

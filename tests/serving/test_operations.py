@@ -141,6 +141,26 @@ def test_serve_passes_the_rest_ports_limits_to_the_embedded_server_only(workspac
                                                           "--host"))]
 
 
+def test_serve_passes_the_thread_flags_to_both_servers_only_when_set(workspace: Path):
+    from pipeline.definition.config import ConfigError
+    from serving import flags
+
+    path = write_config(workspace, {"serving.tensorflow_intra_op_parallelism": 3})
+    config = load_config(path, check_files=False).serving_settings()
+    files = server_files.write_server_files(config)
+    options, _ = flags.parse(server_files.server_command(config, files, "python")[3:])
+    assert options.session_threads() == (3, 0)  # the inter-op pool left to the server
+    real = server_files.server_command(config, files, "python", "/bin/tensorflow_model_server")
+    assert {"--tensorflow_intra_op_parallelism=3",
+            "--tensorflow_inter_op_parallelism=0"} <= set(real)
+    unset = load_config(write_config(workspace), check_files=False).serving_settings()
+    assert not [flag for flag in server_files.server_command(unset, files, "python", "/b/t")
+                if "parallelism" in flag]
+    with pytest.raises(ConfigError, match="tensorflow_inter_op_parallelism"):
+        load_config(write_config(workspace, {"serving.tensorflow_inter_op_parallelism": -1}),
+                    check_files=False)
+
+
 def test_a_waiter_asks_until_every_rest_process_serves_the_version(monkeypatch):
     """With REST workers each process loads a version on its own, and each status
     request lands on any of them: here two, answering in turn, the second loading version
