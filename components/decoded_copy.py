@@ -33,6 +33,8 @@ import tensorflow as tf
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.arrow import table_util
 
+from components.csv_columns import DECODED_TYPES, Kind
+
 RECORDS_PREFIX = "Split-"
 COPY_PREFIX = "Decoded-"
 COPY_SUFFIX = ".arrow"
@@ -42,10 +44,10 @@ MANIFEST = "manifest.json"
 # decode the records.
 _WRITE_OPTIONS = ipc.IpcWriteOptions(compression="zstd")
 
-# The Arrow type tfx_bsl's decoder gives a schema feature of each type.
-SCHEMA_TYPES = {schema_pb2.INT: pa.large_list(pa.int64()),
-                schema_pb2.FLOAT: pa.large_list(pa.float32()),
-                schema_pb2.BYTES: pa.large_list(pa.large_binary())}
+# The Arrow type tfx_bsl's decoder gives a schema feature of each type: the copy's own.
+SCHEMA_TYPES = {schema_pb2.INT: DECODED_TYPES[Kind.INT],
+                schema_pb2.FLOAT: DECODED_TYPES[Kind.FLOAT],
+                schema_pb2.BYTES: DECODED_TYPES[Kind.STRING]}
 
 
 def _local(path: str) -> bool:

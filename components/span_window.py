@@ -314,16 +314,15 @@ class Executor(BaseExampleGenExecutor):
         threads = parallelism.threads_for(self._beam_pipeline_args,
                                           parallelism.stored_bytes(files))
         folders = [artifact_utils.get_split_uri(output, name) for name in split_names]
-        keep_decoded = window.decoded_copy
         with split_writer.SplitWriter(folders, shards=threads,
-                                      keep_decoded=keep_decoded) as writer:
+                                      keep_decoded=window.decoded_copy) as writer:
             for batch, decoded in window_records(files, header, window.missing_values,
-                                                 decoded=keep_decoded):
+                                                 decoded=window.decoded_copy):
                 records = batch.to_pylist()
                 splits = split_of_records(records, output_config)
                 for split, group in enumerate(records_by_split(records, splits, len(folders))):
-                    writer.write(split, group, decoded.filter(pa.array(splits == split))
-                                 if keep_decoded else None)
+                    writer.write(split, group, None if decoded is None
+                                 else decoded.filter(pa.array(splits == split)))
         # The properties TFX's ExampleGen sets on what it wrote.
         for artifact in output:
             if payload is not None:
